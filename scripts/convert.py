@@ -1,0 +1,44 @@
+"""Convert an IOB .tsv export (UBIAI, CoNLL, ...) to spaCy's JSON training format and a DocBin."""
+from pathlib import Path
+
+import typer
+from wasabi import msg
+
+from iob_ner.corpus import convert_iob
+from iob_ner.iob import IobError, ReadReport
+from iob_ner.runtime import SetupError, parse_bool
+
+
+def print_report(report: ReadReport) -> None:
+    msg.table(
+        [("documents", report.documents), ("sentences", report.sentences), ("tokens", report.tokens),
+         ("longest document (tokens)", report.longest_document),
+         ("scheme", report.scheme), ("separator", f"{report.separator}, {report.columns} columns"),
+         ("encoding", "UTF-8 with BOM" if report.bom else "UTF-8"), ("line endings", report.line_endings)],
+        header=("", Path(report.path).name), divider=True)
+    entities = sorted(report.entities.items(), key=lambda item: -item[1])
+    msg.table(entities + [("total", sum(report.entities.values()))], header=("label", "entities"), divider=True)
+    for kind, repair in report.repairs.items():
+        lines = ", ".join(map(str, repair["lines"]))
+        msg.warn(f"repaired {repair['count']}x: {repair['what']} (first lines: {lines})")
+    for note in report.notes:
+        msg.info(note)
+
+
+def main(
+    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="IOB .tsv file"),
+    output_stem: Path = typer.Argument(..., help="Writes STEM.json, STEM.spacy and STEM.report.json"),
+    sents_per_doc: int = typer.Option(1, "--sents-per-doc", "-n", help="Sentences per document where the file has no -DOCSTART-"),
+    strict: str = typer.Option("false", help="true: every repair is an error"),
+) -> None:
+    try:
+        report = convert_iob(input_path, output_stem, sents_per_doc=sents_per_doc, strict=parse_bool(strict), progress=True)
+    except (IobError, SetupError) as err:
+        msg.fail(str(err), exits=1)
+    print_report(report)
+    msg.good(f"{input_path} -> {output_stem}.json, {output_stem}.spacy: {report.documents} documents, "
+             f"{report.tokens} tokens, {sum(report.entities.values())} entities")
+
+
+if __name__ == "__main__":
+    typer.run(main)

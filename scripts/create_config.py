@@ -1,0 +1,28 @@
+"""Write configs/config.cfg from configs/base_config.cfg, keeping a config.cfg that the user edited."""
+from pathlib import Path
+
+import typer
+from wasabi import msg
+
+from iob_ner.config_file import HEADS, write_config
+
+
+def main(
+    base: Path = typer.Argument(..., exists=True, dir_okay=False, help="The short base config"),
+    output: Path = typer.Argument(..., dir_okay=False, help="The complete config to write"),
+    ner_head: str = typer.Option("token", help=f"NER head: {' or '.join(HEADS)}"),
+    force: bool = typer.Option(False, "--force", help="Overwrite even an edited config"),
+) -> None:
+    try:
+        status = write_config(base, output, ner_head, force=force)
+    except ValueError as err:
+        msg.fail(str(err), exits=1)
+    if status == "kept":
+        msg.warn(f"{output} was edited by hand: kept as it is (delete it, or pass --force, to regenerate "
+                 f"with ner_head={ner_head})")
+    else:
+        msg.good(f"{output}: {status} (ner_head={ner_head})")
+
+
+if __name__ == "__main__":
+    typer.run(main)
