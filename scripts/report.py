@@ -1,0 +1,182 @@
+"""Write training/report.md, the learning-curve and per-label plots, and training/errors.html."""
+import html
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import pandas as pd
+import spacy
+import typer
+from spacy import displacy
+from wasabi import msg
+
+from iob_ner.corpus import read_docs
+from iob_ner.metrics import confusion_labels
+
+COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities"})
+MAX_ERROR_DOCS = 300  # errors.html shows the documents with the most errors first, up to this many
+
+
+def _md_table(frame: pd.DataFrame, counts: bool = False) -> str:
+    """A Markdown table (pandas' to_markdown needs the tabulate package); `counts`: all cells are counts."""
+    count_columns = set(frame.columns) if counts else COUNT_COLUMNS
+    header = "| " + " | ".join(str(c) for c in [frame.index.name or ""] + list(frame.columns)) + " |"
+    rule = "|" + "---|" * (len(frame.columns) + 1)
+    rows = ["| " + " | ".join([str(i)] + [_cell(c, v, c in count_columns) for c, v in zip(frame.columns, row)]) + " |"
+            for i, row in zip(frame.index, frame.values)]
+    return "\n".join([header, rule] + rows)
+
+
+def _cell(column: str, value: object, count: bool) -> str:
+    if column == "words/s":
+        return f"{value:,.0f}"
+    if isinstance(value, float) and not count:
+        return f"{value:.3f}"
+    return str(int(value)) if isinstance(value, (int, float)) else str(value)
+
+
+def read_log(path: Path) -> pd.DataFrame:
+    """spaCy's JSONL training log: losses are summed since the last evaluation, so divide by the steps."""
+    rows, previous = [], -1
+    if path.exists():
+        for line in path.read_text(encoding="utf8").splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                steps = max(1, entry["step"] - previous)
+                previous = entry["step"]
+                rows.append({"step": entry["step"], "loss": sum(entry.get("losses", {}).values()) / steps,
+                             "dev_f": entry.get("scores", {}).get("ents_f", 0.0) / 100})
+    return pd.DataFrame(rows)
+
+
+def plot_learning_curve(log: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, loss_axis = plt.subplots(figsize=(7, 4))
+    loss_axis.plot(log["step"], log["loss"], color="tab:gray", marker=".", label="training loss per step")
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("loss per step")
+    f_axis = loss_axis.twinx()
+    f_axis.plot(log["step"], log["dev_f"], color="tab:blue", marker="o", label="dev F")
+    f_axis.set_ylabel("dev entity F")
+    f_axis.set_ylim(0, 1)
+    fig.legend(loc="lower center", ncol=2, fontsize="small")
+    fig.suptitle("Learning curve")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_per_label(per_label: Dict[str, pd.DataFrame], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame({split: table["f"] for split, table in per_label.items()})
+    ax = frame.plot.barh(figsize=(7, 0.5 * len(frame) + 1.5), xlim=(0, 1))
+    ax.set_xlabel("entity F")
+    ax.set_title("F per label")
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=100)
+    plt.close(ax.figure)
+
+
+def per_label_table(metrics: dict) -> pd.DataFrame:
+    frame = pd.DataFrame(metrics["per_label"]).T[["p", "r", "f", "support"]]
+    frame["support"] = frame["support"].astype(int)
+    frame.index.name = "label"
+    return frame
+
+
+def confusion_table(confusion: Dict[str, Dict[str, int]]) -> pd.DataFrame:
+    rows, cols = confusion_labels(confusion)
+    frame = pd.DataFrame([[confusion.get(r, {}).get(c, 0) for c in cols] for r in rows], index=rows, columns=cols)
+    frame.index.name = "gold \\ predicted"
+    return frame
+
+
+def write_errors_html(gold_docs: List, pred_docs: List, path: Path) -> int:
+    """Gold and predicted entities side by side, the documents with the most errors first."""
+    def errors(gold, pred) -> int:
+        g = {(e.start, e.end, e.label_) for e in gold.ents}
+        p = {(e.start, e.end, e.label_) for e in pred.ents}
+        return len(g ^ p)
+
+    ranked = sorted(range(len(gold_docs)), key=lambda i: -errors(gold_docs[i], pred_docs[i]))
+    with_errors = sum(1 for i in ranked if errors(gold_docs[i], pred_docs[i]))
+    labels = sorted({e.label_ for d in gold_docs + pred_docs for e in d.ents})
+    rows = []
+    for i in ranked[:MAX_ERROR_DOCS]:
+        count = errors(gold_docs[i], pred_docs[i])
+        cells = [displacy.render(d, style="ent", page=False, options={"ents": labels}) for d in (gold_docs[i], pred_docs[i])]
+        rows.append(f"<tr class=\"{'bad' if count else 'ok'}\"><td>#{i}<br>{count} error(s)</td>"
+                    f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>NER errors</title>
+<style>body{{font-family:sans-serif}} table{{border-collapse:collapse}} td{{border-top:1px solid #ccc;vertical-align:top;padding:6px;width:45%}}
+td:first-child{{width:8%;color:#555}} tr.bad td:first-child{{color:#b00}}</style></head><body>
+<h1>Test documents: gold and predicted entities</h1>
+<p>{with_errors} of {len(gold_docs)} documents have errors; shown first. {html.escape(
+        f"Showing {min(len(gold_docs), MAX_ERROR_DOCS)} documents.")}</p>
+<table><tr><th></th><th>gold</th><th>predicted</th></tr>{''.join(rows)}</table></body></html>"""
+    path.write_text(page, encoding="utf8")
+    return with_errors
+
+
+def main(
+    training_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+    test_corpus: Path = typer.Argument(..., exists=True, help="Gold test corpus (.spacy) for errors.html"),
+) -> None:
+    metrics = {split: json.loads((training_dir / f"metrics-{split}.json").read_text(encoding="utf8"))
+               for split in ("dev", "test")}
+    log = read_log(training_dir / "log.jsonl")
+    per_label = {split: per_label_table(m) for split, m in metrics.items()}
+    if not log.empty:
+        plot_learning_curve(log, training_dir / "learning-curve.png")
+    plot_per_label(per_label, training_dir / "per-label-f.png")
+    vocab = spacy.blank("en").vocab
+    gold = list(read_docs(test_corpus, vocab))
+    pred = list(read_docs(training_dir / "predictions-test.spacy", vocab))
+    with_errors = write_errors_html(gold, pred, training_dir / "errors.html")
+
+    overall = pd.DataFrame({
+        split: {"typed P": m["typed"]["p"], "typed R": m["typed"]["r"], "typed F": m["typed"]["f"],
+                "untyped F": m["untyped"]["f"], "gold entities": m["gold_entities"],
+                "predicted entities": m["predicted_entities"], "words/s": m["words_per_second"]}
+        for split, m in metrics.items()}).T
+    overall.index.name = "split"
+    errors = pd.DataFrame({split: m["errors"] for split, m in metrics.items()}).fillna(0).astype(int).T
+    errors.index.name = "split"
+    best = log.loc[log["dev_f"].idxmax()] if not log.empty else None
+    lines = [
+        "# NER report", "",
+        f"Model: `{metrics['test']['model']}`, evaluated on {metrics['test']['device']}.",
+        (f"Best dev F {best['dev_f']:.3f} at step {int(best['step'])} of {int(log['step'].max())}." if best is not None else ""),
+        "", "## Overall", "",
+        "Typed F counts an entity as right when its boundaries and label both match; untyped F asks only for "
+        "the boundaries. A large gap between them means the model finds the spans but confuses labels.", "",
+        _md_table(overall), "",
+        "## Per label (test)", "", _md_table(per_label["test"]), "",
+        "## Per label (dev)", "", _md_table(per_label["dev"]), "",
+        "## Kinds of error", "",
+        "Per gold entity: `correct`, `wrong_label` (same span), `wrong_boundary` (overlapping, same label), "
+        "`wrong_label_and_boundary`, `missed` (no overlap); per prediction overlapping no gold entity: `spurious`.", "",
+        _md_table(errors, counts=True), "",
+        "## Label confusion (test)", "",
+        "Rows: gold labels; columns: labels of the predicted entities that overlap them.", "",
+        _md_table(confusion_table(metrics["test"]["confusion"]), counts=True), "",
+        "## Plots and error view", "",
+        ("![Learning curve](learning-curve.png)" if not log.empty else "No training log was found."), "",
+        "![F per label](per-label-f.png)", "",
+        f"[errors.html](errors.html): {with_errors} of {len(gold)} test documents with errors, gold beside predicted.", "",
+    ]
+    (training_dir / "report.md").write_text("\n".join(lines), encoding="utf8")
+    msg.good(f"{training_dir / 'report.md'}, learning-curve.png, per-label-f.png, errors.html "
+             f"({with_errors} of {len(gold)} test documents with errors)")
+
+
+if __name__ == "__main__":
+    typer.run(main)
