@@ -24,6 +24,8 @@ REPAIRS = {
     "unclosed_entity": "IOBES/BILOU entity not closed by E-/L-: closed where the next tag starts",
 }
 
+# Written schemes, with the prefixes that end an entity and mark a one-token entity (BILUO is spaCy's name).
+SCHEME_END_TAGS = {"IOB2": None, "IOB1": None, "IOBES": ("E", "S"), "BILOU": ("L", "U"), "BILUO": ("L", "U")}
 Span = Tuple[int, int, str]  # token start, token end (exclusive), label
 
 
@@ -86,6 +88,17 @@ class _FileLayout:
     crlf: bool
     docstart_lines: int
     docstart_first: bool
+    columns: int  # the usual number of whitespace-separated fields on a token line
+
+
+def _usual_columns(head: bytes, sample: int = 1000) -> int:
+    """The most common field count (of 2 or more) over the first token lines."""
+    counts: Counter = Counter()
+    for raw in head.splitlines()[:sample]:
+        fields = len(raw.split())
+        if fields >= 2 and not raw.startswith(DOCSTART.encode()):
+            counts[fields] += 1
+    return counts.most_common(1)[0][0] if counts else 2
 
 
 def _scan_layout(path: Path, chunk_size: int = 1 << 20) -> _FileLayout:
@@ -107,7 +120,7 @@ def _scan_layout(path: Path, chunk_size: int = 1 << 20) -> _FileLayout:
             has_tab = has_tab or b"\t" in chunk
             tail = window[-(len(marker) - 1):]
             chunk = f.read(chunk_size)
-    return _FileLayout(has_tab, bom, crlf, docstarts, first)
+    return _FileLayout(has_tab, bom, crlf, docstarts, first, 2 if has_tab else _usual_columns(body))
 
 
 def _split_whitespace(path: Path, lineno: int, line: str, columns: int) -> Tuple[str, str]:
@@ -304,7 +317,9 @@ def read_iob(
     doc_line = 1
     lineno = 0
     has_tab = layout.has_tab
-    columns = 2 if has_tab else 0
+    columns = report.columns = layout.columns
+    if columns > 2:
+        report.notes.append(f"{columns} columns: token first, tag last, others ignored")
     tag_cache = tags.cache
 
     def take_document() -> IobDocument:
@@ -346,10 +361,6 @@ def read_iob(
                     if "\t" in tag:  # more columns: the tag is the last
                         tag = tag.rpartition("\t")[2]
                 else:
-                    if not columns:  # the first token line fixes the column count
-                        columns = report.columns = max(2, len(line.split()))
-                        if columns > 2:
-                            report.notes.append(f"{columns} columns: token first, tag last, others ignored")
                     token, tag = _split_whitespace(path, lineno, line, columns)
                 stripped_token, stripped_tag = token.strip(), tag.strip()
                 if len(stripped_token) != len(token) or len(stripped_tag) != len(tag):
@@ -400,8 +411,10 @@ def _first_undecodable_line(path: Path) -> int:
 
 def spans_to_tags(spans: Iterable[Span], length: int, scheme: str = "IOB2") -> List[str]:
     """Encode entity spans as per-token tags in IOB2, IOB1, IOBES or BILOU."""
+    if scheme not in SCHEME_END_TAGS:
+        raise ValueError(f"unknown tag scheme {scheme!r}: use one of {', '.join(SCHEME_END_TAGS)}")
     tags = ["O"] * length
-    ends = {"IOBES": ("E", "S"), "BILOU": ("L", "U")}.get(scheme)
+    ends = SCHEME_END_TAGS[scheme]
     previous_end, previous_label = -1, None
     for start, end, label in sorted(spans):
         tags[start:end] = [f"I-{label}"] * (end - start)
