@@ -1,0 +1,137 @@
+"""End to end: `spacy project run all` on the sample (CPU, few steps), reruns, and the outputs' content."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+
+from conftest import ROOT, SHARED_DATA
+
+pytestmark = pytest.mark.slow
+GENERATED = ("corpus", "training", "packages", "project.lock", ".git", ".pytest_cache", ".hypothesis", "__pycache__",
+             "*.egg-info", ".venv", "venv", "build")
+COMMANDS = ["convert", "create-config", "debug-data", "train", "evaluate", "report"]
+
+
+def copy_project(target: Path) -> Path:
+    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(*GENERATED))
+    return target
+
+
+def run_project(project: Path, *args: str, env=None) -> str:
+    result = subprocess.run([sys.executable, "-m", "spacy", "project", "run", *args], cwd=project,
+                            capture_output=True, text=True, env={**os.environ, **(env or {})})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def would_run(output: str) -> set:
+    """Commands of the `all` workflow that a run (or --dry run) did not skip."""
+    return {name for name in COMMANDS if f"Skipping '{name}'" not in output}
+
+
+@pytest.fixture(scope="session")
+def sample_project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("sample") / "project")
+    output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30")
+    return project, output
+
+
+def test_all_runs_on_the_sample_and_leaves_every_output(sample_project):
+    project, output = sample_project
+    training = project / "training"
+    for name in ("model-best", "model-last", "metrics-dev.json", "metrics-test.json", "report.md",
+                 "learning-curve.png", "per-label-f.png", "errors.html", "debug-data.txt", "log.jsonl"):
+        assert (training / name).exists(), name
+    assert "Training on CPU" in output
+
+
+def test_trained_pipeline_loads_and_predicts_entities(sample_project):
+    project, _ = sample_project
+    nlp = spacy.load(project / "training" / "model-best")
+    doc = nlp("LiFePO4 nanoparticles were prepared by a sol-gel route and showed a specific capacity of 160 mAh/g .")
+    assert doc.ents, "the trained pipeline found no entity in a training sentence"
+    assert {e.label_ for e in doc.ents} <= {"MAT", "PRO", "SMT", "CMT", "APL"}
+
+
+def test_metrics_count_every_gold_entity(sample_project):
+    project, _ = sample_project
+    for split in ("dev", "test"):
+        metrics = json.loads((project / "training" / f"metrics-{split}.json").read_text())
+        report = json.loads((project / "corpus" / f"{split}.report.json").read_text())
+        assert metrics["gold_entities"] == report["entities_total"]
+        assert sum(s["support"] for s in metrics["per_label"].values()) == report["entities_total"]
+        assert sum(sum(row.values()) for gold, row in metrics["confusion"].items() if gold != "(spurious)") >= report["entities_total"]
+        assert 0.0 <= metrics["typed"]["f"] <= metrics["untyped"]["f"] <= 1.0
+
+
+def test_report_plots_and_error_view_are_real(sample_project):
+    project, _ = sample_project
+    import matplotlib.image
+
+    training = project / "training"
+    for png in ("learning-curve.png", "per-label-f.png"):
+        image = matplotlib.image.imread(training / png)
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0
+    report = (training / "report.md").read_text()
+    test_metrics = json.loads((training / "metrics-test.json").read_text())
+    assert f"| test | {test_metrics['typed']['p']:.3f} |" in report
+    assert "](learning-curve.png)" in report and "](errors.html)" in report
+    html = (training / "errors.html").read_text()
+    assert html.count("<tr class=") == test_metrics["examples"]
+    assert 'class="entities"' in html
+
+
+def test_second_run_skips_every_finished_step(sample_project):
+    project, _ = sample_project
+    output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30")
+    for name in COMMANDS:
+        assert f"Skipping '{name}': nothing changed" in output, name
+
+
+def test_editing_the_config_reruns_exactly_what_depends_on_it(sample_project, tmp_path):
+    project = copy_project(tmp_path / "p")
+    source = sample_project[0]
+    for generated in ("corpus", "training", "project.lock"):
+        (shutil.copytree if (source / generated).is_dir() else shutil.copy)(source / generated, project / generated)
+    config = project / "configs" / "config.cfg"
+    config.write_text(config.read_text().replace("dropout = 0.1", "dropout = 0.15"))
+    output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
+    assert would_run(output) == {"create-config", "debug-data", "train"}
+    real = run_project(project, "create-config")
+    assert "edited by hand: kept" in real and "dropout = 0.15" in config.read_text()
+
+    sample = project / "assets" / "train.tsv"
+    sample.write_bytes(sample.read_bytes() + b"\r\n-DOCSTART- -X- O O\r\nNiO\tB-MAT\r\nfilms\tO")
+    run_project(project, "convert")
+    assert json.loads((project / "corpus" / "train.report.json").read_text())["documents"] == 43
+    output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
+    assert would_run(output) == {"debug-data", "train"}
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside this checkout")
+def test_all_on_ncbi_disease_with_a_model_folder_that_is_gone_afterwards(tmp_path):
+    """Real data (one label, no -DOCSTART-), a transformer from a local folder, then load without it."""
+    from iob_ner.runtime import resolve_transformer
+
+    project = copy_project(tmp_path / "project")
+    model_copy = tmp_path / "minilm"
+    shutil.copytree(resolve_transformer("embedded"), model_copy)
+    data = SHARED_DATA / "ncbi-disease"
+    run_project(project, "all", ".", "--vars.train", str(data / "train.tsv"), "--vars.dev", str(data / "dev.tsv"),
+                "--vars.test", str(data / "test.tsv"), "--vars.max_steps", "50", "--vars.eval_frequency", "50",
+                "--vars.transformer", str(model_copy))
+    metrics = json.loads((project / "training" / "metrics-test.json").read_text())
+    assert metrics["gold_entities"] == 960 and list(metrics["per_label"]) == ["Disease"]
+    shutil.rmtree(model_copy)
+    check = ("import spacy; nlp = spacy.load('training/model-best'); "
+             "print(len(nlp('Hereditary breast cancer is common .')))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=project, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "6"

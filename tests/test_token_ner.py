@@ -1,0 +1,101 @@
+"""token_ner: constrained decoding, learning, scoring and serialisation, on spaCy's CPU tok2vec (fast)."""
+import random
+
+import numpy
+import pytest
+import spacy
+from spacy.tokens import Doc
+from spacy.training import Example
+
+from iob_ner.token_ner import _BiluoDecoder
+
+TRAIN = [
+    ("LiFePO4 is a cathode made by sol-gel synthesis".split(), [(0, 1, "MAT"), (6, 8, "SMT")]),
+    ("ZnO films grown by pulsed laser deposition".split(), [(0, 1, "MAT"), (4, 7, "SMT")]),
+    ("we measured TiO2 by X-ray diffraction".split(), [(2, 3, "MAT"), (4, 6, "CMT")]),
+    ("NiO was studied by Raman spectroscopy".split(), [(0, 1, "MAT"), (4, 6, "CMT")]),
+]
+
+
+def make_examples(nlp):
+    examples = []
+    for words, spans in TRAIN:
+        gold = Doc(nlp.vocab, words=words)
+        gold.ents = [gold.char_span(gold[s].idx, gold[e - 1].idx + len(gold[e - 1]), label=l) for s, e, l in spans]
+        examples.append(Example(Doc(nlp.vocab, words=words), gold))
+    return examples
+
+
+def trained_nlp(steps=60):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("token_ner", name="ner")
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    random.seed(0)
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer, drop=0.0)
+    return nlp, examples
+
+
+def is_valid_biluo(tags):
+    inside = None
+    for tag in tags + ["O"]:
+        prefix, label = tag[0], tag[2:]
+        if inside is not None:
+            if prefix not in "IL" or label != inside:
+                return False
+            inside = None if prefix == "L" else inside
+        elif prefix in "IL":
+            return False
+        elif prefix == "B":
+            inside = label
+    return inside is None
+
+
+def test_decoder_returns_only_valid_sequences():
+    names = ["O"] + [f"{p}-{l}" for l in ("A", "B") for p in "BILU"]
+    decoder = _BiluoDecoder(names)
+    rng = numpy.random.default_rng(0)
+    lengths = [1, 2, 5, 9, 17]
+    scores = rng.random((sum(lengths), len(names))).astype("float32")
+    for probabilities in (True, False):
+        paths = decoder.decode(scores, lengths, probabilities=probabilities)
+        assert [len(p) for p in paths] == lengths
+        for path in paths:
+            assert is_valid_biluo([names[i] for i in path])
+
+
+def test_decoder_keeps_a_confident_valid_sequence():
+    names = ["O", "B-X", "I-X", "L-X", "U-X"]
+    want = [1, 2, 3, 0, 4]
+    scores = numpy.full((5, 5), 0.01, dtype="float32")
+    scores[numpy.arange(5), want] = 0.96
+    assert _BiluoDecoder(names).decode(scores, [5])[0].tolist() == want
+
+
+def test_token_ner_learns_scores_and_writes_ents():
+    nlp, examples = trained_nlp()
+    scores = nlp.evaluate(examples)
+    assert scores["ents_f"] > 0.9
+    doc = nlp("ZnO films grown by pulsed laser deposition")
+    assert [(e.text, e.label_) for e in doc.ents] == [("ZnO", "MAT"), ("pulsed laser deposition", "SMT")]
+
+
+def test_token_ner_saves_and_loads_through_spacy_load(tmp_path):
+    nlp, _ = trained_nlp(30)
+    text = "we measured TiO2 by X-ray diffraction"
+    before = [(e.text, e.label_) for e in nlp(text).ents]
+    nlp.to_disk(tmp_path / "model")
+    loaded = spacy.load(tmp_path / "model")
+    assert loaded.get_pipe("ner").labels == ("CMT", "MAT", "SMT")
+    assert [(e.text, e.label_) for e in loaded(text).ents] == before
+    batch = list(loaded.pipe([text, "", "NiO was studied by Raman spectroscopy"], batch_size=2))
+    assert [(e.text, e.label_) for e in batch[0].ents] == before and len(batch[1].ents) == 0
+
+
+def test_token_ner_needs_entities_to_learn():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("token_ner")
+    empty = [Example(Doc(nlp.vocab, words=["a"]), Doc(nlp.vocab, words=["a"]))]
+    with pytest.raises(ValueError, match="no entities"):
+        nlp.initialize(lambda: empty)
