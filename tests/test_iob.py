@@ -172,3 +172,11 @@ def test_empty_file_is_an_error(tmp_path):
     path.write_text("-DOCSTART- -X- O O\n\n", encoding="utf8")
     with pytest.raises(IobError, match="holds no token lines"):
         read(path)
+
+
+def test_only_newline_ends_a_line(tmp_path):
+    """Unicode line separators inside a token (U+2028, U+0085) do not split it, unlike str.splitlines."""
+    path = tmp_path / "x.tsv"
+    path.write_text("a\u2028b\tB-X\nc\x85d\tO\r\ne\tO", encoding="utf8")
+    docs, _ = read(path)
+    assert docs[0].words == ["a\u2028b", "c\x85d", "e"] and ents(docs[0]) == [("a\u2028b", "X")]

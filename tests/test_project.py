@@ -135,3 +135,60 @@ def test_all_on_ncbi_disease_with_a_model_folder_that_is_gone_afterwards(tmp_pat
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "6"
+
+
+def test_predict_writes_jsonl_and_iob_that_convert_reads_back(sample_project, tmp_path):
+    project, _ = sample_project
+    output = run_project(project, "predict")
+    assert "0 input line(s) skipped" in output.replace("\n", " ")
+    records = [json.loads(line) for line in (project / "training" / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and {r["id"] for r in records} >= {"a1", "a2", "a3"}
+    for record in records:
+        for ent in record["entities"]:
+            assert record["text"][ent["start"]:ent["end"]] == ent["text"]
+    from iob_ner.corpus import convert_iob
+    from iob_ner.iob import read_iob
+
+    iob = project / "training" / "predictions.tsv"
+    assert iob.read_bytes().startswith(b"-DOCSTART- -X- O O\r\n") and not iob.read_bytes().endswith(b"\n")
+    docs = list(read_iob(iob, strict=True))
+    back = [sorted((" ".join(d.words[s:e]), label) for s, e, label in d.spans) for d in docs]
+    nlp = spacy.load(project / "training" / "model-best")
+    want = [sorted((" ".join(t.text for t in nlp.make_doc(e["text"])), e["label"]) for e in r["entities"]) for r in records]
+    assert back == want
+    report = convert_iob(iob, tmp_path / "again")
+    assert sum(report.entities.values()) == sum(len(r["entities"]) for r in records)
+
+
+def test_predict_reports_bad_jsonl_lines_and_goes_on(sample_project, tmp_path):
+    project, _ = sample_project
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "ZnO films were grown ."}\n{"text": broken\n{"title": "no text"}\n{"text": "NiO ."}\n')
+    result = subprocess.run([sys.executable, "scripts/predict.py", "training/model-best", str(source), str(tmp_path / "out.jsonl")],
+                            cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    log = (result.stdout + result.stderr).replace("\n", " ")
+    assert f"{source}:2: skipped, not JSON" in log and f"{source}:3: skipped, no \"text\" string" in log
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+
+
+def test_package_installs_in_a_fresh_venv_and_loads_by_name_offline(sample_project, tmp_path):
+    project, _ = sample_project
+    run_project(project, "package")
+    wheels = list((project / "packages").glob("en_ner_model-0.1.0/dist/*.whl"))
+    assert len(wheels) == 1
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    torch_version = __import__("torch").__version__.split("+")[0]
+    install = subprocess.run([python, "-m", "pip", "install", "-q", f"torch=={torch_version}", str(wheels[0])],
+                             capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-3000:]
+    check = ("import spacy; nlp = spacy.load('en_ner_model'); doc = nlp('LiFePO4 was made by a sol-gel route .'); "
+             "print(nlp.pipe_names, [(e.text, e.label_) for e in doc.ents])")
+    result = subprocess.run([python, "-c", check], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("['transformer', 'ner']")
+    listing = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True).stdout
+    assert "iob-ner" not in listing  # the component came inside the package

@@ -335,9 +335,7 @@ def read_iob(
 
     try:
         with path.open("r", encoding="utf-8-sig", newline=None) as f:
-            for lineno, line in enumerate(f, 1):
-                if line.endswith("\n"):
-                    line = line[:-1]
+            for lineno, line in enumerate(_lines(f), 1):
                 if not line or line.isspace():
                     if in_sentence:
                         in_sentence = False
@@ -397,6 +395,24 @@ def read_iob(
     if report.tokens == 0:
         raise IobError(path, max(lineno - 1, 1), "the file holds no token lines")
     tags.finish()
+
+
+def _lines(f: IO[str], chunk_size: int = 1 << 22) -> Iterator[str]:
+    """The lines of a text file without their newline: split per 4 MB block, faster than line iteration.
+
+    Only "\n" ends a line (the file object has already turned CRLF into it); unlike str.splitlines, a
+    token holding U+2028 or U+0085 stays one token.
+    """
+    rest = ""
+    while True:
+        chunk = f.read(chunk_size)
+        if not chunk:
+            break
+        lines = (rest + chunk).split("\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
 
 
 def _first_undecodable_line(path: Path) -> int:

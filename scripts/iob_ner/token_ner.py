@@ -45,9 +45,11 @@ NEG_INF = -1e9
 class TokenNER(TrainablePipe):
     """Per-token BILUO classifier that writes `doc.ents`."""
 
-    def __init__(self, vocab: Vocab, model: Model, name: str = "token_ner", *, scorer: Optional[Callable] = None):
+    def __init__(self, vocab: Vocab, model: Model, name: str = "token_ner", *, learn_rate_scale: float = 1.0,
+                 scorer: Optional[Callable] = None):
         self.vocab, self.model, self.name = vocab, model, name
         self.cfg: Dict[str, list] = {"labels": []}
+        self.learn_rate_scale = learn_rate_scale
         self.scorer = scorer
         self._decoder: Optional[_BiluoDecoder] = None
 
@@ -145,6 +147,20 @@ class TokenNER(TrainablePipe):
         losses[self.name] += loss
         return losses
 
+    def finish_update(self, sgd: Optimizer) -> None:
+        """Update this component's own weights at `learn_rate_scale` times the optimizer's rate.
+
+        The softmax layer starts from zeros and, at a rate made for fine-tuning the transformer, needs
+        hundreds of steps before its entity logits outgrow the bias towards O. (The transformer's
+        weights are updated by the transformer component, at the plain rate.)
+        """
+        rate = sgd.learn_rate
+        sgd.learn_rate = rate * self.learn_rate_scale
+        try:
+            self.model.finish_update(sgd)
+        finally:
+            sgd.learn_rate = rate
+
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
         self._decoder = None
         return super().from_bytes(bytes_data, exclude=exclude)
@@ -220,8 +236,9 @@ class _BiluoDecoder:
         return [paths[i, :length] for i, length in enumerate(lengths)]
 
 
-def make_token_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable]) -> TokenNER:
-    return TokenNER(nlp.vocab, model, name, scorer=scorer)
+def make_token_ner(nlp: Language, name: str, model: Model, learn_rate_scale: float,
+                   scorer: Optional[Callable]) -> TokenNER:
+    return TokenNER(nlp.vocab, model, name, learn_rate_scale=learn_rate_scale, scorer=scorer)
 
 
 def ner_scorer(examples: Iterable[Example], **kwargs) -> Dict[str, object]:
@@ -238,7 +255,7 @@ if not catalogue.check_exists("spacy", "internal_factories", "token_ner"):
     Language.factory(
         "token_ner",
         assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-        default_config={"model": Config().from_str(DEFAULT_MODEL)["model"], "scorer": {"@scorers": "iob_ner.ner_scorer.v1"}},
+        default_config={"model": Config().from_str(DEFAULT_MODEL)["model"], "learn_rate_scale": 1.0, "scorer": {"@scorers": "iob_ner.ner_scorer.v1"}},
         default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
     )(make_token_ner)
 if not catalogue.check_exists("spacy", "scorers", "iob_ner.ner_scorer.v1"):
