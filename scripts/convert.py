@@ -1,5 +1,10 @@
 """Convert an IOB .tsv export (UBIAI, CoNLL, ...) to spaCy's JSON training format and a DocBin."""
+import sys
+import time
 from pathlib import Path
+
+# spaCy imports torch through thinc when it is installed; converting needs neither it nor its ~250 MB.
+sys.modules.setdefault("torch", None)
 
 import typer
 from wasabi import msg
@@ -30,14 +35,19 @@ def main(
     output_stem: Path = typer.Argument(..., help="Writes STEM.json, STEM.spacy and STEM.report.json"),
     sents_per_doc: int = typer.Option(1, "--sents-per-doc", "-n", help="Sentences per document where the file has no -DOCSTART-"),
     strict: str = typer.Option("false", help="true: every repair is an error"),
+    write_json: bool = typer.Option(True, "--json/--no-json", help="Also write STEM.json"),
 ) -> None:
+    start = time.perf_counter()
     try:
-        report = convert_iob(input_path, output_stem, sents_per_doc=sents_per_doc, strict=parse_bool(strict), progress=True)
+        report = convert_iob(input_path, output_stem, sents_per_doc=sents_per_doc, strict=parse_bool(strict),
+                             write_json=write_json, progress=True)
     except (IobError, SetupError) as err:
         msg.fail(str(err), exits=1)
+    seconds = time.perf_counter() - start
     print_report(report)
-    msg.good(f"{input_path} -> {output_stem}.json, {output_stem}.spacy: {report.documents} documents, "
-             f"{report.tokens} tokens, {sum(report.entities.values())} entities")
+    outputs = f"{output_stem}.json, {output_stem}.spacy" if write_json else f"{output_stem}.spacy"
+    msg.good(f"{input_path} -> {outputs}: {report.documents} documents, {report.tokens} tokens, "
+             f"{sum(report.entities.values())} entities in {seconds:.2f} s")
 
 
 if __name__ == "__main__":
