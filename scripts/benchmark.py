@@ -108,15 +108,15 @@ def train_for(config, *, gpu: int, budget: float, time_schedule: bool) -> dict:
     if time_schedule:  # warm up over the first tenth of the budget, then decay linearly to 0 at its end
         optimizer.schedules.pop("learn_rate", None)
     examples = list(train_corpus(nlp))
+    corpus_words = sum(len(eg.reference) for eg in examples)
     random.seed(0)
     sampler = GpuSampler(gpu) if gpu >= 0 else None
     if sampler:
         sampler.start()
-    words = steps = epochs = 0
+    words = steps = 0
     spent = 0.0
     while spent < budget:
         random.shuffle(examples)
-        epochs += 1
         for batch in batcher(examples):
             start = time.perf_counter()
             if time_schedule:
@@ -136,7 +136,7 @@ def train_for(config, *, gpu: int, budget: float, time_schedule: bool) -> dict:
             if spent >= budget:
                 break
     busy = sampler.stop() if sampler else None
-    return {"nlp": nlp, "train_s": round(spent, 1), "steps": steps, "epochs": epochs,
+    return {"nlp": nlp, "train_s": round(spent, 1), "steps": steps, "epochs": round(words / corpus_words, 2),
             "train_words": words, "train_words_per_s": round(words / spent, 1), "gpu_busy_percent": busy}
 
 
