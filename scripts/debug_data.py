@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import List, Tuple
 
 import typer
 from wasabi import msg
@@ -13,6 +14,13 @@ from iob_ner.runtime import SetupError, resolve_transformer
 ADVICE = re.compile(r"^Low number of examples")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUMMARY = re.compile(r"^\d+ errors?$")
+
+
+def classify(report: str) -> Tuple[List[str], List[str]]:
+    """(errors, advice) among the ✘ lines of a `spacy debug data` report."""
+    failures = [line.strip("✘ ").strip() for line in ANSI.sub("", report).splitlines() if line.startswith("✘")]
+    errors = [f for f in failures if not ADVICE.match(f) and not SUMMARY.match(f)]
+    return errors, [f for f in failures if ADVICE.match(f)]
 
 
 def main(
@@ -31,13 +39,11 @@ def main(
     result = subprocess.run(command, capture_output=True, text=True)
     report = result.stdout + result.stderr
     output.parent.mkdir(parents=True, exist_ok=True)
-    plain = ANSI.sub("", report)
-    output.write_text(plain, encoding="utf8")
-    failures = [line.strip("✘ ").strip() for line in plain.splitlines() if line.startswith("✘")]
-    errors = [f for f in failures if not ADVICE.match(f) and not SUMMARY.match(f)]
-    for advice in (f for f in failures if ADVICE.match(f)):
-        msg.warn(f"spacy debug data: {advice} (a size advice, not an error in the data)")
-    if errors or (result.returncode != 0 and not failures):
+    output.write_text(ANSI.sub("", report), encoding="utf8")
+    errors, advice = classify(report)
+    for line in advice:
+        msg.warn(f"spacy debug data: {line} (a size advice, not an error in the data)")
+    if errors or (result.returncode != 0 and not advice):
         print(report[-3000:])
         msg.fail(f"spacy debug data found {len(errors) or 'unexpected'} error(s): {'; '.join(errors)} (see {output})", exits=1)
     msg.good(f"spacy debug data: no errors in the data (report: {output})")

@@ -14,6 +14,7 @@ from iob_ner.corpus import read_docs
 from iob_ner.metrics import confusion_labels
 
 COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities"})
+ERROR_KINDS = ["correct", "wrong_label", "wrong_boundary", "wrong_label_and_boundary", "missed", "spurious"]
 MAX_ERROR_DOCS = 300  # errors.html shows the documents with the most errors first, up to this many
 
 
@@ -148,7 +149,7 @@ def main(
                 "predicted entities": m["predicted_entities"], "words/s": m["words_per_second"]}
         for split, m in metrics.items()}).T
     overall.index.name = "split"
-    errors = pd.DataFrame({split: m["errors"] for split, m in metrics.items()}).fillna(0).astype(int).T
+    errors = pd.DataFrame({split: m["errors"] for split, m in metrics.items()}).reindex(ERROR_KINDS).fillna(0).astype(int).T
     errors.index.name = "split"
     best = log.loc[log["dev_f"].idxmax()] if not log.empty else None
     lines = [
