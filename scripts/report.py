@@ -1,5 +1,4 @@
 """Write training/report.md, the learning-curve and per-label plots, and training/errors.html."""
-import html
 import json
 from pathlib import Path
 from typing import Dict, List
@@ -16,6 +15,7 @@ from iob_ner.metrics import confusion_labels
 COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities"})
 ERROR_KINDS = ["correct", "wrong_label", "wrong_boundary", "wrong_label_and_boundary", "missed", "spurious"]
 MAX_ERROR_DOCS = 300  # errors.html shows the documents with the most errors first, up to this many
+PALETTE = ["#7aecec", "#bfeeb7", "#feca74", "#ff9561", "#aa9cfc", "#c887fb", "#9cc9cc", "#ffeb80", "#ff8197", "#f0d0ff"]
 
 
 def _md_table(frame: pd.DataFrame, counts: bool = False) -> str:
@@ -110,18 +110,19 @@ def write_errors_html(gold_docs: List, pred_docs: List, path: Path) -> int:
     ranked = sorted(range(len(gold_docs)), key=lambda i: -errors(gold_docs[i], pred_docs[i]))
     with_errors = sum(1 for i in ranked if errors(gold_docs[i], pred_docs[i]))
     labels = sorted({e.label_ for d in gold_docs + pred_docs for e in d.ents})
+    options = {"ents": labels, "colors": {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}}
     rows = []
     for i in ranked[:MAX_ERROR_DOCS]:
         count = errors(gold_docs[i], pred_docs[i])
-        cells = [displacy.render(d, style="ent", page=False, options={"ents": labels}) for d in (gold_docs[i], pred_docs[i])]
+        cells = [displacy.render(d, style="ent", page=False, options=options) for d in (gold_docs[i], pred_docs[i])]
         rows.append(f"<tr class=\"{'bad' if count else 'ok'}\"><td>#{i}<br>{count} error(s)</td>"
                     f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>")
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>NER errors</title>
 <style>body{{font-family:sans-serif}} table{{border-collapse:collapse}} td{{border-top:1px solid #ccc;vertical-align:top;padding:6px;width:45%}}
 td:first-child{{width:8%;color:#555}} tr.bad td:first-child{{color:#b00}}</style></head><body>
 <h1>Test documents: gold and predicted entities</h1>
-<p>{with_errors} of {len(gold_docs)} documents have errors; shown first. {html.escape(
-        f"Showing {min(len(gold_docs), MAX_ERROR_DOCS)} documents.")}</p>
+<p>{with_errors} of {len(gold_docs)} documents have errors; shown first.
+Showing {min(len(gold_docs), MAX_ERROR_DOCS)} documents.</p>
 <table><tr><th></th><th>gold</th><th>predicted</th></tr>{''.join(rows)}</table></body></html>"""
     path.write_text(page, encoding="utf8")
     return with_errors
