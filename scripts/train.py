@@ -3,16 +3,15 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import typer
+from thinc.api import Config
 from wasabi import msg
 
 from iob_ner.runtime import SetupError, parse_gpu_id, resolve_transformer, select_device
 
 
-def check_length_limit(config_path: Path, train_path: Path) -> None:
+def check_length_limit(config: Config, train_path: Path) -> None:
     """spaCy's Corpus drops documents over `max_length` without a word: name them instead."""
-    from spacy.util import load_config
-
-    limit = load_config(config_path, interpolate=False)["corpora"]["train"].get("max_length", 0)
+    limit = config["corpora"]["train"].get("max_length", 0)
     if not limit:
         return
     import spacy
@@ -21,15 +20,13 @@ def check_length_limit(config_path: Path, train_path: Path) -> None:
     long_docs = [(i, len(doc)) for i, doc in enumerate(read_docs(train_path, spacy.blank("en").vocab)) if len(doc) > limit]
     if long_docs:
         shown = ", ".join(f"#{i} ({n} tokens)" for i, n in long_docs[:5])
-        msg.warn(f"corpora.train.max_length = {limit} in {config_path} leaves {len(long_docs)} training "
+        msg.warn(f"corpora.train.max_length = {limit} in the config leaves {len(long_docs)} training "
                  f"document(s) out: {shown}. Set it to 0 to train on every document.")
 
 
-def schedule_overrides(config_path: Path, max_steps: int, warmup_ratio: float) -> Dict[str, int]:
+def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> Dict[str, int]:
     """Fit a warmup/decay learning-rate schedule to `max_steps`, whatever steps the config names."""
-    from spacy.util import load_config
-
-    schedule = load_config(config_path, interpolate=False)["training"]["optimizer"].get("learn_rate")
+    schedule = config["training"]["optimizer"].get("learn_rate")
     overrides = {}
     if isinstance(schedule, dict) and "total_steps" in schedule and max_steps > 0:
         overrides["training.optimizer.learn_rate.total_steps"] = max_steps
@@ -44,16 +41,18 @@ def train_pipeline(
 ) -> None:
     from spacy.cli._util import parse_config_overrides
     from spacy.cli.train import train as spacy_train
+    from spacy.util import load_config
 
     model = resolve_transformer(transformer)
     gpu, device = select_device(gpu_id)
     msg.info(f"Training on {device}, transformer {model}")
-    check_length_limit(config, train)
+    config_data = load_config(config, interpolate=False)
+    check_length_limit(config_data, train)
     overrides = {
         "paths.train": str(train), "paths.dev": str(dev), "paths.transformer": model,
         "training.max_steps": max_steps, "training.eval_frequency": eval_frequency, "system.seed": seed,
     }
-    overrides.update(schedule_overrides(config, max_steps, warmup_ratio))
+    overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         if log_file.exists():

@@ -67,12 +67,12 @@ class TokenNER(TrainablePipe):
             raise ValueError(f"entity labels are strings, not {label!r}")
         if label in self.labels:
             return 0
-        self._allow_resizing_output_layer()
+        self._require_untrained_output_layer()
         self.cfg["labels"].append(label)
         self._decoder = None
         return 1
 
-    def _allow_resizing_output_layer(self) -> None:
+    def _require_untrained_output_layer(self) -> None:
         if self.model.has_dim("nO"):  # a trained output layer cannot grow here
             raise ValueError(f"{self.name}: cannot add a label to a trained model")
 
