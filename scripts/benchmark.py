@@ -25,7 +25,7 @@ from wasabi import msg
 
 from iob_ner.config_file import render_config
 from iob_ner.corpus import convert_iob
-from iob_ner.runtime import SetupError, parse_gpu_id, resolve_transformer, select_device
+from iob_ner.runtime import SetupError, cpu_name, parse_gpu_id, resolve_transformer, select_device
 
 ROOT = Path(__file__).resolve().parents[1]
 # spaCy's quickstart transformer recipe, as the tutorial fills it (its `ner` block is configs/ner_transition.cfg)
@@ -147,21 +147,13 @@ def _sync(gpu: int) -> None:
         torch.cuda.synchronize()
 
 
-def score(nlp, corpus_path: Path, gpu: int) -> Dict[str, float]:
-    from spacy.tokens import Doc
-    from spacy.training import Example
-
+def score(nlp, corpus_path: Path) -> Dict[str, float]:
     from iob_ner.corpus import read_docs
-    from iob_ner.metrics import entity_metrics
+    from iob_ner.metrics import entity_metrics, predict_gold
 
     gold = list(read_docs(corpus_path, nlp.vocab))
-    inputs = [Doc(nlp.vocab, words=[t.text for t in d]) for d in gold]
-    _sync(gpu)
-    start = time.perf_counter()
-    predicted = list(nlp.pipe(inputs, batch_size=256))
-    _sync(gpu)
-    seconds = time.perf_counter() - start
-    typed = entity_metrics(Example(p, g) for p, g in zip(predicted, gold))["typed"]
+    examples, seconds = predict_gold(nlp, gold, batch_size=256)
+    typed = entity_metrics(examples)["typed"]
     return {**{k: round(v, 4) for k, v in typed.items()}, "infer_words_per_s": round(sum(map(len, gold)) / seconds, 1)}
 
 
@@ -177,16 +169,6 @@ def run_hf_peer(script: Path, data_dir: Path, model: str, budget: float, epochs:
     return {"recipe": "hf-trainer", "device": data["device"], "train_s": data["train_s"], "steps": data["steps"],
             "budget_s": budget, "epochs": data["epochs"], "schedule_epochs": epochs, "train_words_per_s": data["train_words_per_s"], "gpu_busy_percent": None,
             "test": {**data["test"], "infer_words_per_s": data["infer_words_per_s"]}}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(
@@ -228,8 +210,8 @@ def main(
             config = build_config(recipe, corpus, model, batch_words, learn_rate)
             run = train_for(config, gpu=gpu, budget=seconds, time_schedule=recipe != "quickstart")
             nlp = run.pop("nlp")
-            entry = {"recipe": recipe, "device": device, "budget_s": seconds, **run, "dev": score(nlp, corpus / "dev.spacy", gpu),
-                     "test": score(nlp, corpus / "test.spacy", gpu),
+            entry = {"recipe": recipe, "device": device, "budget_s": seconds, **run, "dev": score(nlp, corpus / "dev.spacy"),
+                     "test": score(nlp, corpus / "test.spacy"),
                      "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20) if gpu >= 0 else None}
             results.append(entry)
             msg.good(f"{recipe}: {entry['train_words_per_s']:.0f} words/s, test F {entry['test']['f']:.3f}")

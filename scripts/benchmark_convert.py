@@ -13,6 +13,8 @@ from typing import List, Tuple
 import typer
 from wasabi import msg
 
+from iob_ner.runtime import cpu_name
+
 # Each snippet times the conversion alone (imports excluded) and prints the seconds on its last line.
 # Ours runs as scripts/convert.py does: without importing torch.
 OURS = """import sys, time; sys.modules.setdefault("torch", None)
@@ -39,13 +41,6 @@ def measure(command: List[str]) -> Tuple[float, float, float]:
         return float(out.read().strip().splitlines()[-1]), seconds, usage.ru_maxrss / 1024
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def make_synthetic(source: Path, target: Path, tokens: int) -> int:
     """Repeat `source`'s sentences until `tokens` token lines; returns the count."""
     lines = source.read_text(encoding="utf-8-sig").splitlines()
@@ -63,7 +58,6 @@ def main(
     spacy_on_synthetic: bool = typer.Option(True, help="Also run spacy convert on the synthetic file (about 6 GB)"),
 ) -> None:
     rows = []
-    sys.path.insert(0, str(Path(__file__).parent))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = [(input_path, sum(1 for l in input_path.open(encoding="utf-8-sig") if l.strip() and not l.startswith("-DOCSTART-")))]

@@ -1,17 +1,15 @@
 """Score a trained pipeline on a corpus: metrics JSON (overall, per label, untyped, confusion) and predictions."""
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
 import spacy
 import typer
-from spacy.tokens import Doc, DocBin
-from spacy.training import Example
+from spacy.tokens import DocBin
 from wasabi import msg
 
 from iob_ner.corpus import read_docs
-from iob_ner.metrics import entity_metrics
+from iob_ner.metrics import entity_metrics, predict_gold
 from iob_ner.runtime import SetupError, parse_gpu_id, select_device
 
 
@@ -22,18 +20,15 @@ def evaluate_pipeline(*, model: Path, corpus: Path, output: Path, predictions: O
     gold = list(read_docs(corpus, nlp.vocab))
     if not gold:
         raise SetupError(f"{corpus} holds no documents")
-    inputs = [Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in gold]
-    start = time.perf_counter()
-    predicted = list(nlp.pipe(inputs, batch_size=batch_size))
-    seconds = time.perf_counter() - start
-    metrics = entity_metrics(Example(p, g) for p, g in zip(predicted, gold))
+    examples, seconds = predict_gold(nlp, gold, batch_size=batch_size)
+    metrics = entity_metrics(examples)
     words = sum(len(doc) for doc in gold)
     metrics.update({"model": str(model), "corpus": str(corpus), "device": device, "words": words,
                     "words_per_second": round(words / seconds, 1)})
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf8")
     if predictions is not None:
-        DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], docs=predicted).to_disk(predictions)
+        DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], docs=[eg.predicted for eg in examples]).to_disk(predictions)
     return metrics
 
 

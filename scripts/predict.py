@@ -93,26 +93,27 @@ def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Pat
     problems = InputProblems()
     counts = {"documents": 0, "entities": 0}
     output.parent.mkdir(parents=True, exist_ok=True)
-    iob_file: Optional[IO[str]] = iob_output.open("w", encoding="utf8", newline="") if iob_output else None
-    try:
-        with output.open("w", encoding="utf8") as out:
-            pairs = ((text, doc_id) for doc_id, text in read_texts(source, problems, lines=lines))
-            docs = nlp.pipe(pairs, as_tuples=True, batch_size=batch_size)
-            from tqdm import tqdm
+    from tqdm import tqdm
 
-            for doc, doc_id in tqdm(docs, unit="doc", desc="predict", leave=False, mininterval=2):
-                out.write(json.dumps(doc_record(doc_id, doc), ensure_ascii=False) + "\n")
-                if iob_file is not None:
-                    words, spans, starts = iob_document(doc)
-                    if words:
-                        if counts["documents"]:
-                            iob_file.write("\r\n")
-                        write_iob(iob_file, [(words, spans, starts)])
-                counts["documents"] += 1
-                counts["entities"] += len(doc.ents)
-    finally:
-        if iob_file is not None:
-            iob_file.close()
+    def iob_documents(out: IO[str]) -> Iterator[Tuple[List[str], List[Tuple[int, int, str]], List[int]]]:
+        """Write each document's JSONL line; yield its IOB form for write_iob."""
+        pairs = ((text, doc_id) for doc_id, text in read_texts(source, problems, lines=lines))
+        for doc, doc_id in tqdm(nlp.pipe(pairs, as_tuples=True, batch_size=batch_size), unit="doc", desc="predict",
+                                leave=False, mininterval=2):
+            out.write(json.dumps(doc_record(doc_id, doc), ensure_ascii=False) + "\n")
+            counts["documents"] += 1
+            counts["entities"] += len(doc.ents)
+            words, spans, starts = iob_document(doc)
+            if words:
+                yield words, spans, starts
+
+    with output.open("w", encoding="utf8") as out:
+        if iob_output is None:
+            for _ in iob_documents(out):
+                pass
+        else:
+            with iob_output.open("w", encoding="utf8", newline="") as iob_file:
+                write_iob(iob_file, iob_documents(out))
     return {**counts, "skipped": problems.count, "device": device}
 
 

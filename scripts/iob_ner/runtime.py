@@ -93,6 +93,19 @@ def _activate(gpu_id: int) -> Tuple[int, str]:
     return gpu_id, f"GPU {gpu_id} ({torch.cuda.get_device_name(gpu_id)})"
 
 
+def cpu_name() -> str:
+    """The processor's model name, for benchmark figures."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def parse_bool(value: str) -> bool:
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "on"):
