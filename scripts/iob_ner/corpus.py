@@ -1,7 +1,6 @@
 """IOB file -> spaCy JSON training file + DocBin (.spacy) + conversion report, written together."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Iterator, List, Optional, Union
 
@@ -13,6 +12,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
 from .iob import IobDocument, ReadReport, read_iob, spans_to_tags
+from .outputs import atomic_outputs, remove
 
 DOCBIN_ATTRS = ["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"]
 SHARD_TOKENS = 1_000_000  # a DocBin holds ~50 bytes a token in memory: shard big corpora
@@ -108,21 +108,6 @@ class _ShardedDocBin:
             self._flush()
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    if final.is_dir():
-        shutil.rmtree(final)
-    elif final.exists():
-        final.unlink()
-    tmp.rename(final)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
 def convert_iob(
     input_path: Union[str, Path],
     output_stem: Union[str, Path],
@@ -139,17 +124,13 @@ def convert_iob(
     so an error leaves no half-written corpus behind. Both outputs hold the same documents.
     """
     input_path, stem = Path(input_path), Path(output_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     finals = [stem.with_suffix(".spacy"), stem.with_suffix(".json"), stem.with_suffix(".report.json")]
-    temps = [p.with_name(f".{p.name}.tmp") for p in finals]
-    for tmp in temps:
-        _remove(tmp)
     report = ReadReport(path=str(input_path))
-    docbin = _ShardedDocBin(temps[0], shard_tokens)
     documents = read_iob(input_path, sents_per_doc=sents_per_doc, strict=strict, report=report)
-    try:
+    with atomic_outputs(*finals) as (spacy_tmp, json_tmp, report_tmp):
+        docbin = _ShardedDocBin(spacy_tmp, shard_tokens)
         with _progress(input_path, progress) as bar:
-            json_out = temps[1].open("w", encoding="utf8") if write_json else None
+            json_out = json_tmp.open("w", encoding="utf8") if write_json else None
             try:
                 if json_out:
                     json_out.write("[")
@@ -165,16 +146,9 @@ def convert_iob(
                 if json_out:
                     json_out.close()
         docbin.close()
-        report.write(temps[2])
-    except BaseException:
-        for tmp in temps:
-            _remove(tmp)
-        raise
-    for tmp, final in zip(temps, finals):
-        if tmp.exists():
-            _replace(tmp, final)
-        elif not write_json and final.suffix == ".json":
-            _remove(final)
+        report.write(report_tmp)
+    if not write_json:
+        remove(finals[1])  # a JSON file of an earlier run would no longer match the DocBin
     return report
 
 

@@ -1,0 +1,83 @@
+"""Outputs that appear whole or not at all: every command writes under a temporary name, then renames.
+
+An error or a Ctrl-C while a command writes leaves the previous output in place, never a half-written
+or empty file that looks like a result.
+"""
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Union
+
+PathLike = Union[str, Path]
+
+
+def temporary_name(path: PathLike) -> Path:
+    """The hidden name beside `path` that an output is written under before it is complete."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
+def remove(path: PathLike) -> None:
+    """Remove a file or a folder if it exists."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def replace(tmp: PathLike, final: PathLike) -> None:
+    """Put `tmp` (a file or a folder) in the place of `final`.
+
+    A file is replaced atomically (os.replace). A folder cannot be: the old one is first renamed aside,
+    so at every moment `final` is either the old folder, briefly absent, or the new one, never a mix.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if tmp.is_dir() and final.exists():
+        old = final.with_name(f".{final.name}.old")
+        remove(old)
+        final.rename(old)
+        tmp.rename(final)
+        remove(old)
+    else:
+        if final.is_dir():
+            remove(final)
+        tmp.replace(final)
+
+
+@contextmanager
+def atomic_outputs(*paths: PathLike) -> Iterator[List[Path]]:
+    """Yield a temporary path for each output; all replace their outputs once the block succeeds.
+
+    On any exception, KeyboardInterrupt included, the temporary paths are removed and the outputs are
+    left as they were. A temporary path that the block did not create leaves its output untouched.
+    """
+    finals = [Path(p) for p in paths]
+    temps = [temporary_name(p) for p in finals]
+    for final, tmp in zip(finals, temps):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove(tmp)
+    try:
+        yield temps
+    except BaseException:
+        for tmp in temps:
+            remove(tmp)
+        raise
+    for tmp, final in zip(temps, finals):
+        if tmp.exists():
+            replace(tmp, final)
+
+
+@contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """`atomic_outputs` for one output."""
+    with atomic_outputs(path) as (tmp,):
+        yield tmp
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Write a UTF-8 text file whole or not at all."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf8")
