@@ -17,7 +17,6 @@ import catalogue
 import numpy
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
@@ -241,12 +240,12 @@ def make_token_ner(nlp: Language, name: str, model: Model, learn_rate_scale: flo
     return TokenNER(nlp.vocab, model, name, learn_rate_scale=learn_rate_scale, scorer=scorer)
 
 
-def ner_scorer(examples: Iterable[Example], **kwargs) -> Dict[str, object]:
-    return get_ner_prf(examples, **kwargs)
-
-
 def make_ner_scorer() -> Callable:
-    return ner_scorer
+    """spaCy's own NER scorer (`spacy.ner_scorer.v1`), under the name `iob_ner.ner_scorer.v1` too: pipelines
+    trained with earlier versions of this project name it in their config."""
+    from spacy.pipeline.ner import make_ner_scorer as make_spacy_ner_scorer
+
+    return make_spacy_ner_scorer()
 
 
 # Register once: the project installs this module under an entry point, and a package built with
@@ -255,7 +254,7 @@ if not catalogue.check_exists("spacy", "internal_factories", "token_ner"):
     Language.factory(
         "token_ner",
         assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-        default_config={"model": Config().from_str(DEFAULT_MODEL)["model"], "learn_rate_scale": 1.0, "scorer": {"@scorers": "iob_ner.ner_scorer.v1"}},
+        default_config={"model": Config().from_str(DEFAULT_MODEL)["model"], "learn_rate_scale": 1.0, "scorer": {"@scorers": "spacy.ner_scorer.v1"}},
         default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
     )(make_token_ner)
 if not catalogue.check_exists("spacy", "scorers", "iob_ner.ner_scorer.v1"):
