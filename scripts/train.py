@@ -1,4 +1,10 @@
-"""Train the pipeline of configs/config.cfg on the project's corpus, on a GPU when one is present."""
+"""Train the pipeline of configs/config.cfg on the project's corpus, on a GPU when one is present.
+
+spaCy writes `model-best` at the first evaluation (step 0, untrained) and `model-last` when training
+stops, also on Ctrl-C. So the run trains into a hidden folder and its pipelines replace
+`training/model-best` and `training/model-last` only when it ends; an interrupted or failed retrain
+leaves the previous pipelines, and the log they came with, as they were.
+"""
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -6,18 +12,43 @@ import typer
 from thinc.api import Config
 from wasabi import msg
 
+from iob_ner.outputs import remove, replace, temporary_name
 from iob_ner.runtime import SetupError, parse_gpu_id, resolve_transformer, select_device
 
+MODELS = ("model-best", "model-last")
+INTERRUPTED = "interrupted"  # where an interrupted run's pipelines are kept, beside model-best
 
-def check_length_limit(config: Config, train_path: Path) -> None:
-    """spaCy's Corpus drops documents over `max_length` without a word: name them instead."""
-    limit = config["corpora"]["train"].get("max_length", 0)
-    if not limit:
-        return
+
+def read_config(path: Path) -> Config:
+    """The training config, or one sentence naming the file when it cannot be read."""
+    from spacy.util import load_config
+
+    try:
+        return load_config(path, interpolate=False)
+    except Exception as err:  # confection's ConfigValidationError, OSError, ...: all mean "fix the file"
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = "; ".join(lines[-2:]) if lines else type(err).__name__
+        raise SetupError(f"cannot read the config {path}: {detail} (fix the file, or delete it and run "
+                         f"`spacy project run create-config`)") from None
+
+
+def check_training_corpus(config: Config, train_path: Path) -> None:
+    """Stop before training on a corpus without entities; name the documents that `max_length` drops.
+
+    spaCy's Corpus drops documents over `max_length` without a word.
+    """
     import spacy
     from iob_ner.corpus import read_docs
 
-    long_docs = [(i, len(doc)) for i, doc in enumerate(read_docs(train_path, spacy.blank("en").vocab)) if len(doc) > limit]
+    limit = config["corpora"]["train"].get("max_length", 0)
+    entities, long_docs = 0, []
+    for i, doc in enumerate(read_docs(train_path, spacy.blank("en").vocab)):
+        entities += len(doc.ents)
+        if limit and len(doc) > limit:
+            long_docs.append((i, len(doc)))
+    if not entities:
+        raise SetupError(f"{train_path} holds no entities: there is nothing to learn (check the training "
+                         f"file's tag column, or pass your annotated file with --vars.train FILE)")
     if long_docs:
         shown = ", ".join(f"#{i} ({n} tokens)" for i, n in long_docs[:5])
         msg.warn(f"corpora.train.max_length = {limit} in the config leaves {len(long_docs)} training "
@@ -35,31 +66,86 @@ def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> D
     return overrides
 
 
+def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float) -> None:
+    """spaCy reads max_steps = 0 as "no limit": here it would train forever, so it is an error."""
+    if max_steps <= 0:
+        raise SetupError(f"max_steps must be a positive number of training steps, not {max_steps} "
+                         f"(--vars.max_steps 2000, say)")
+    if eval_frequency <= 0:
+        raise SetupError(f"eval_frequency must be a positive number of steps, not {eval_frequency}")
+    if not 0 <= warmup_ratio < 1:
+        raise SetupError(f"warmup_ratio must be at least 0 and below 1, not {warmup_ratio}")
+
+
 def train_pipeline(
     *, config: Path, output: Path, train: Path, dev: Path, transformer: str, gpu_id: Optional[int],
     max_steps: int, eval_frequency: int, seed: int, warmup_ratio: float = 0.1, log_file: Optional[Path] = None,
 ) -> None:
-    from spacy.cli._util import parse_config_overrides
-    from spacy.cli.train import train as spacy_train
-    from spacy.util import load_config
-
+    check_steps(max_steps, eval_frequency, warmup_ratio)
+    config_data = read_config(config)
+    check_training_corpus(config_data, train)
     model = resolve_transformer(transformer)
     gpu, device = select_device(gpu_id)
     msg.info(f"Training on {device}, transformer {model}")
-    config_data = load_config(config, interpolate=False)
-    check_length_limit(config_data, train)
     overrides = {
         "paths.train": str(train), "paths.dev": str(dev), "paths.transformer": model,
         "training.max_steps": max_steps, "training.eval_frequency": eval_frequency, "system.seed": seed,
     }
     overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
+    run_dir = temporary_name(output / "run")
+    remove(run_dir)
+    if log_file is not None:
+        overrides["training.logger.output_file"] = str(run_dir / "log.jsonl")
+    from spacy.cli._util import parse_config_overrides
+
+    overrides.update(parse_config_overrides([]))  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
+    _train_then_promote(config, run_dir, output, log_file, gpu, overrides)
+
+
+def _train_then_promote(config: Path, run_dir: Path, output: Path, log_file: Optional[Path], gpu: int,
+                        overrides: dict) -> None:
+    from spacy.cli.train import train as spacy_train
+
+    try:
+        spacy_train(config, run_dir, use_gpu=gpu, overrides=overrides)
+    except KeyboardInterrupt:
+        _keep_interrupted_run(run_dir, output, log_file)
+        raise
+    except BaseException:
+        remove(run_dir)
+        raise
+    for name in MODELS:
+        replace(run_dir / name, output / name)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        if log_file.exists():
-            log_file.unlink()
-        overrides["training.logger.output_file"] = str(log_file)
-    overrides.update(parse_config_overrides([]))  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
-    spacy_train(config, output, use_gpu=gpu, overrides=overrides)
+        replace(run_dir / "log.jsonl", log_file)
+    remove(run_dir)
+    msg.good(f"{output / 'model-best'} and {output / 'model-last'} are this run's")
+
+
+def _dev_f(model_dir: Path) -> str:
+    """The dev F that spaCy stored in a pipeline's meta.json, for messages."""
+    import json
+
+    try:
+        performance = json.loads((model_dir / "meta.json").read_text(encoding="utf8")).get("performance", {})
+        return f"dev F {performance['ents_f']:.3f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "not evaluated"
+
+
+def _keep_interrupted_run(run_dir: Path, output: Path, log_file: Optional[Path]) -> None:
+    """On Ctrl-C: the previous pipelines stay; the run's own go to training/interrupted/, and we say so."""
+    kept = output / INTERRUPTED
+    if run_dir.exists():
+        replace(run_dir, kept)
+    best = output / "model-best"
+    if best.exists():
+        msg.warn(f"Interrupted: {best} is still the previous run's ({_dev_f(best)}); "
+                 f"this run's best so far ({_dev_f(kept / 'model-best')}) is in {kept}")
+    else:
+        msg.warn(f"Interrupted: no {best} was written; this run's best so far "
+                 f"({_dev_f(kept / 'model-best')}) is in {kept}")
 
 
 def main(
@@ -82,6 +168,8 @@ def main(
                        eval_frequency=eval_frequency, seed=seed, warmup_ratio=warmup_ratio, log_file=log_file)
     except SetupError as err:
         msg.fail(str(err), exits=1)
+    except KeyboardInterrupt:
+        raise SystemExit(130)  # the shell's code for Ctrl-C; the message was printed above
 
 
 if __name__ == "__main__":

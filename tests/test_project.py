@@ -114,6 +114,47 @@ def test_editing_the_config_reruns_exactly_what_depends_on_it(sample_project, tm
     assert would_run(output) == {"debug-data", "train"}
 
 
+def test_ctrl_c_during_a_retrain_keeps_the_previous_model_best(sample_project, tmp_path):
+    """SIGINT to the whole `spacy project run train` (as Ctrl-C in a terminal) once the new run has written
+    its step-0 checkpoint: the earlier model-best is untouched, loads, and scores as before."""
+    import hashlib
+    import signal
+    import time
+
+    from evaluate import evaluate_pipeline
+
+    project = copy_project(tmp_path / "p")
+    source = sample_project[0]
+    for generated in ("corpus", "training", "project.lock"):
+        (shutil.copytree if (source / generated).is_dir() else shutil.copy)(source / generated, project / generated)
+    best = project / "training" / "model-best"
+
+    def digest() -> str:
+        files = sorted(p for p in best.rglob("*") if p.is_file())
+        return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+    before = digest()
+    process = subprocess.Popen([sys.executable, "-m", "spacy", "project", "run", "train", ".", "--force",
+                                "--vars.max_steps", "100000", "--vars.eval_frequency", "5"], cwd=project,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    step0 = project / "training" / ".run.tmp" / "model-best" / "meta.json"
+    deadline = time.monotonic() + 300
+    while not step0.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert step0.exists(), "the retrain never wrote its step-0 checkpoint"
+    time.sleep(3)
+    os.killpg(process.pid, signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0
+    assert f"Interrupted: training/model-best is still the previous run's" in output, output[-3000:]
+    assert digest() == before
+    assert (project / "training" / "interrupted" / "model-last").is_dir()
+    assert not (project / "training" / ".run.tmp").exists()
+    earlier = json.loads((source / "training" / "metrics-test.json").read_text())
+    again = evaluate_pipeline(model=best, corpus=project / "corpus" / "test.spacy", output=tmp_path / "m.json")
+    assert again["typed"] == earlier["typed"] and again["per_label"] == earlier["per_label"]
+
+
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside this checkout")
 def test_all_on_ncbi_disease_with_a_model_folder_that_is_gone_afterwards(tmp_path):
     """Real data (one label, no -DOCSTART-), a transformer from a local folder, then load without it."""

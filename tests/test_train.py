@@ -1,20 +1,35 @@
-"""train.py's checks before spaCy trains: no silent document drops, a schedule that fits max_steps."""
+"""train.py's checks before spaCy trains: no silent document drops, a schedule that fits max_steps, and
+one sentence (no traceback) for settings and inputs that cannot train."""
+import subprocess
+import sys
+
+import pytest
 from spacy.util import load_config
 
 from conftest import ROOT
 from iob_ner.corpus import convert_iob
-from train import check_length_limit, schedule_overrides
+from iob_ner.runtime import SetupError
+from train import check_steps, check_training_corpus, read_config, schedule_overrides
 
 
 def test_a_length_limit_that_drops_documents_names_them(tmp_path, fixture_path, capsys):
     convert_iob(fixture_path("sentences.tsv"), tmp_path / "train", sents_per_doc=2)
     config = load_config(ROOT / "configs" / "base_config.cfg", interpolate=False)
-    check_length_limit(config, tmp_path / "train.spacy")
+    check_training_corpus(config, tmp_path / "train.spacy")
     assert capsys.readouterr().out == ""
     config["corpora"]["train"]["max_length"] = 1
-    check_length_limit(config, tmp_path / "train.spacy")
+    check_training_corpus(config, tmp_path / "train.spacy")
     out = capsys.readouterr().out.replace("\n", " ")
     assert "leaves 2 training document(s) out: #0 (2 tokens), #1 (2 tokens)" in out
+
+
+def test_a_training_corpus_without_entities_stops_with_one_sentence(tmp_path):
+    source = tmp_path / "plain.tsv"
+    source.write_text("Aspirin\tO\nhelps\tO\n", encoding="utf8")
+    convert_iob(source, tmp_path / "train")
+    config = load_config(ROOT / "configs" / "base_config.cfg", interpolate=False)
+    with pytest.raises(SetupError, match=r"train\.spacy holds no entities: there is nothing to learn"):
+        check_training_corpus(config, tmp_path / "train.spacy")
 
 
 def test_schedule_fits_max_steps():
@@ -23,3 +38,35 @@ def test_schedule_fits_max_steps():
         "training.optimizer.learn_rate.total_steps": 300, "training.optimizer.learn_rate.warmup_steps": 30}
     config["training"]["optimizer"]["learn_rate"] = 1e-4
     assert schedule_overrides(config, 300, 0.1) == {}
+
+
+@pytest.mark.parametrize("steps,frequency,warmup,message", [
+    (0, 25, 0.1, "max_steps must be a positive number of training steps, not 0"),
+    (-5, 25, 0.1, "max_steps must be a positive number of training steps, not -5"),
+    (100, 0, 0.1, "eval_frequency must be a positive number of steps, not 0"),
+    (100, 25, 1.0, "warmup_ratio must be at least 0 and below 1, not 1.0"),
+])
+def test_step_settings_that_cannot_train_are_refused(steps, frequency, warmup, message):
+    with pytest.raises(SetupError, match=message):
+        check_steps(steps, frequency, warmup)
+
+
+def test_a_broken_config_names_the_file_and_the_line(tmp_path):
+    broken = tmp_path / "config.cfg"
+    broken.write_text((ROOT / "configs" / "base_config.cfg").read_text().replace("[training]\n", "[training\n"))
+    with pytest.raises(SetupError) as err:
+        read_config(broken)
+    assert str(err.value).startswith(f"cannot read the config {broken}: ")
+    assert "'[training" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_train_script_fails_in_one_line_without_training(tmp_path, fixture_path):
+    """max_steps 0 would train forever in spaCy: the script stops at once, exit 1, no traceback."""
+    convert_iob(fixture_path("iobes.tsv"), tmp_path / "c")
+    result = subprocess.run(
+        [sys.executable, "scripts/train.py", "configs/config.cfg", str(tmp_path / "training"), "--train",
+         str(tmp_path / "c.spacy"), "--dev", str(tmp_path / "c.spacy"), "--max-steps", "0", "--gpu-id", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "max_steps must be a positive number" in result.stdout and "Traceback" not in result.stderr
+    assert not (tmp_path / "training").exists()
