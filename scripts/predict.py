@@ -1,81 +1,229 @@
 """Run a trained pipeline on new text: .txt files, a folder of them, or JSONL ({"text": ...} per line).
 
-Writes JSONL (one document a line: id, text, entities with characters offsets) and, optionally, an IOB
+Writes JSONL (one document a line: id, text, entities with character offsets) and, optionally, an IOB
 .tsv in the UBIAI export shape for re-import into an annotation tool. Streams: memory stays bounded.
+
+Nothing is lost at the edges: a document that cannot be processed (not UTF-8, not JSON, empty, or one
+the pipeline fails on) is named with its file and line, skipped and counted, and the run goes on; a
+text longer than the pipeline's max_length is split, not dropped; the outputs appear whole or not at
+all, so an error or a Ctrl-C leaves the previous ones in place.
 """
+from __future__ import annotations
+
 import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import IO, Iterator, List, Optional, Tuple
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import spacy
 import typer
+from spacy.language import Language
 from spacy.tokens import Doc
 from wasabi import msg
 
 from iob_ner.iob import write_iob
+from iob_ner.outputs import atomic_outputs, temporary_name
 from iob_ner.runtime import SetupError, parse_gpu_id, select_device
+
+INPUT_SUFFIXES = (".txt", ".jsonl")
+BOM = b"\xef\xbb\xbf"
+Span = Tuple[int, int, str]  # word start, word end, label
 
 
 class InputProblems:
-    """Bad input lines: reported with file and line, skipped, counted."""
+    """Documents that cannot be processed: reported with file and line (or file), skipped, counted."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.reasons: Counter = Counter()
 
-    def skip(self, where: str, why: str) -> None:
-        self.count += 1
+    @property
+    def count(self) -> int:
+        return sum(self.reasons.values())
+
+    def skip(self, where: str, why: str, kind: Optional[str] = None) -> None:
+        """`kind` groups reasons for the summary (`why` may hold details such as a byte position)."""
+        self.reasons[kind or why] += 1
         msg.warn(f"{where}: skipped, {why}")
 
 
-def read_texts(source: Path, problems: InputProblems, *, lines: bool = False) -> Iterator[Tuple[str, str]]:
-    """(id, text) pairs from a .jsonl file, a .txt file, or a folder of .txt/.jsonl files, lazily."""
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
-        if not files:
-            raise SetupError(f"{source} holds no .txt or .jsonl files")
-    else:
-        files = [source]
+@dataclass
+class Text:
+    """One input document."""
+    id: str
+    where: str  # `file:line` or the file, for messages
+    text: str
+
+
+@dataclass
+class Piece:
+    """What the pipeline found in one chunk of a text, without the Doc (which may hold large tensors)."""
+    entities: List[dict]  # offsets within the chunk
+    words: List[str]
+    spans: List[Span]
+
+
+@dataclass
+class Prediction:
+    where: str
+    record: dict
+    words: List[str]
+    spans: List[Span]
+    split: bool
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's first line, short enough for a one-line message."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# -- input ---------------------------------------------------------------------------------------------
+
+def input_files(source: Path, exclude: Sequence[Path] = ()) -> List[Path]:
+    """The files to read: `source` itself, or the .txt/.jsonl files of a folder (any case), sorted.
+
+    Files with other extensions are named once in a warning instead of vanishing without a word.
+    """
+    if not source.exists():
+        raise SetupError(f"the input {source} does not exist")
+    if not source.is_dir():
+        return [source]
+    # Our own outputs (and their temporary names) must not be read back as input when they sit inside
+    # the input folder; hidden files and folders (.DS_Store, .gitkeep, .ipynb_checkpoints) are not input.
+    ours = {p.resolve() for p in exclude} | {temporary_name(p).resolve() for p in exclude}
+    files: List[Path] = []
+    others: List[Path] = []
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        relative = path.relative_to(source)
+        if path.resolve() in ours or any(part.startswith(".") for part in relative.parts):
+            continue
+        (files if path.suffix.lower() in INPUT_SUFFIXES else others).append(path)
+    if others:
+        examples = ", ".join(p.relative_to(source).as_posix() for p in others[:5])
+        examples += ", ..." if len(others) > 5 else ""
+        msg.warn(f"skipped {len(others)} file(s) with other extensions: {examples}")
+    if not files:
+        raise SetupError(f"{source} holds no .txt or .jsonl files")
+    return files
+
+
+def decode_utf8(data: bytes, *, whole_file: bool = False) -> Tuple[Optional[str], str]:
+    """(text, "") or (None, why). Strict: a Latin-1 byte is reported, never turned into U+FFFD."""
+    try:
+        return data.decode("utf-8"), ""
+    except UnicodeDecodeError as err:
+        where = f"byte {err.start + 1}"
+        if whole_file:
+            line, column = data.count(b"\n", 0, err.start) + 1, err.start - data.rfind(b"\n", 0, err.start)
+            where = f"line {line}, column {column}"
+        return None, f"not UTF-8 ({err.reason}: 0x{data[err.start]:02x} at {where})"
+
+
+def read_texts(files: Sequence[Path], problems: InputProblems, *, lines: bool = False,
+               root: Optional[Path] = None) -> Iterator[Text]:
+    """Documents from .jsonl files (a line each), .txt files (one each, or a line each with `lines`)."""
     for path in files:
-        if path.suffix == ".jsonl":
-            yield from _read_jsonl(path, problems)
-        elif lines:
-            with path.open(encoding="utf-8-sig") as f:
-                for lineno, line in enumerate(f, 1):
-                    if line.strip():
-                        yield f"{path.name}:{lineno}", line.rstrip("\r\n")
-        else:
-            text = path.read_text(encoding="utf-8-sig")
-            if text.strip():
-                yield path.name, text
+        try:
+            if path.suffix.lower() == ".jsonl":
+                yield from _read_jsonl(path, problems)
+            elif lines:
+                yield from _read_lines(path, problems)
             else:
-                problems.skip(str(path), "the file is empty")
+                doc_id = path.relative_to(root).as_posix() if root else path.name
+                yield from _read_file(path, doc_id, problems)
+        except OSError as err:  # unreadable (permissions, a file removed meanwhile): name it, go on
+            problems.skip(str(path), f"cannot be read ({err.strerror or first_line(err)})", "unreadable")
 
 
-def _read_jsonl(path: Path, problems: InputProblems) -> Iterator[Tuple[str, str]]:
-    with path.open(encoding="utf-8-sig", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
+def _read_jsonl(path: Path, problems: InputProblems) -> Iterator[Text]:
+    # Binary, decoded a line at a time: a bad byte costs its own line only, and is reported with it.
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            line, why = decode_utf8(raw.removeprefix(BOM) if lineno == 1 else raw)
+            if line is None:
+                problems.skip(where, why, "not UTF-8")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                problems.skip(where, f"not JSON ({err.msg})")
+                problems.skip(where, f"not JSON ({err.msg})", "not JSON")
                 continue
             text = record.get("text") if isinstance(record, dict) else None
             if not isinstance(text, str):
-                problems.skip(where, 'no "text" string')
-                continue
-            yield str(record.get("id", f"{path.name}:{lineno}")), text
+                problems.skip(where, 'no "text" string', 'no "text"')
+            elif not text.strip():
+                problems.skip(where, "the text is empty", "empty")
+            else:
+                doc_id = str(record.get("id", f"{path.name}:{lineno}"))
+                surrogate = re.search("[\ud800-\udfff]", doc_id + text)
+                if surrogate:  # a JSON escape such as \ud800 alone: no UTF-8 output can hold it
+                    problems.skip(where, f"not UTF-8 (unpaired surrogate \\u{ord(surrogate.group()):04x})", "not UTF-8")
+                else:
+                    yield Text(doc_id, where, text)
 
 
-def doc_record(doc_id: str, doc: Doc) -> dict:
-    return {"id": doc_id, "text": doc.text, "entities": [
-        {"text": ent.text, "label": ent.label_, "start": ent.start_char, "end": ent.end_char} for ent in doc.ents]}
+def _read_lines(path: Path, problems: InputProblems) -> Iterator[Text]:
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            line, why = decode_utf8(raw.removeprefix(BOM) if lineno == 1 else raw)
+            if line is None:
+                problems.skip(where, why, "not UTF-8")
+            elif line.strip():  # blank lines separate documents; they are not documents
+                yield Text(f"{path.name}:{lineno}", where, line.rstrip("\r\n"))
 
 
-def iob_document(doc: Doc) -> Tuple[List[str], List[Tuple[int, int, str]], List[int]]:
-    """Words and entity spans without whitespace tokens, which IOB lines cannot hold."""
+def _read_file(path: Path, doc_id: str, problems: InputProblems) -> Iterator[Text]:
+    text, why = decode_utf8(path.read_bytes().removeprefix(BOM), whole_file=True)
+    if text is None:
+        problems.skip(str(path), why, "not UTF-8")
+    elif not text.strip():
+        problems.skip(str(path), "the file is empty", "empty")
+    else:
+        # Newlines as text mode reads them (the behaviour before strict decoding): CRLF and CR become LF.
+        yield Text(doc_id, str(path), text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+# -- long texts ----------------------------------------------------------------------------------------
+
+# Where a long text is cut, best first: after a blank line, after a sentence end or a newline, after
+# any whitespace. Each match ends the chunk with its whitespace, so the next chunk starts with text.
+CUTS = (re.compile(r"\n[^\S\n]*\n\s*"), re.compile(r"[.?!]\s+|\n\s*"), re.compile(r"\s+"))
+
+
+def split_text(text: str, max_length: int) -> List[Tuple[int, str]]:
+    """(offset, chunk) pieces of at most `max_length` characters that join back into `text` exactly."""
+    pieces: List[Tuple[int, str]] = []
+    start = 0
+    while len(text) - start > max_length:
+        window = text[start:start + max_length]
+        end = len(window)  # a hard cut when the window holds no whitespace at all
+        for pattern in CUTS:
+            last = None
+            for last in pattern.finditer(window):
+                pass
+            if last is not None:
+                end = last.end()
+                break
+        pieces.append((start, window[:end]))
+        start += end
+    pieces.append((start, text[start:]))
+    return pieces
+
+
+# -- prediction ----------------------------------------------------------------------------------------
+
+def doc_piece(doc: Doc) -> Piece:
+    """Entities with character offsets; words and entity spans without whitespace tokens, which IOB
+    lines cannot hold."""
+    entities = [{"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char} for e in doc.ents]
     keep = [i for i, token in enumerate(doc) if not token.is_space]
     index = {old: new for new, old in enumerate(keep)}
     spans = []
@@ -83,56 +231,142 @@ def iob_document(doc: Doc) -> Tuple[List[str], List[Tuple[int, int, str]], List[
         inside = [index[i] for i in range(ent.start, ent.end) if i in index]
         if inside:
             spans.append((inside[0], inside[-1] + 1, ent.label_))
-    return [doc[i].text for i in keep], spans, [0]
+    return Piece(entities, [doc[i].text for i in keep], spans)
+
+
+def merge(text: Text, offsets: Sequence[int], pieces: Sequence[Piece]) -> Prediction:
+    """One record for one input document: chunk offsets shifted into the full text, words concatenated."""
+    entities: List[dict] = []
+    words: List[str] = []
+    spans: List[Span] = []
+    for offset, piece in zip(offsets, pieces):
+        entities += [{**e, "start": e["start"] + offset, "end": e["end"] + offset} for e in piece.entities]
+        spans += [(s + len(words), e + len(words), label) for s, e, label in piece.spans]
+        words += piece.words
+    record = {"id": text.id, "text": text.text, "entities": entities}
+    return Prediction(text.where, record, words, spans, split=len(pieces) > 1)
+
+
+def predictions(nlp: Language, texts: Iterable[Text], problems: InputProblems, *, batch_size: int,
+                max_length: int) -> Iterator[Prediction]:
+    """Predictions in input order, a batch of documents at a time."""
+    texts = iter(texts)
+    while True:
+        batch = list(islice(texts, batch_size))
+        if not batch:
+            return
+        chunked = [split_text(t.text, max_length) for t in batch]
+        try:
+            pieces = [doc_piece(doc) for doc in nlp.pipe([c for cs in chunked for _, c in cs], batch_size=batch_size)]
+        except Exception:
+            # One bad document must not cost its batch: rerun one at a time, skip only those that fail.
+            # Nothing of the failed batch was yielded yet, so every good document comes out exactly once.
+            yield from _one_by_one(nlp, batch, chunked, problems)
+            continue
+        at = 0
+        for text, chunks in zip(batch, chunked):
+            yield merge(text, [o for o, _ in chunks], pieces[at:at + len(chunks)])
+            at += len(chunks)
+
+
+def _one_by_one(nlp: Language, batch: Sequence[Text], chunked: Sequence[List[Tuple[int, str]]],
+                problems: InputProblems) -> Iterator[Prediction]:
+    for text, chunks in zip(batch, chunked):
+        try:
+            pieces = [doc_piece(doc) for doc in nlp.pipe([c for _, c in chunks])]
+        except Exception as err:
+            problems.skip(text.where, f"the pipeline failed ({type(err).__name__}: {first_line(err)})",
+                          "pipeline error")
+            continue
+        yield merge(text, [o for o, _ in chunks], pieces)
+
+
+# -- output --------------------------------------------------------------------------------------------
+
+def write_predictions(found: Iterable[Prediction], out: IO[str], iob_file: Optional[IO[str]]) -> Dict[str, int]:
+    """Write each document's JSONL line (and IOB form); returns the counts."""
+    counts = {"documents": 0, "entities": 0, "split": 0}
+
+    def iob_documents() -> Iterator[Tuple[List[str], List[Span], List[int]]]:
+        for prediction in found:
+            out.write(json.dumps(prediction.record, ensure_ascii=False) + "\n")
+            counts["documents"] += 1
+            counts["entities"] += len(prediction.record["entities"])
+            counts["split"] += prediction.split
+            if prediction.words:
+                yield prediction.words, prediction.spans, [0]
+
+    if iob_file is None:
+        for _ in iob_documents():
+            pass
+    else:
+        write_iob(iob_file, iob_documents())
+    return counts
+
+
+def load_pipeline(model: Path) -> Language:
+    if not model.is_dir() and not spacy.util.is_package(str(model)):
+        raise SetupError(f"the model {model} is neither a pipeline folder nor an installed pipeline package")
+    try:
+        return spacy.load(model if model.is_dir() else str(model))
+    except Exception as err:  # any failure here means "not a usable pipeline": one sentence, no traceback
+        raise SetupError(f"cannot load the pipeline {model} ({first_line(err)})") from None
 
 
 def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Path] = None,
-            gpu_id: Optional[int] = -1, batch_size: int = 64, lines: bool = False) -> dict:
+            gpu_id: Optional[int] = -1, batch_size: int = 64, lines: bool = False,
+            max_length: Optional[int] = None) -> dict:
+    """Predict entities for every document of `source`; returns counts. `max_length` (default: the
+    pipeline's nlp.max_length) is the longest text processed whole; longer ones are split."""
+    if batch_size < 1 or (max_length is not None and max_length < 1):
+        raise SetupError("batch_size and max_length must be at least 1")
     _, device = select_device(gpu_id)
-    nlp = spacy.load(model)
+    nlp = load_pipeline(model)
+    limit = max_length or nlp.max_length
+    nlp.max_length = limit  # chunks of `limit` characters must pass the pipeline's own length check
+    outputs = [output] + ([iob_output] if iob_output is not None else [])
+    files = input_files(source, exclude=outputs)
     problems = InputProblems()
-    counts = {"documents": 0, "entities": 0}
-    output.parent.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
-    def iob_documents(out: IO[str]) -> Iterator[Tuple[List[str], List[Tuple[int, int, str]], List[int]]]:
-        """Write each document's JSONL line; yield its IOB form for write_iob."""
-        pairs = ((text, doc_id) for doc_id, text in read_texts(source, problems, lines=lines))
-        for doc, doc_id in tqdm(nlp.pipe(pairs, as_tuples=True, batch_size=batch_size), unit="doc", desc="predict",
-                                leave=False, mininterval=2):
-            out.write(json.dumps(doc_record(doc_id, doc), ensure_ascii=False) + "\n")
-            counts["documents"] += 1
-            counts["entities"] += len(doc.ents)
-            words, spans, starts = iob_document(doc)
-            if words:
-                yield words, spans, starts
+    texts = read_texts(files, problems, lines=lines, root=source if source.is_dir() else None)
+    with atomic_outputs(*outputs) as temps:
+        found = tqdm(predictions(nlp, texts, problems, batch_size=batch_size, max_length=limit), unit="doc",
+                     desc="predict", leave=False, mininterval=2)
+        with temps[0].open("w", encoding="utf8") as out:
+            if iob_output is None:
+                counts = write_predictions(found, out, None)
+            else:
+                with temps[1].open("w", encoding="utf8", newline="") as iob_file:
+                    counts = write_predictions(found, out, iob_file)
+    return {**counts, "skipped": problems.count, "skipped_reasons": dict(problems.reasons), "device": device}
 
-    with output.open("w", encoding="utf8") as out:
-        if iob_output is None:
-            for _ in iob_documents(out):
-                pass
-        else:
-            with iob_output.open("w", encoding="utf8", newline="") as iob_file:
-                write_iob(iob_file, iob_documents(out))
-    return {**counts, "skipped": problems.count, "device": device}
+
+def summary(result: dict, outputs: Sequence[Path]) -> str:
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(result["skipped_reasons"].items()))
+    return (f"{result['documents']} document(s) written, {result['entities']} entities, {result['skipped']} "
+            f"input(s) skipped{f' ({reasons})' if reasons else ''}, {result['split']} long text(s) split, "
+            f"on {result['device']} -> {', '.join(str(p) for p in outputs)}")
 
 
 def main(
-    model: Path = typer.Argument(..., exists=True, file_okay=False),
-    source: Path = typer.Argument(..., exists=True, help=".txt file, .jsonl file, or a folder of them"),
+    model: Path = typer.Argument(..., help="Pipeline folder (training/model-best) or installed package name"),
+    source: Path = typer.Argument(..., help=".txt file, .jsonl file, or a folder of them"),
     output: Path = typer.Argument(..., help="JSONL output"),
     iob: Optional[Path] = typer.Option(None, help="Also write an IOB .tsv (UBIAI export shape)"),
     gpu_id: str = typer.Option("cpu", help="GPU id, 'cpu' or 'auto'"),
     batch_size: int = typer.Option(64),
     lines: bool = typer.Option(False, "--lines", help="Each line of a .txt file is one document"),
+    max_length: int = typer.Option(0, help="Split texts longer than this (characters; 0: the pipeline's max_length)"),
 ) -> None:
     try:
         result = predict(model=model, source=source, output=output, iob_output=iob, gpu_id=parse_gpu_id(gpu_id),
-                         batch_size=batch_size, lines=lines)
-    except SetupError as err:
-        msg.fail(str(err), exits=1)
-    msg.good(f"{result['documents']} documents, {result['entities']} entities, {result['skipped']} input "
-             f"line(s) skipped, on {result['device']} -> {output}" + (f", {iob}" if iob else ""))
+                         batch_size=batch_size, lines=lines, max_length=max_length or None)
+    except (SetupError, OSError) as err:
+        msg.fail(first_line(err), exits=1)
+    except KeyboardInterrupt:
+        msg.fail("interrupted: the previous outputs are left as they were", exits=130)
+    (msg.warn if result["skipped"] else msg.good)(summary(result, [output] + ([iob] if iob else [])))
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def test_all_on_ncbi_disease_with_a_model_folder_that_is_gone_afterwards(tmp_pat
 def test_predict_writes_jsonl_and_iob_that_convert_reads_back(sample_project, tmp_path):
     project, _ = sample_project
     output = run_project(project, "predict")
-    assert "0 input line(s) skipped" in output.replace("\n", " ")
+    assert "0 input(s) skipped" in output.replace("\n", " ")
     records = [json.loads(line) for line in (project / "training" / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 4 and {r["id"] for r in records} >= {"a1", "a2", "a3"}
     for record in records:

@@ -1,0 +1,256 @@
+"""predict.py at the edges: long texts split with exact offsets, bad documents named and skipped while
+the others are written once and in order, other file extensions warned about, outputs whole or untouched.
+
+A tiny real pipeline (blank English + entity_ruler, plus a component that fails on a marker) stands in
+for a trained model, so nothing here trains.
+"""
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import spacy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from spacy.language import Language
+
+from conftest import ROOT
+from iob_ner.iob import read_iob
+from predict import predict, split_text
+
+LABELS = {"ZnO": "MAT", "NiO": "MAT", "sputtering": "PRO"}
+
+
+@Language.component("fail_on_marker")
+def fail_on_marker(doc):
+    """BOOM: an error the pipeline raises on one document; STOP: a Ctrl-C in the middle of a run."""
+    if "BOOM" in doc.text:
+        raise ValueError("the marker BOOM\nsecond line of the error")
+    if "STOP" in doc.text:
+        raise KeyboardInterrupt
+    return doc
+
+
+def make_pipeline(faulty: bool) -> Language:
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": label, "pattern": word} for word, label in LABELS.items()])
+    if faulty:
+        nlp.add_pipe("fail_on_marker")
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    for name, faulty in (("plain", False), ("faulty", True)):
+        make_pipeline(faulty).to_disk(root / name)
+    return root / "plain", root / "faulty"
+
+
+def records(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text(encoding="utf8").splitlines()]
+
+
+def expected_entities(text: str) -> list:
+    """What the pipeline finds in the whole text at once (no length limit)."""
+    nlp = make_pipeline(False)
+    nlp.max_length = len(text) + 1
+    return [{"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char} for e in nlp(text).ents]
+
+
+def check_offsets(record: dict) -> None:
+    for ent in record["entities"]:
+        assert record["text"][ent["start"]:ent["end"]] == ent["text"]
+
+
+LONG_TEXT = "\n\n".join(
+    " ".join(f"Paragraph {p} sentence {s} : ZnO films by sputtering on NiO ." for s in range(6)) for p in range(8))
+
+
+def test_split_text_cuts_at_paragraphs_then_sentences_then_spaces_then_hard():
+    assert split_text("aaa bbb\n\nccc ddd", 12) == [(0, "aaa bbb\n\n"), (9, "ccc ddd")]
+    assert split_text("Aa bb. Cc dd. Ee", 12) == [(0, "Aa bb. "), (7, "Cc dd. Ee")]
+    assert split_text("aaa bbb ccc ddd", 10) == [(0, "aaa bbb "), (8, "ccc ddd")]
+    assert split_text("abcdefghij", 4) == [(0, "abcd"), (4, "efgh"), (8, "ij")]
+    assert split_text("short", 10) == [(0, "short")]
+    text = LONG_TEXT
+    pieces = split_text(text, 150)
+    assert "".join(chunk for _, chunk in pieces) == text
+    assert all(len(chunk) <= 150 and text[offset:offset + len(chunk)] == chunk for offset, chunk in pieces)
+
+
+def test_long_text_is_split_and_offsets_are_exact_in_the_full_text(models, tmp_path):
+    plain, _ = models
+    source = tmp_path / "long.txt"
+    source.write_text(LONG_TEXT, encoding="utf8")
+    result = predict(model=plain, source=source, output=tmp_path / "out.jsonl", iob_output=tmp_path / "out.tsv",
+                     max_length=200)
+    assert result["documents"] == 1 and result["split"] == 1 and result["skipped"] == 0
+    (record,) = records(tmp_path / "out.jsonl")
+    assert record["text"] == LONG_TEXT
+    assert record["entities"] == expected_entities(LONG_TEXT) and len(record["entities"]) == 8 * 6 * 3
+    check_offsets(record)
+    (doc,) = read_iob(tmp_path / "out.tsv", strict=True)
+    assert doc.words == [t.text for t in make_pipeline(False)(LONG_TEXT) if not t.is_space]
+    assert [(" ".join(doc.words[s:e]), label) for s, e, label in doc.spans] == \
+        [(e["text"], e["label"]) for e in record["entities"]]
+
+
+def test_non_utf8_txt_file_is_skipped_by_name_and_the_others_are_written(models, tmp_path, capsys):
+    plain, _ = models
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("ZnO films .", encoding="utf8")
+    (folder / "b.txt").write_bytes(b"first line\ncaf\xe9 ZnO\n")
+    (folder / "c.txt").write_text("NiO by sputtering .", encoding="utf8")
+    result = predict(model=plain, source=folder, output=tmp_path / "out.jsonl")
+    assert [r["id"] for r in records(tmp_path / "out.jsonl")] == ["a.txt", "c.txt"]
+    assert result["skipped"] == 1 and result["skipped_reasons"] == {"not UTF-8": 1}
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{folder / 'b.txt'}: skipped, not UTF-8" in out and "line 2, column 4" in out
+
+
+def test_latin1_byte_in_jsonl_is_reported_with_file_and_line_not_replaced(models, tmp_path, capsys):
+    plain, _ = models
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"id": "a", "text": "ZnO ."}\n{"text": broken\n{"id": "b", "text": "caf\xe9 ZnO"}\n'
+                       b'{"id": "c", "text": "  "}\n{"id": "d", "text": "x \\ud800 ZnO"}\n'
+                       b'{"id": "e", "text": "NiO ."}\n')
+    result = predict(model=plain, source=source, output=tmp_path / "out.jsonl")
+    written = records(tmp_path / "out.jsonl")
+    assert [r["id"] for r in written] == ["a", "e"]
+    assert "\ufffd" not in (tmp_path / "out.jsonl").read_text(encoding="utf8")
+    assert result["skipped"] == 4
+    assert result["skipped_reasons"] == {"not JSON": 1, "not UTF-8": 2, "empty": 1}
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{source}:2: skipped, not JSON" in out
+    assert f"{source}:3: skipped, not UTF-8 (invalid continuation byte: 0xe9 at byte 25)" in out
+    assert f"{source}:4: skipped, the text is empty" in out
+    assert f"{source}:5: skipped, not UTF-8 (unpaired surrogate \\ud800)" in out
+
+
+def test_lines_mode_names_the_bad_line_and_keeps_the_others(models, tmp_path, capsys):
+    plain, _ = models
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"\xef\xbb\xbfZnO one .\r\n\r\ncaf\xe9 two\r\nNiO three .\r\n")
+    result = predict(model=plain, source=source, output=tmp_path / "out.jsonl", lines=True)
+    assert [(r["id"], r["text"]) for r in records(tmp_path / "out.jsonl")] == [
+        ("in.txt:1", "ZnO one ."), ("in.txt:4", "NiO three .")]
+    assert result["skipped"] == 1
+    assert f"{source}:3: skipped, not UTF-8" in " ".join(capsys.readouterr().out.split())
+
+
+def test_other_extensions_are_warned_once_and_upper_case_txt_is_read(models, tmp_path, capsys):
+    plain, _ = models
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "A.TXT").write_text("ZnO .", encoding="utf8")
+    (folder / "sub" / "b.Jsonl").write_text('{"id": "b", "text": "NiO ."}\n', encoding="utf8")
+    (folder / "a.json").write_text('{"text": "x"}', encoding="utf8")
+    (folder / "b.csv").write_text("x,y", encoding="utf8")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01")
+    result = predict(model=plain, source=folder, output=folder / "out.jsonl")
+    assert [r["id"] for r in records(folder / "out.jsonl")] == ["A.TXT", "b"]
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("with other extensions") == 1
+    assert "skipped 2 file(s) with other extensions: a.json, b.csv" in out
+    # The output now sits in the input folder: a second run must not read it back as input.
+    again = predict(model=plain, source=folder, output=folder / "out.jsonl")
+    assert again["documents"] == result["documents"] == 2
+
+
+def test_a_document_the_pipeline_fails_on_is_skipped_and_its_batch_is_rerun(models, tmp_path, capsys):
+    _, faulty = models
+    source = tmp_path / "in.jsonl"
+    texts = ["ZnO one .", "BOOM NiO .", "NiO three .", "sputtering four ."]
+    source.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    result = predict(model=faulty, source=source, output=tmp_path / "out.jsonl", iob_output=tmp_path / "out.tsv")
+    assert [r["id"] for r in records(tmp_path / "out.jsonl")] == ["0", "2", "3"]
+    assert result["skipped_reasons"] == {"pipeline error": 1} and result["entities"] == 3
+    assert len(list(read_iob(tmp_path / "out.tsv", strict=True))) == 3
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{source}:2: skipped, the pipeline failed (ValueError: the marker BOOM)" in out
+
+
+def test_an_interrupt_leaves_the_previous_outputs_untouched(models, tmp_path):
+    _, faulty = models
+    source = tmp_path / "in.jsonl"
+    output, iob = tmp_path / "out" / "predictions.jsonl", tmp_path / "out" / "predictions.tsv"
+    source.write_text('{"text": "ZnO ."}\n{"text": "NiO ."}\n')
+    predict(model=faulty, source=source, output=output, iob_output=iob)
+    before = output.read_bytes(), iob.read_bytes()
+    source.write_text('{"text": "ZnO ."}\n' * 100 + '{"text": "STOP"}\n')
+    with pytest.raises(KeyboardInterrupt):
+        predict(model=faulty, source=source, output=output, iob_output=iob, batch_size=8)
+    assert (output.read_bytes(), iob.read_bytes()) == before
+    assert sorted(p.name for p in output.parent.iterdir()) == ["predictions.jsonl", "predictions.tsv"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/predict.py", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_cli_names_a_bad_file_and_goes_on_and_stops_cleanly_on_a_bad_model(models, tmp_path):
+    plain, _ = models
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.txt").write_text("ZnO .", encoding="utf8")
+    (folder / "bad.txt").write_bytes(b"\xff\xfe binary")
+    result = run_cli(str(plain), str(folder), str(tmp_path / "out.jsonl"))
+    log = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, log
+    assert f"{folder / 'bad.txt'}: skipped, not UTF-8" in log and "Traceback" not in log
+    assert "1 document(s) written, 1 entities, 1 input(s) skipped (1 not UTF-8), 0 long text(s) split" in log
+    failed = run_cli(str(tmp_path / "no-model"), str(folder), str(tmp_path / "out2.jsonl"))
+    log = " ".join((failed.stdout + failed.stderr).split())
+    assert failed.returncode == 1 and "Traceback" not in log
+    assert f"the model {tmp_path / 'no-model'} is neither a pipeline folder" in log
+    assert not (tmp_path / "out2.jsonl").exists()
+
+
+# -- property: any mix of good and bad documents ---------------------------------------------------------
+
+MAX_LENGTH = 60
+WORDS = st.sampled_from(["ZnO", "NiO", "sputtering", "films", "grown", "on", "glass", ".", "\n", "\n\n"])
+GOOD_TEXT = st.lists(WORDS, min_size=1, max_size=8).map(" ".join).filter(lambda t: t.strip())
+LONG = st.lists(WORDS, min_size=30, max_size=60).map(" ".join).filter(lambda t: len(t) > MAX_LENGTH)
+BAD_LINES = {
+    "not JSON": b'{"text": broken',
+    "not UTF-8": b'{"text": "caf\xe9 ZnO"}',
+    'no "text"': b'{"title": "no text"}',
+    "pipeline error": b'{"text": "ZnO BOOM"}',
+    "empty": b'{"text": " \\n "}',
+}
+ITEM = st.one_of(GOOD_TEXT.map(lambda t: ("good", t)), LONG.map(lambda t: ("good", t)),
+                 st.sampled_from(sorted(BAD_LINES)).map(lambda kind: ("bad", kind)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(items=st.lists(ITEM, min_size=1, max_size=12), batch_size=st.integers(1, 5))
+def test_every_good_document_is_written_once_in_order_and_every_bad_one_counted(models, items, batch_size):
+    _, faulty = models
+    lines, good, bad = [], [], []
+    for i, (kind, value) in enumerate(items):
+        if kind == "good":
+            lines.append(json.dumps({"id": f"d{i}", "text": value}).encode("utf8"))
+            good.append((f"d{i}", value))
+        else:
+            lines.append(BAD_LINES[value])
+            bad.append(value)
+    with tempfile.TemporaryDirectory() as tmp:
+        source, output, iob = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl", Path(tmp) / "out.tsv"
+        source.write_bytes(b"\n".join(lines) + b"\n")
+        result = predict(model=faulty, source=source, output=output, iob_output=iob, batch_size=batch_size,
+                         max_length=MAX_LENGTH)
+        written = records(output)
+        iob_docs = list(read_iob(iob, strict=True)) if iob.read_bytes() else []
+    assert [(r["id"], r["text"]) for r in written] == good
+    assert result["skipped"] == len(bad) and result["skipped_reasons"] == {k: bad.count(k) for k in set(bad)}
+    assert result["split"] == sum(len(text) > MAX_LENGTH for _, text in good)
+    for record in written:
+        check_offsets(record)
+        assert record["entities"] == expected_entities(record["text"])
+    assert len(iob_docs) == len(written)
