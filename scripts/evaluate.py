@@ -10,6 +10,7 @@ from wasabi import msg
 
 from iob_ner.corpus import read_docs
 from iob_ner.metrics import entity_metrics, predict_gold
+from iob_ner.outputs import atomic_outputs
 from iob_ner.runtime import SetupError, parse_gpu_id, select_device
 
 
@@ -17,7 +18,10 @@ def evaluate_pipeline(*, model: Path, corpus: Path, output: Path, predictions: O
                       gpu_id: Optional[int] = -1, batch_size: int = 128) -> dict:
     _, device = select_device(gpu_id)
     nlp = spacy.load(model)
-    gold = list(read_docs(corpus, nlp.vocab))
+    try:
+        gold = list(read_docs(corpus, nlp.vocab))
+    except (ValueError, KeyError, TypeError) as err:  # spaCy's E1014, msgpack's errors: not a DocBin
+        raise SetupError(f"{corpus} is not a spaCy DocBin (.spacy): make it with `spacy project run convert`") from err
     if not gold:
         raise SetupError(f"{corpus} holds no documents")
     examples, seconds = predict_gold(nlp, gold, batch_size=batch_size)
@@ -25,10 +29,11 @@ def evaluate_pipeline(*, model: Path, corpus: Path, output: Path, predictions: O
     words = sum(len(doc) for doc in gold)
     metrics.update({"model": str(model), "corpus": str(corpus), "device": device, "words": words,
                     "words_per_second": round(words / seconds, 1)})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf8")
-    if predictions is not None:
-        DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], docs=[eg.predicted for eg in examples]).to_disk(predictions)
+    # Both or neither: metrics beside predictions of another run would disagree in report.md and errors.html.
+    with atomic_outputs(*[path for path in (output, predictions) if path is not None]) as temps:
+        temps[0].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf8")
+        if predictions is not None:
+            DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], docs=[eg.predicted for eg in examples]).to_disk(temps[1])
     return metrics
 
 

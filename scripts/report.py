@@ -1,7 +1,8 @@
 """Write training/report.md, the learning-curve and per-label plots, and training/errors.html."""
 import json
+import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pandas as pd
 import spacy
@@ -11,6 +12,7 @@ from wasabi import msg
 
 from iob_ner.corpus import read_docs
 from iob_ner.metrics import confusion_labels
+from iob_ner.outputs import atomic_outputs, remove
 
 COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities"})
 ERROR_KINDS = ["correct", "wrong_label", "wrong_boundary", "wrong_label_and_boundary", "missed", "spurious"]
@@ -38,15 +40,21 @@ def _cell(column: str, value: object, count: bool) -> str:
 
 def read_log(path: Path) -> pd.DataFrame:
     """spaCy's JSONL training log: losses are summed since the last evaluation, so divide by the steps."""
-    rows, previous = [], -1
+    rows, previous, unreadable = [], -1, 0
     if path.exists():
         for line in path.read_text(encoding="utf8").splitlines():
             if line.strip():
-                entry = json.loads(line)
+                try:
+                    entry = json.loads(line)
+                except ValueError:  # an interrupted training can leave a cut last line: curve without it
+                    unreadable += 1
+                    continue
                 steps = max(1, entry["step"] - previous)
                 previous = entry["step"]
                 rows.append({"step": entry["step"], "loss": sum(entry.get("losses", {}).values()) / steps,
                              "dev_f": entry.get("scores", {}).get("ents_f", 0.0) / 100})
+    if unreadable:
+        msg.warn(f"{path}: {unreadable} line(s) are not JSON and were left out of the learning curve")
     return pd.DataFrame(rows)
 
 
@@ -67,7 +75,7 @@ def plot_learning_curve(log: pd.DataFrame, path: Path) -> None:
     fig.legend(loc="lower center", ncol=2, fontsize="small")
     fig.suptitle("Learning curve")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # `path` may be a temporary name without .png
     plt.close(fig)
 
 
@@ -82,7 +90,7 @@ def plot_per_label(per_label: Dict[str, pd.DataFrame], path: Path) -> None:
     ax.set_xlabel("entity F")
     ax.set_title("F per label")
     ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=100)
+    ax.figure.savefig(path, dpi=100, format="png")
     plt.close(ax.figure)
 
 
@@ -114,7 +122,10 @@ def write_errors_html(gold_docs: List, pred_docs: List, path: Path) -> int:
     rows = []
     for i in ranked[:MAX_ERROR_DOCS]:
         count = errors(gold_docs[i], pred_docs[i])
-        cells = [displacy.render(d, style="ent", page=False, options=options) for d in (gold_docs[i], pred_docs[i])]
+        with warnings.catch_warnings():  # W006 "no entities to visualize": normal for a document here
+            warnings.filterwarnings("ignore", message=r"\[W006\]")
+            cells = [displacy.render(d, style="ent", page=False, options=options)
+                     for d in (gold_docs[i], pred_docs[i])]
         rows.append(f"<tr class=\"{'bad' if count else 'ok'}\"><td>#{i}<br>{count} error(s)</td>"
                     f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>")
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>NER errors</title>
@@ -128,22 +139,44 @@ Showing {min(len(gold_docs), MAX_ERROR_DOCS)} documents.</p>
     return with_errors
 
 
-def main(
-    training_dir: Path = typer.Argument(..., exists=True, file_okay=False),
-    test_corpus: Path = typer.Argument(..., exists=True, help="Gold test corpus (.spacy) for errors.html"),
-) -> None:
-    metrics = {split: json.loads((training_dir / f"metrics-{split}.json").read_text(encoding="utf8"))
-               for split in ("dev", "test")}
-    log = read_log(training_dir / "log.jsonl")
-    per_label = {split: per_label_table(m) for split, m in metrics.items()}
-    if not log.empty:
-        plot_learning_curve(log, training_dir / "learning-curve.png")
-    plot_per_label(per_label, training_dir / "per-label-f.png")
-    vocab = spacy.blank("en").vocab
-    gold = list(read_docs(test_corpus, vocab))
-    pred = list(read_docs(training_dir / "predictions-test.spacy", vocab))
-    with_errors = write_errors_html(gold, pred, training_dir / "errors.html")
+class ReportError(Exception):
+    """A missing or stale input; the message names the file and the command that makes it."""
 
+
+def load_metrics(training_dir: Path) -> Dict[str, dict]:
+    metrics = {}
+    for split in ("dev", "test"):
+        path = training_dir / f"metrics-{split}.json"
+        if not path.is_file():
+            raise ReportError(f"{path} is missing: run `spacy project run evaluate` first")
+        try:
+            metrics[split] = json.loads(path.read_text(encoding="utf8"))
+        except ValueError:
+            raise ReportError(f"{path} is not valid JSON: rerun `spacy project run evaluate`") from None
+    return metrics
+
+
+def load_test_docs(test_corpus: Path, predictions: Path) -> Tuple[List, List]:
+    """Gold and predicted test documents, checked to be the same documents (in number) before pairing."""
+    vocab = spacy.blank("en").vocab
+    docs = {}
+    for path, command in ((test_corpus, "convert"), (predictions, "evaluate")):
+        if not path.exists():
+            raise ReportError(f"{path} is missing: run `spacy project run {command}` first")
+        try:
+            docs[path] = list(read_docs(path, vocab))
+        except Exception:  # spaCy's E1014, zlib, msgpack alike: not a DocBin
+            raise ReportError(f"{path} is not a spaCy DocBin (.spacy): rerun `spacy project run {command}`") from None
+    gold, pred = docs[test_corpus], docs[predictions]
+    if len(gold) != len(pred):  # predictions of an older test corpus: errors.html would pair wrong documents
+        raise ReportError(f"{predictions} holds {len(pred)} documents but {test_corpus} holds {len(gold)}: "
+                          f"rerun `spacy project run evaluate`")
+    return gold, pred
+
+
+def render_report(metrics: Dict[str, dict], log: pd.DataFrame, per_label: Dict[str, pd.DataFrame],
+                  with_errors: int, n_docs: int) -> str:
+    """report.md's text."""
     overall = pd.DataFrame({
         split: {"typed P": m["typed"]["p"], "typed R": m["typed"]["r"], "typed F": m["typed"]["f"],
                 "untyped F": m["untyped"]["f"], "gold entities": m["gold_entities"],
@@ -173,11 +206,44 @@ def main(
         "## Plots and error view", "",
         ("![Learning curve](learning-curve.png)" if not log.empty else "No training log was found."), "",
         "![F per label](per-label-f.png)", "",
-        f"[errors.html](errors.html): {with_errors} of {len(gold)} test documents with errors, gold beside predicted.", "",
+        f"[errors.html](errors.html): {with_errors} of {n_docs} test documents with errors, gold beside predicted.", "",
     ]
-    (training_dir / "report.md").write_text("\n".join(lines), encoding="utf8")
+    return "\n".join(lines)
+
+
+def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
+    """Write report.md, the plots and errors.html, all or none; returns (documents with errors, documents)."""
+    metrics = load_metrics(training_dir)
+    gold, pred = load_test_docs(test_corpus, training_dir / "predictions-test.spacy")
+    log = read_log(training_dir / "log.jsonl")
+    outputs = [training_dir / name for name in ("report.md", "learning-curve.png", "per-label-f.png", "errors.html")]
+    try:
+        per_label = {split: per_label_table(m) for split, m in metrics.items()}
+        with atomic_outputs(*outputs) as (report_tmp, curve_tmp, per_label_tmp, errors_tmp):
+            if not log.empty:
+                plot_learning_curve(log, curve_tmp)
+            plot_per_label(per_label, per_label_tmp)
+            with_errors = write_errors_html(gold, pred, errors_tmp)
+            report_tmp.write_text(render_report(metrics, log, per_label, with_errors, len(gold)), encoding="utf8")
+    except KeyError as err:  # metrics of an older evaluate.py
+        raise ReportError(f"the metrics files in {training_dir} lack {err}: "
+                          f"rerun `spacy project run evaluate`") from None
+    if log.empty:
+        remove(outputs[1])  # a curve of an earlier run would look like this one's
+    return with_errors, len(gold)
+
+
+def main(
+    # No `exists=True`: a missing folder is reported as its missing metrics file, with the command to run.
+    training_dir: Path = typer.Argument(..., file_okay=False),
+    test_corpus: Path = typer.Argument(..., help="Gold test corpus (.spacy) for errors.html"),
+) -> None:
+    try:
+        with_errors, n_docs = write_report(training_dir=training_dir, test_corpus=test_corpus)
+    except ReportError as err:
+        msg.fail(str(err), exits=1)
     msg.good(f"{training_dir / 'report.md'}, learning-curve.png, per-label-f.png, errors.html "
-             f"({with_errors} of {len(gold)} test documents with errors)")
+             f"({with_errors} of {n_docs} test documents with errors)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """create-config: a complete config from the base, and a user's edits are never overwritten."""
-from spacy.util import load_config
+import os
+import subprocess
+import sys
+
+import pytest
+from spacy.util import load_config, load_config_from_str
 
 from conftest import ROOT
-from iob_ner.config_file import was_edited, write_config
+from iob_ner.config_file import ConfigFileError, parse_error_line, was_edited, write_config
 
 BASE = ROOT / "configs" / "base_config.cfg"
 
@@ -42,3 +47,57 @@ def test_committed_config_is_what_create_config_writes(tmp_path):
     assert not was_edited(committed)
     assert write_config(BASE, tmp_path / "config.cfg", "token") == "written"
     assert (tmp_path / "config.cfg").read_text(encoding="utf8") == committed.read_text(encoding="utf8")
+
+
+# --- A broken base config is one sentence naming the file; config.cfg is written whole or not at all ---
+
+def broken_copy(tmp_path, old, new):
+    base = tmp_path / "base_config.cfg"
+    text = BASE.read_text(encoding="utf8")
+    assert old in text
+    base.write_text(text.replace(old, new, 1), encoding="utf8")
+    (tmp_path / "ner_transition.cfg").write_text((ROOT / "configs" / "ner_transition.cfg").read_text(encoding="utf8"))
+    return base
+
+
+@pytest.mark.parametrize("old,new,first_line", [
+    ("[nlp]", "[nlp", "Source contains parsing errors: the file (line "),
+    ("rate = 500", "rate = 500\nrate = 3", "option 'rate' in section 'training.batcher.size' already exists"),
+    ("path = ${paths.train}", "path = ${paths.nope}", "contains an interpolation key 'paths.nope'"),
+])
+def test_broken_base_config_is_one_sentence_and_keeps_the_output(tmp_path, old, new, first_line):
+    base = broken_copy(tmp_path, old, new)
+    out = tmp_path / "config.cfg"
+    out.write_text("previous\n", encoding="utf8")
+    with pytest.raises(ConfigFileError) as err:
+        write_config(base, out, "token", force=True)
+    message = str(err.value)
+    assert message.startswith(f"{base} is not a valid config: ") and first_line in message
+    assert "\n" not in message
+    assert out.read_text(encoding="utf8") == "previous\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_parse_error_line_of_the_first_bad_line():
+    with pytest.raises(Exception) as err:
+        load_config_from_str("[a]\nx = 1\n[b\ny = 2\n")
+    assert parse_error_line(err.value) == "Source contains parsing errors: the file (line 3)"
+
+
+def test_unknown_factory_is_spacys_first_sentence(tmp_path):
+    base = broken_copy(tmp_path, 'factory = "token_ner"', 'factory = "nope_ner"')
+    first_sentence = r"\[E002\] Can't find factory for 'nope_ner' for language English \(en\)\.$"
+    with pytest.raises(ConfigFileError, match=r"spacy init fill-config cannot fill .*: " + first_sentence):
+        write_config(base, tmp_path / "config.cfg", "token")
+    assert not (tmp_path / "config.cfg").exists()
+
+
+def test_cli_broken_base_config_is_one_sentence(tmp_path):
+    base = broken_copy(tmp_path, "[nlp]", "[nlp")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "create_config.py"), str(base),
+                             str(tmp_path / "config.cfg")], capture_output=True, text=True,
+                            env={**os.environ, "WASABI_LOG_FRIENDLY": "1"})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1 and "Traceback" not in output, output
+    line = BASE.read_text(encoding="utf8").splitlines().index("[nlp]") + 1
+    assert f"✘ {base} is not a valid config: Source contains parsing errors: the file (line {line})" in output

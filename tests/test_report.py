@@ -1,0 +1,168 @@
+"""report (and evaluate, which writes its inputs): every output written whole or not at all; a missing input
+is one sentence naming the file and the command that makes it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import spacy
+from spacy.tokens import Doc, DocBin
+from spacy.training import Example
+from spacy.vocab import Vocab
+
+import report
+from conftest import ROOT
+from evaluate import evaluate_pipeline
+from iob_ner.corpus import DOCBIN_ATTRS
+from iob_ner.metrics import entity_metrics
+from iob_ner.runtime import SetupError
+from report import ReportError, write_report
+
+OUTPUTS = ("report.md", "learning-curve.png", "per-label-f.png", "errors.html")
+PNG = b"\x89PNG"
+
+
+def doc(vocab, words, tags):
+    return Doc(vocab, words=words, ents=tags)
+
+
+@pytest.fixture
+def training(tmp_path):
+    """A training folder as evaluate leaves it, over a two-document test corpus, and the gold corpus."""
+    v = Vocab()
+    gold = [doc(v, ["LiFePO4", "is", "good"], ["B-MAT", "O", "O"]), doc(v, ["sol", "gel"], ["B-PRO", "I-PRO"])]
+    pred = [doc(v, ["LiFePO4", "is", "good"], ["B-MAT", "O", "O"]), doc(v, ["sol", "gel"], ["B-MAT", "O"])]
+    corpus = tmp_path / "test.spacy"
+    DocBin(attrs=DOCBIN_ATTRS, docs=gold).to_disk(corpus)
+    folder = tmp_path / "training"
+    folder.mkdir()
+    DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], docs=pred).to_disk(folder / "predictions-test.spacy")
+    metrics = entity_metrics(Example(p, g) for p, g in zip(pred, gold))
+    metrics.update({"model": "training/model-best", "corpus": str(corpus), "device": "CPU", "words": 5,
+                    "words_per_second": 100.0})
+    for split in ("dev", "test"):
+        (folder / f"metrics-{split}.json").write_text(json.dumps(metrics), encoding="utf8")
+    log = [{"step": 0, "losses": {"ner": 4.0}, "scores": {"ents_f": 10.0}},
+           {"step": 25, "losses": {"ner": 25.0}, "scores": {"ents_f": 50.0}}]
+    # The cut last line is what an interrupted training leaves: the curve is drawn without it.
+    (folder / "log.jsonl").write_text("\n".join(map(json.dumps, log)) + "\n{\"step\": 5", encoding="utf8")
+    return folder, corpus
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_writes_every_output(training):
+    folder, corpus = training
+    assert write_report(training_dir=folder, test_corpus=corpus) == (1, 2)
+    text = (folder / "report.md").read_text(encoding="utf8")
+    assert "Best dev F 0.500 at step 25 of 25." in text and "| PRO |" in text and "](learning-curve.png)" in text
+    assert (folder / "learning-curve.png").read_bytes()[:4] == PNG  # a PNG, though written under a .tmp name
+    assert (folder / "per-label-f.png").read_bytes()[:4] == PNG
+    assert "1 of 2 documents have errors" in (folder / "errors.html").read_text(encoding="utf8")
+    assert leftovers(folder) == []
+
+
+@pytest.mark.parametrize("missing,sentence", [
+    ("metrics-test.json", "metrics-test.json is missing: run `spacy project run evaluate` first"),
+    ("metrics-dev.json", "metrics-dev.json is missing: run `spacy project run evaluate` first"),
+    ("predictions-test.spacy", "predictions-test.spacy is missing: run `spacy project run evaluate` first"),
+])
+def test_missing_input_names_the_file_and_the_command(training, missing, sentence):
+    folder, corpus = training
+    write_report(training_dir=folder, test_corpus=corpus)
+    before = {name: (folder / name).read_bytes() for name in OUTPUTS}
+    (folder / missing).unlink()
+    with pytest.raises(ReportError) as err:
+        write_report(training_dir=folder, test_corpus=corpus)
+    assert str(err.value) == f"{folder / missing}{sentence[len(missing):]}"
+    assert {name: (folder / name).read_bytes() for name in OUTPUTS} == before and leftovers(folder) == []
+
+
+def test_missing_test_corpus_and_stale_predictions(training, tmp_path):
+    folder, corpus = training
+    with pytest.raises(ReportError, match=r"nope\.spacy is missing: run `spacy project run convert` first"):
+        write_report(training_dir=folder, test_corpus=tmp_path / "nope.spacy")
+    DocBin(attrs=DOCBIN_ATTRS, docs=[doc(Vocab(), ["x"], ["O"])]).to_disk(corpus)
+    with pytest.raises(ReportError, match=r"holds 2 documents but .*test\.spacy holds 1: rerun `spacy project run eval"):
+        write_report(training_dir=folder, test_corpus=corpus)
+
+
+def test_error_midway_leaves_the_previous_outputs(training, monkeypatch):
+    folder, corpus = training
+    write_report(training_dir=folder, test_corpus=corpus)
+    before = {name: (folder / name).read_bytes() for name in OUTPUTS}
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_errors_html", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(training_dir=folder, test_corpus=corpus)
+    assert {name: (folder / name).read_bytes() for name in OUTPUTS} == before and leftovers(folder) == []
+
+
+def test_without_a_log_no_stale_learning_curve_stays(training):
+    folder, corpus = training
+    write_report(training_dir=folder, test_corpus=corpus)
+    (folder / "log.jsonl").unlink()
+    write_report(training_dir=folder, test_corpus=corpus)
+    assert not (folder / "learning-curve.png").exists()
+    assert "No training log was found." in (folder / "report.md").read_text(encoding="utf8")
+
+
+def test_cli_missing_metrics_is_one_sentence(training):
+    folder, corpus = training
+    (folder / "metrics-dev.json").unlink()
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(folder), str(corpus)],
+                            capture_output=True, text=True, env={**os.environ, "WASABI_LOG_FRIENDLY": "1"})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1 and "Traceback" not in output
+    assert f"✘ {folder / 'metrics-dev.json'} is missing: run `spacy project run evaluate` first" in output
+
+
+# --- evaluate writes the inputs of report: metrics and predictions, both or neither ------------------
+
+def ruler_pipeline(path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "MAT", "pattern": "LiFePO4"}])
+    nlp.to_disk(path)
+    return path
+
+
+def test_evaluate_then_report(training, tmp_path):
+    folder, corpus = training
+    model = ruler_pipeline(tmp_path / "model")
+    metrics = evaluate_pipeline(model=model, corpus=corpus, output=folder / "metrics-test.json",
+                                predictions=folder / "predictions-test.spacy")
+    assert metrics["gold_entities"] == 2 and metrics["per_label"]["MAT"]["f"] == 1.0
+    assert json.loads((folder / "metrics-test.json").read_text())["predicted_entities"] == 1
+    assert leftovers(folder) == []
+    assert write_report(training_dir=folder, test_corpus=corpus) == (1, 2)
+
+
+def test_evaluate_error_while_writing_keeps_both_previous_outputs(training, tmp_path, monkeypatch):
+    folder, corpus = training
+    before = {name: (folder / name).read_bytes() for name in ("metrics-test.json", "predictions-test.spacy")}
+
+    def interrupted(self, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DocBin, "to_disk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_pipeline(model=ruler_pipeline(tmp_path / "model"), corpus=corpus,
+                          output=folder / "metrics-test.json", predictions=folder / "predictions-test.spacy")
+    assert {name: (folder / name).read_bytes() for name in before} == before and leftovers(folder) == []
+
+
+def test_evaluate_bad_corpus_is_one_sentence(tmp_path):
+    model = ruler_pipeline(tmp_path / "model")
+    (tmp_path / "bad.spacy").write_text("not a docbin")
+    with pytest.raises(SetupError, match=r"bad\.spacy is not a spaCy DocBin"):
+        evaluate_pipeline(model=model, corpus=tmp_path / "bad.spacy", output=tmp_path / "m.json")
+    DocBin(attrs=DOCBIN_ATTRS).to_disk(tmp_path / "empty.spacy")
+    with pytest.raises(SetupError, match=r"empty\.spacy holds no documents"):
+        evaluate_pipeline(model=model, corpus=tmp_path / "empty.spacy", output=tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
