@@ -12,6 +12,7 @@ import typer
 from thinc.api import Config
 from wasabi import msg
 
+from iob_ner import config_file
 from iob_ner.outputs import remove, replace, temporary_name
 from iob_ner.runtime import SetupError, parse_gpu_id, resolve_transformer, select_device
 
@@ -21,15 +22,10 @@ INTERRUPTED = "interrupted"  # where an interrupted run's pipelines are kept, be
 
 def read_config(path: Path) -> Config:
     """The training config, or one sentence naming the file when it cannot be read."""
-    from spacy.util import load_config
-
     try:
-        return load_config(path, interpolate=False)
-    except Exception as err:  # confection's ConfigValidationError, OSError, ...: all mean "fix the file"
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = "; ".join(lines[-2:]) if lines else type(err).__name__
-        raise SetupError(f"cannot read the config {path}: {detail} (fix the file, or delete it and run "
-                         f"`spacy project run create-config`)") from None
+        return config_file.read_config(path)
+    except config_file.ConfigFileError as err:
+        raise SetupError(f"{err} (fix it, or delete it and run `spacy project run create-config`)") from None
 
 
 def check_training_corpus(config: Config, train_path: Path) -> None:

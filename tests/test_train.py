@@ -56,8 +56,8 @@ def test_a_broken_config_names_the_file_and_the_line(tmp_path):
     broken.write_text((ROOT / "configs" / "base_config.cfg").read_text().replace("[training]\n", "[training\n"))
     with pytest.raises(SetupError) as err:
         read_config(broken)
-    assert str(err.value).startswith(f"cannot read the config {broken}: ")
-    assert "'[training" in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{broken} is not a valid config: ")
+    assert "create-config" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_train_script_fails_in_one_line_without_training(tmp_path, fixture_path):
