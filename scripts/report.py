@@ -2,7 +2,7 @@
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pandas as pd
 import spacy
@@ -174,8 +174,30 @@ def load_test_docs(test_corpus: Path, predictions: Path) -> Tuple[List, List]:
     return gold, pred
 
 
+DEV_IS_TEST = ("**Warning: dev is the test set** (`dev_is_test = true`): the best checkpoint was chosen on the "
+               "test documents, so the test scores below are optimistic.")
+
+
+def read_split(test_corpus: Path) -> Optional[dict]:
+    """corpus/split.json, written by convert beside the corpus: where dev and test came from."""
+    path = test_corpus.parent / "split.json"
+    try:
+        return json.loads(path.read_text(encoding="utf8"))
+    except (OSError, ValueError):
+        return None
+
+
+def split_lines(split: Optional[dict]) -> Tuple[List[str], List[str]]:
+    """(lines before the title, lines after it): the dev-is-test warning goes first, where the data came from next."""
+    if split is None:
+        return [], []
+    counts = ", ".join(f"{n} {name}" for name, n in split["documents_per_split"].items())
+    first = [DEV_IS_TEST, ""] if split.get("dev_is_test") else []
+    return first, [f"Data: {split['note']} ({counts} documents)."]
+
+
 def render_report(metrics: Dict[str, dict], log: pd.DataFrame, per_label: Dict[str, pd.DataFrame],
-                  with_errors: int, n_docs: int) -> str:
+                  with_errors: int, n_docs: int, split: Optional[dict] = None) -> str:
     """report.md's text."""
     overall = pd.DataFrame({
         split: {"typed P": m["typed"]["p"], "typed R": m["typed"]["r"], "typed F": m["typed"]["f"],
@@ -186,8 +208,11 @@ def render_report(metrics: Dict[str, dict], log: pd.DataFrame, per_label: Dict[s
     errors = pd.DataFrame({split: m["errors"] for split, m in metrics.items()}).reindex(ERROR_KINDS).fillna(0).astype(int).T
     errors.index.name = "split"
     best = log.loc[log["dev_f"].idxmax()] if not log.empty else None
+    before_title, data = split_lines(split)
     lines = [
+        *before_title,
         "# NER report", "",
+        *data,
         f"Model: `{metrics['test']['model']}`, evaluated on {metrics['test']['device']}.",
         (f"Best dev F {best['dev_f']:.3f} at step {int(best['step'])} of {int(log['step'].max())}." if best is not None else ""),
         "", "## Overall", "",
@@ -224,7 +249,8 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
                 plot_learning_curve(log, curve_tmp)
             plot_per_label(per_label, per_label_tmp)
             with_errors = write_errors_html(gold, pred, errors_tmp)
-            report_tmp.write_text(render_report(metrics, log, per_label, with_errors, len(gold)), encoding="utf8")
+            report_tmp.write_text(render_report(metrics, log, per_label, with_errors, len(gold),
+                                                     read_split(test_corpus)), encoding="utf8")
     except KeyError as err:  # metrics of an older evaluate.py
         raise ReportError(f"the metrics files in {training_dir} lack {err}: "
                           f"rerun `spacy project run evaluate`") from None

@@ -166,3 +166,15 @@ def test_evaluate_bad_corpus_is_one_sentence(tmp_path):
     with pytest.raises(SetupError, match=r"empty\.spacy holds no documents"):
         evaluate_pipeline(model=model, corpus=tmp_path / "empty.spacy", output=tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("dev_is_test", [False, True])
+def test_the_first_line_says_when_dev_is_the_test_set(training, dev_is_test):
+    folder, corpus = training
+    split = {"note": "train, dev and test from their own files", "dev_is_test": dev_is_test,
+             "documents_per_split": {"train": 40, "dev": 2, "test": 2}}
+    (corpus.parent / "split.json").write_text(json.dumps(split), encoding="utf8")
+    write_report(training_dir=folder, test_corpus=corpus)
+    lines = (folder / "report.md").read_text(encoding="utf8").splitlines()
+    assert lines[0].startswith("**Warning: dev is the test set**") is dev_is_test
+    assert "Data: train, dev and test from their own files (40 train, 2 dev, 2 test documents)." in lines
