@@ -9,8 +9,8 @@ sys.modules.setdefault("torch", None)
 import typer
 from wasabi import msg
 
-from iob_ner.corpus import convert_iob
-from iob_ner.iob import IobError, ReadReport
+from iob_ner.corpus import CorpusError, convert_iob
+from iob_ner.iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobError, ReadReport
 from iob_ner.runtime import SetupError, parse_bool
 
 
@@ -36,12 +36,21 @@ def main(
     sents_per_doc: int = typer.Option(1, "--sents-per-doc", "-n", help="Sentences per document where the file has no -DOCSTART-"),
     strict: str = typer.Option("false", help="true: every repair is an error"),
     write_json: bool = typer.Option(True, "--json/--no-json", help="Also write STEM.json"),
+    max_sentence_tokens: int = typer.Option(
+        MAX_SENTENCE_TOKENS, "--max-sentence-tokens", min=0,
+        help="Cut longer sentences (a file without blank lines) outside entities; 0: no limit"),
+    max_document_tokens: int = typer.Option(
+        MAX_DOCUMENT_TOKENS, "--max-document-tokens", min=0,
+        help="Split longer documents at sentence boundaries; 0: no limit"),
+    require_entities: bool = typer.Option(
+        False, "--require-entities", help="Stop when the file holds no entity (for training files)"),
 ) -> None:
     start = time.perf_counter()
     try:
         report = convert_iob(input_path, output_stem, sents_per_doc=sents_per_doc, strict=parse_bool(strict),
-                             write_json=write_json, progress=True)
-    except (IobError, SetupError) as err:
+                             write_json=write_json, progress=True, max_sentence_tokens=max_sentence_tokens,
+                             max_document_tokens=max_document_tokens, require_entities=require_entities)
+    except (IobError, CorpusError, SetupError) as err:
         msg.fail(str(err), exits=1)
     seconds = time.perf_counter() - start
     print_report(report)
