@@ -1,8 +1,9 @@
 """IOB file -> spaCy JSON training file + DocBin (.spacy) + conversion report, written together."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 import numpy
 import srsly
@@ -11,11 +12,15 @@ from spacy.strings import get_string_id
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
-from .iob import IobDocument, ReadReport, read_iob, spans_to_tags
+from .iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobDocument, ReadReport, read_iob, spans_to_tags
 from .outputs import atomic_outputs, remove
 
 DOCBIN_ATTRS = ["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"]
 SHARD_TOKENS = 1_000_000  # a DocBin holds ~50 bytes a token in memory: shard big corpora
+
+
+class CorpusError(ValueError):
+    """A file that reads without error but cannot serve its purpose (a training file without entities)."""
 
 
 def to_doc(vocab: Vocab, document: IobDocument) -> Doc:
@@ -117,16 +122,25 @@ def convert_iob(
     shard_tokens: int = SHARD_TOKENS,
     write_json: bool = True,
     progress: bool = False,
+    max_sentence_tokens: int = MAX_SENTENCE_TOKENS,
+    max_document_tokens: int = MAX_DOCUMENT_TOKENS,
+    require_entities: bool = False,
+    select: Optional[Callable[[int], bool]] = None,
 ) -> ReadReport:
     """Convert one IOB file to `<stem>.json`, `<stem>.spacy` and `<stem>.report.json`.
 
     The outputs are written under temporary names and renamed only when the whole file has been read,
-    so an error leaves no half-written corpus behind. Both outputs hold the same documents.
+    so an error leaves no half-written corpus behind. Both outputs hold the same documents. Sentences
+    and documents over the limits are cut outside entities (see `read_iob`). `require_entities`: a
+    file without a single entity is a CorpusError (a training file whose tag column was not read).
+    `select`: keep only the documents whose index in the file it accepts (a split carved from the
+    file); the report then counts those documents, and its repairs and notes are the whole file's.
     """
     input_path, stem = Path(input_path), Path(output_stem)
     finals = [stem.with_suffix(".spacy"), stem.with_suffix(".json"), stem.with_suffix(".report.json")]
     report = ReadReport(path=str(input_path))
-    documents = read_iob(input_path, sents_per_doc=sents_per_doc, strict=strict, report=report)
+    documents = read_iob(input_path, sents_per_doc=sents_per_doc, strict=strict, report=report,
+                         max_sentence_tokens=max_sentence_tokens, max_document_tokens=max_document_tokens)
     with atomic_outputs(*finals) as (spacy_tmp, json_tmp, report_tmp):
         docbin = _ShardedDocBin(spacy_tmp, shard_tokens)
         with _progress(input_path, progress) as bar:
@@ -134,7 +148,8 @@ def convert_iob(
             try:
                 if json_out:
                     json_out.write("[")
-                for index, document in enumerate(documents):
+                kept = _Selection(report) if select is not None else None
+                for index, document in enumerate(documents if kept is None else kept.filter(documents, select)):
                     docbin.add(document)
                     if json_out:
                         json_out.write(("," if index else "") + "\n" + srsly.json_dumps(to_json_doc(index, document)))
@@ -145,11 +160,42 @@ def convert_iob(
             finally:
                 if json_out:
                     json_out.close()
+        if kept is not None:
+            kept.settle()
+        if require_entities and not report.entities:
+            # why: raised inside atomic_outputs, so the temporaries go and earlier outputs stay
+            raise CorpusError(f"{input_path} holds no entities: a training file needs annotated entities "
+                              f"(check that the tag column is the last one)")
         docbin.close()
         report.write(report_tmp)
     if not write_json:
         remove(finals[1])  # a JSON file of an earlier run would no longer match the DocBin
     return report
+
+
+class _Selection:
+    """Counts of the documents that `select` keeps, put into the report once the file is read."""
+
+    def __init__(self, report: ReadReport) -> None:
+        self.report = report
+        self.documents = self.sentences = self.tokens = self.longest = 0
+        self.entities: Counter = Counter()
+
+    def filter(self, documents: Iterable[IobDocument], select: Callable[[int], bool]) -> Iterator[IobDocument]:
+        for index, document in enumerate(documents):
+            if select(index):
+                self.documents += 1
+                self.sentences += len(document.sent_starts)
+                self.tokens += len(document.words)
+                self.longest = max(self.longest, len(document.words))
+                self.entities.update(label for _, _, label in document.spans)
+                yield document
+
+    def settle(self) -> None:
+        report = self.report
+        report.notes.append(f"{self.documents} of the file's {report.documents} documents selected for this split")
+        report.documents, report.sentences, report.tokens = self.documents, self.sentences, self.tokens
+        report.longest_document, report.entities = self.longest, self.entities
 
 
 class _NoBar:
