@@ -88,9 +88,12 @@ def test_report_plots_and_error_view_are_real(sample_project):
 
 
 def test_second_run_skips_every_finished_step(sample_project):
+    """convert always runs (dev and test may be "auto", which no dependency can name); its outputs are
+    byte-identical, so every step after it is skipped."""
     project, _ = sample_project
     output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30")
-    for name in COMMANDS:
+    assert would_run(output) == {"convert"}
+    for name in COMMANDS[1:]:
         assert f"Skipping '{name}': nothing changed" in output, name
 
 
@@ -102,16 +105,18 @@ def test_editing_the_config_reruns_exactly_what_depends_on_it(sample_project, tm
     config = project / "configs" / "config.cfg"
     config.write_text(config.read_text().replace("dropout = 0.1", "dropout = 0.15"))
     output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
-    assert would_run(output) == {"create-config", "debug-data", "train"}
+    assert would_run(output) == {"convert", "create-config", "debug-data", "train"}
     real = run_project(project, "create-config")
     assert "edited by hand: kept" in real and "dropout = 0.15" in config.read_text()
 
     sample = project / "assets" / "train.tsv"
     sample.write_bytes(sample.read_bytes() + b"\r\n-DOCSTART- -X- O O\r\nNiO\tB-MAT\r\nfilms\tO")
     run_project(project, "convert")
-    assert json.loads((project / "corpus" / "train.report.json").read_text())["documents"] == 43
+    # an edited sample is no longer the sample: dev and test are carved from it, never the sample's own
+    split = json.loads((project / "corpus" / "split.json").read_text())
+    assert split["carved"] == ["dev", "test"] and sum(split["documents_per_split"].values()) == 43
     output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
-    assert would_run(output) == {"debug-data", "train"}
+    assert would_run(output) == {"convert", "debug-data", "train"}
 
 
 def test_ctrl_c_during_a_retrain_keeps_the_previous_model_best(sample_project, tmp_path):
@@ -155,20 +160,40 @@ def test_ctrl_c_during_a_retrain_keeps_the_previous_model_best(sample_project, t
     assert again["typed"] == earlier["typed"] and again["per_label"] == earlier["per_label"]
 
 
+def test_paths_and_names_with_spaces_reach_the_scripts_whole(tmp_path):
+    project = copy_project(tmp_path / "p")
+    export = project / "my data" / "job ads.tsv"
+    export.parent.mkdir()
+    export.write_bytes((project / "assets" / "train.tsv").read_bytes() + b"\r\n-DOCSTART- -X- O O\r\nNiO\tB-MAT")
+    run_project(project, "convert", ".", "--vars.train", "my data/job ads.tsv")
+    split = json.loads((project / "corpus" / "split.json").read_text())
+    assert split["sources"] == {"train": "my data/job ads.tsv", "dev": "my data/job ads.tsv", "test": "my data/job ads.tsv"}
+    (project / "training" / "model-best").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "spacy", "project", "run", "package", ".", "--vars.package_name",
+                             "my model"], cwd=project, capture_output=True, text=True)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1 and "package name 'my model'" in output and "Traceback" not in output
+    assert not (project / "packages").exists() or not any((project / "packages").iterdir())
+
+
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside this checkout")
 def test_all_on_ncbi_disease_with_a_model_folder_that_is_gone_afterwards(tmp_path):
-    """Real data (one label, no -DOCSTART-), a transformer from a local folder, then load without it."""
+    """Real data (one label, no -DOCSTART-), train and test files only (dev carved from train), a transformer
+    from a local folder, then load without it."""
     from iob_ner.runtime import resolve_transformer
 
     project = copy_project(tmp_path / "project")
     model_copy = tmp_path / "minilm"
     shutil.copytree(resolve_transformer("embedded"), model_copy)
     data = SHARED_DATA / "ncbi-disease"
-    run_project(project, "all", ".", "--vars.train", str(data / "train.tsv"), "--vars.dev", str(data / "dev.tsv"),
+    run_project(project, "all", ".", "--vars.train", str(data / "train.tsv"),
                 "--vars.test", str(data / "test.tsv"), "--vars.max_steps", "50", "--vars.eval_frequency", "50",
                 "--vars.transformer", str(model_copy))
     metrics = json.loads((project / "training" / "metrics-test.json").read_text())
-    assert metrics["gold_entities"] == 960 and list(metrics["per_label"]) == ["Disease"]
+    assert metrics["gold_entities"] == 960 and list(metrics["per_label"]) == ["Disease"]  # test untouched
+    split = json.loads((project / "corpus" / "split.json").read_text())
+    assert split["carved"] == ["dev"] and split["documents_per_split"]["test"] == 940
+    assert split["entities"]["train"]["Disease"] + split["entities"]["dev"]["Disease"] == 5134
     shutil.rmtree(model_copy)
     check = ("import spacy; nlp = spacy.load('training/model-best'); "
              "print(len(nlp('Hereditary breast cancer is common .')))")
