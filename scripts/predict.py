@@ -139,37 +139,11 @@ def read_texts(files: Sequence[Path], problems: InputProblems, *, lines: bool = 
             problems.skip(str(path), f"cannot be read ({err.strerror or first_line(err)})", "unreadable")
 
 
-def _read_jsonl(path: Path, problems: InputProblems) -> Iterator[Text]:
-    # Binary, decoded a line at a time: a bad byte costs its own line only, and is reported with it.
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            line, why = decode_utf8(raw.removeprefix(BOM) if lineno == 1 else raw)
-            if line is None:
-                problems.skip(where, why, "not UTF-8")
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                problems.skip(where, f"not JSON ({err.msg})", "not JSON")
-                continue
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                problems.skip(where, 'no "text" string', 'no "text"')
-            elif not text.strip():
-                problems.skip(where, "the text is empty", "empty")
-            else:
-                doc_id = str(record.get("id", f"{path.name}:{lineno}"))
-                surrogate = re.search("[\ud800-\udfff]", doc_id + text)
-                if surrogate:  # a JSON escape such as \ud800 alone: no UTF-8 output can hold it
-                    problems.skip(where, f"not UTF-8 (unpaired surrogate \\u{ord(surrogate.group()):04x})", "not UTF-8")
-                else:
-                    yield Text(doc_id, where, text)
+def _decoded_lines(path: Path, problems: InputProblems) -> Iterator[Tuple[int, str, str]]:
+    """(line number, `file:line`, text) of each non-blank line that is UTF-8; the others are named and skipped.
 
-
-def _read_lines(path: Path, problems: InputProblems) -> Iterator[Text]:
+    Binary, decoded a line at a time: a bad byte costs its own line only, and is reported with it.
+    """
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
@@ -177,7 +151,33 @@ def _read_lines(path: Path, problems: InputProblems) -> Iterator[Text]:
             if line is None:
                 problems.skip(where, why, "not UTF-8")
             elif line.strip():  # blank lines separate documents; they are not documents
-                yield Text(f"{path.name}:{lineno}", where, line.rstrip("\r\n"))
+                yield lineno, where, line
+
+
+def _read_jsonl(path: Path, problems: InputProblems) -> Iterator[Text]:
+    for lineno, where, line in _decoded_lines(path, problems):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.skip(where, f"not JSON ({err.msg})", "not JSON")
+            continue
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            problems.skip(where, 'no "text" string', 'no "text"')
+        elif not text.strip():
+            problems.skip(where, "the text is empty", "empty")
+        else:
+            doc_id = str(record.get("id", f"{path.name}:{lineno}"))
+            surrogate = re.search("[\ud800-\udfff]", doc_id + text)
+            if surrogate:  # a JSON escape such as \ud800 alone: no UTF-8 output can hold it
+                problems.skip(where, f"not UTF-8 (unpaired surrogate \\u{ord(surrogate.group()):04x})", "not UTF-8")
+            else:
+                yield Text(doc_id, where, text)
+
+
+def _read_lines(path: Path, problems: InputProblems) -> Iterator[Text]:
+    for lineno, where, line in _decoded_lines(path, problems):
+        yield Text(f"{path.name}:{lineno}", where, line.rstrip("\r\n"))
 
 
 def _read_file(path: Path, doc_id: str, problems: InputProblems) -> Iterator[Text]:
