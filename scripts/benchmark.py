@@ -25,6 +25,7 @@ from wasabi import msg
 
 from iob_ner.config_file import render_config
 from iob_ner.corpus import convert_iob
+from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import SetupError, cpu_name, parse_gpu_id, resolve_transformer, select_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,8 +228,7 @@ def main(
               "versions": {"python": platform.python_version(), **{
                   name: version(name) for name in ("spacy", "spacy-transformers", "thinc", "torch", "transformers")}},
               "results": results}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf8")
+    write_text_atomic(output, json.dumps(report, indent=2) + "\n")
     rows = []
     for r in results:
         if "error" in r:

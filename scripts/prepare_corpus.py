@@ -122,7 +122,9 @@ def carve(plan: Plan, labels: List[Counter], *, dev_share: float, test_share: fl
     trained = set().union(*(labels[i] for i, split in enumerate(assigned) if split == "train"))
     for split in plan.carved:
         missing = sorted(set().union(*(labels[i] for i, s in enumerate(assigned) if s == split)) - trained)
-        if missing:  # cannot happen with the stratification (rare labels go to train first): checked anyway
+        # rare: a label with fewer documents than splits goes to train first, but a later repair move of the
+        # stratification may take its last train document
+        if missing:
             raise SplitError(f"the {split} split would hold label(s) {', '.join(missing)} that train lacks: "
                              f"change --vars.seed or annotate more documents with them")
     return assigned
