@@ -6,19 +6,26 @@ transformer output, spaCy's `spacy.Tagger.v2` architecture) and then decodes the
 sequence of each document with a batched Viterbi pass on the CPU. It writes `doc.ents`, scores with
 spaCy's `ents` scorer and serialises like any trainable pipe.
 
+Entity confidence: the head defines a distribution over valid BILUO paths, p(path) ∝ exp(Σ_t logit[t, tag_t] / T)
+under the Viterbi's own constraints. A forward-backward pass gives each predicted entity its exact marginal
+probability (the mass of the paths that spell exactly that span and label), written, like spaCy's span
+categorizer does, to `doc.spans[spans_key]` with `attrs["scores"]` (at the fitted temperature T) and
+`attrs["scores_t1"]` (T = 1). `TokenNER.fit_temperature` picks T on gold documents.
+
 This file imports only spaCy, thinc and numpy, so that `spacy package --code` can ship it alone.
 No `from __future__ import annotations`: spaCy validates `initialize` arguments from real types.
 """
 
 from itertools import islice
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import catalogue
 import numpy
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import minibatch
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, SequenceCategoricalCrossentropy, get_array_module, set_dropout_rate
 
@@ -39,17 +46,48 @@ maxout_pieces = 3
 subword_features = true
 """
 NEG_INF = -1e9
+# doc.spans key of the predicted entities with their probabilities (the factory's `spans_key` setting).
+SPANS_KEY = "token_ner"
+# Temperatures `fit_temperature` tries: log-spaced 0.25 .. 8 (and 1.0, so that fitting never does worse than T = 1).
+TEMPERATURE_GRID = numpy.union1d(2.0 ** numpy.linspace(-2.0, 3.0, 51), [1.0])
+Entity = Tuple[int, int, str]  # token start, token end (exclusive), label
+
+
+class DocPrediction(NamedTuple):
+    """What `TokenNER.predict` finds for one doc, and `set_annotations` writes."""
+    tag_ids: numpy.ndarray  # the Viterbi BILUO tag ids
+    entities: List[Entity]  # the entities they spell, in order
+    scores: Optional[numpy.ndarray]  # each entity's marginal probability at the component's temperature
+    scores_t1: Optional[numpy.ndarray]  # the same at T = 1 (uncalibrated); both None when spans_key is None
+
+
+class Lattice(NamedTuple):
+    """One doc's forward-backward tables, in log space (tokens x tags).
+
+    alpha[t, y]: log-sum of the scores of valid prefixes over tokens 0..t that end in tag y (emission at t
+    included); beta[t, y]: log-sum over valid suffixes t+1.. that may follow y (the end constraint included);
+    log_z: log-sum over all valid paths. `potentials` are the per-token scores logit / T.
+    """
+    potentials: numpy.ndarray
+    alpha: numpy.ndarray
+    beta: numpy.ndarray
+    log_z: float
 
 
 class TokenNER(TrainablePipe):
     """Per-token BILUO classifier that writes `doc.ents`."""
 
     def __init__(self, vocab: Vocab, model: Model, name: str = "token_ner", *, learn_rate_scale: float = 1.0,
-                 scorer: Optional[Callable] = None):
+                 scorer: Optional[Callable] = None, spans_key: Optional[str] = SPANS_KEY):
         self.vocab, self.model, self.name = vocab, model, name
-        self.cfg: Dict[str, list] = {"labels": []}
+        # The temperature lives in cfg, not in the config: it is fitted after training, like a weight, and
+        # cfg travels with to_disk/from_disk, to_bytes and `spacy package`. Pipelines saved before it read 1.0.
+        self.cfg: Dict[str, Any] = {"labels": [], "temperature": 1.0}
         self.learn_rate_scale = learn_rate_scale
         self.scorer = scorer
+        # The key is a plain setting from the config (unlike spancat's cfg), so that a config override at
+        # load time wins. None: write doc.ents only, and skip the forward-backward pass.
+        self.spans_key = spans_key
         self._decoder: Optional[_BiluoDecoder] = None
 
     @property
@@ -81,15 +119,40 @@ class TokenNER(TrainablePipe):
             self._decoder = _BiluoDecoder(self.tag_names)
         return self._decoder
 
-    def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
-        """The best valid BILUO tag ids of each doc."""
+    @property
+    def temperature(self) -> float:
+        return float(self.cfg.get("temperature", 1.0))
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if not numpy.isfinite(value) or value <= 0:
+            raise ValueError(f"{self.name}: the temperature must be a positive number, not {value!r}")
+        self.cfg["temperature"] = float(value)
+
+    def predict(self, docs: Iterable[Doc]) -> List[DocPrediction]:
+        """The best valid BILUO tag ids of each doc, its entities and (with a spans_key) their probabilities."""
         docs = list(docs)
-        if not any(len(doc) for doc in docs):
-            return [numpy.zeros((len(doc),), dtype="i") for doc in docs]
+        lengths = [len(doc) for doc in docs]
+        if not any(lengths):
+            empty = None if not self.spans_key else numpy.zeros((0,), dtype="float64")
+            return [DocPrediction(numpy.zeros((n,), dtype="i"), [], empty, empty) for n in lengths]
+        flat, probabilities = self._model_scores(docs), self._outputs_probabilities()
+        paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
+        entities = [self.decoder.entities(path) for path in paths]
+        if not self.spans_key:
+            return [DocPrediction(path, ents, None, None) for path, ents in zip(paths, entities)]
+        logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
+        raw = self.decoder.entity_probabilities(logits, entities, temperature=1.0)
+        # T does not move the Viterbi path (a positive scale), only the probabilities: one more pass if T != 1.
+        calibrated = raw if self.temperature == 1.0 else \
+            self.decoder.entity_probabilities(logits, entities, temperature=self.temperature)
+        return [DocPrediction(*row) for row in zip(paths, entities, calibrated, raw)]
+
+    def _model_scores(self, docs: Sequence[Doc]) -> numpy.ndarray:
+        """The head's output for every token of `docs`, one doc after another (tokens x tags), on the CPU."""
         scores = self.model.predict(docs)
         xp = get_array_module(scores[0])
-        flat = self.model.ops.to_numpy(xp.concatenate(scores)) if len(scores) > 1 else self.model.ops.to_numpy(scores[0])
-        return self.decoder.decode(flat, [len(doc) for doc in docs], probabilities=self._outputs_probabilities())
+        return self.model.ops.to_numpy(xp.concatenate(scores)) if len(scores) > 1 else self.model.ops.to_numpy(scores[0])
 
     def _outputs_probabilities(self) -> bool:
         """spacy.Tagger.v2 with `normalize = false` predicts logits: cheaper, and Viterbi needs no softmax."""
@@ -97,10 +160,18 @@ class TokenNER(TrainablePipe):
             return bool(self.model.get_ref("output_layer").attrs.get("softmax_normalize", True))
         return True
 
-    def set_annotations(self, docs: Iterable[Doc], tag_ids: Sequence[numpy.ndarray]) -> None:
-        names = self.tag_names
-        for doc, ids in zip(docs, tag_ids):
-            doc.set_ents(_spans_from_biluo(doc, [names[i] for i in ids]), default="outside")
+    def set_annotations(self, docs: Iterable[Doc], predictions: Sequence[DocPrediction]) -> None:
+        """`doc.ents`, and the same entities with their probabilities in `doc.spans[spans_key]`.
+
+        The scores are a numpy array in the group's attrs, as spaCy's spancat stores them: they survive
+        doc.to_bytes, DocBin and multiprocessing (msgpack carries numpy arrays).
+        """
+        for doc, prediction in zip(docs, predictions):
+            spans = [Span(doc, start, end, label) for start, end, label in prediction.entities]
+            doc.set_ents(spans, default="outside")
+            if self.spans_key and prediction.scores is not None:
+                doc.spans[self.spans_key] = SpanGroup(doc, name=self.spans_key, spans=spans, attrs={
+                    "scores": prediction.scores, "scores_t1": prediction.scores_t1})
 
     def get_loss(self, examples: Iterable[Example], scores: List) -> Tuple[float, List]:
         validate_examples(examples, "TokenNER.get_loss")
@@ -160,6 +231,56 @@ class TokenNER(TrainablePipe):
         finally:
             sgd.learn_rate = rate
 
+    def fit_temperature(self, nlp: Language, gold: Iterable[Union[Doc, Example]], *,
+                        grid: Optional[Sequence[float]] = None, apply: bool = True,
+                        batch_size: int = 64) -> Dict[str, Any]:
+        """Choose the temperature that makes the predicted entities' probabilities honest on `gold`.
+
+        `gold`: annotated Docs (their words are re-read, their ents are the truth) or Examples. Runs the
+        pipes before this one and this head once, then scores every temperature of `grid` (default
+        TEMPERATURE_GRID, always with 1.0) on the same logits: Viterbi does not depend on T, so the predicted
+        entities are fixed and only their marginals move. The loss is the binary cross-entropy between each
+        predicted entity's probability and whether it is exactly (span and label) a gold entity. With
+        `apply`, the best T is stored (cfg: saved with the pipeline). An empty prediction changes nothing.
+        """
+        examples = [_fresh_example(nlp, item) for item in gold]
+        truth = [{(s.start, s.end, s.label_) for s in eg.get_aligned_spans_y2x(eg.reference.ents)} for eg in examples]
+        docs = self._run_upstream(nlp, [eg.predicted for eg in examples], batch_size)
+        logits: List[numpy.ndarray] = []
+        entities: List[List[Entity]] = []
+        for batch in minibatch(docs, size=batch_size):
+            lengths = [len(doc) for doc in batch]
+            if not any(lengths):
+                logits += [numpy.zeros((0, len(self.tag_names)))] * len(batch)
+                entities += [[] for _ in batch]
+                continue
+            flat, probabilities = self._model_scores(batch), self._outputs_probabilities()
+            entities += [self.decoder.entities(p) for p in self.decoder.decode(flat, lengths, probabilities)]
+            logits += self.decoder.log_potentials(flat, lengths, probabilities)
+        correct = [[ent in gold_ents for ent in ents] for ents, gold_ents in zip(entities, truth)]
+        temperatures = numpy.union1d(TEMPERATURE_GRID if grid is None else numpy.asarray(grid, dtype="float64"), [1.0])
+        bce = temperature_bce(self.decoder, logits, entities, correct, temperatures)
+        n_entities, n_correct = sum(map(len, correct)), sum(map(sum, correct))
+        if not n_entities:
+            return {"temperature": self.temperature, "bce_before": float("nan"), "bce_after": float("nan"),
+                    "entities": 0, "correct": 0, "at_grid_edge": False}
+        best = float(temperatures[int(numpy.argmin(bce))])
+        if apply:
+            self.temperature = best
+        # at_grid_edge: the best T may lie beyond the grid (widen it); typical of tiny or toy dev sets.
+        return {"temperature": best, "bce_before": float(bce[temperatures == 1.0][0]), "bce_after": float(bce.min()),
+                "entities": n_entities, "correct": int(n_correct),
+                "at_grid_edge": best in (float(temperatures[0]), float(temperatures[-1]))}
+
+    def _run_upstream(self, nlp: Language, docs: List[Doc], batch_size: int) -> List[Doc]:
+        """`docs` through the pipes before this one (a transformer, a tok2vec), in place, as nlp.pipe would."""
+        names = [name for name, pipe in nlp.pipeline if pipe is self]
+        if not names:
+            raise ValueError(f"{self.name}: fit_temperature needs the nlp that holds this component")
+        upstream = nlp.pipe_names[:nlp.pipe_names.index(names[0])]
+        with nlp.select_pipes(enable=upstream):
+            return list(nlp.pipe(docs, batch_size=batch_size))
+
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
         self._decoder = None
         return super().from_bytes(bytes_data, exclude=exclude)
@@ -169,17 +290,98 @@ class TokenNER(TrainablePipe):
         return super().from_disk(path, exclude=exclude)
 
 
-def _spans_from_biluo(doc: Doc, tags: Sequence[str]) -> List[Span]:
-    spans, start = [], 0
+def _fresh_example(nlp: Language, item: Union[Doc, Example]) -> Example:
+    """An Example whose predicted side is a bare copy of the tokens (no annotation to leak), gold as given."""
+    reference = item.reference if isinstance(item, Example) else item
+    source = item.predicted if isinstance(item, Example) else item
+    words = [token.text for token in source]
+    spaces = [bool(token.whitespace_) for token in source]
+    return Example(Doc(nlp.vocab, words=words, spaces=spaces), reference)
+
+
+def _entities_from_biluo(tags: Sequence[str]) -> List[Entity]:
+    entities, start = [], 0
     for i, tag in enumerate(tags):
         prefix = tag[0]
         if prefix == "B":
             start = i
         elif prefix == "L":
-            spans.append(Span(doc, start, i + 1, tag[2:]))
+            entities.append((start, i + 1, tag[2:]))
         elif prefix == "U":
-            spans.append(Span(doc, i, i + 1, tag[2:]))
-    return spans
+            entities.append((i, i + 1, tag[2:]))
+    return entities
+
+
+def _logsumexp(x: numpy.ndarray, axis: int) -> numpy.ndarray:
+    """log Σ exp along `axis`, stable: the max is taken out first (x holds NEG_INF, never -inf, so no NaN)."""
+    top = x.max(axis=axis, keepdims=True)
+    return numpy.squeeze(top, axis=axis) + numpy.log(numpy.exp(x - top).sum(axis=axis))
+
+
+class _MaskedLogSumExp:
+    """out[:, j] = log Σ_{i : allowed[i, j]} exp(x[:, i]), exactly, in O(tags) per row rather than O(tags²).
+
+    BILUO constraints have few distinct columns: O/B-*/U-* all follow {O, L-*, U-*}, and I-X/L-X follow
+    {B-X, I-X}. So the sums are taken once per distinct predecessor set, each with its own max (no
+    underflow, unlike one max per row times a 0/1 matrix product), and copied to the tags that share it.
+    Sets of equal size are stacked, so each time step costs a few numpy calls whatever the labels.
+    """
+
+    def __init__(self, allowed: numpy.ndarray) -> None:
+        patterns, group_of = numpy.unique(allowed.T, axis=0, return_inverse=True)
+        self.group_of = numpy.asarray(group_of).reshape(-1)
+        self.n_groups = len(patterns)
+        sizes = patterns.sum(axis=1)
+        self.buckets = []  # (group ids, their predecessor indices: groups x size)
+        for size in numpy.unique(sizes):
+            ids = numpy.flatnonzero(sizes == size)
+            self.buckets.append((ids, numpy.stack([numpy.flatnonzero(patterns[g]) for g in ids]) if size else None))
+
+    def __call__(self, x: numpy.ndarray) -> numpy.ndarray:
+        values = numpy.empty((x.shape[0], self.n_groups), dtype=x.dtype)
+        for ids, predecessors in self.buckets:
+            values[:, ids] = NEG_INF if predecessors is None else _logsumexp(x[:, predecessors], axis=2)
+        return values[:, self.group_of]
+
+
+def _length_chunks(sizes: Sequence[int], width: int, max_cells: int) -> List[List[int]]:
+    """Indices into `sizes`, longest first, in groups whose padded table (docs x longest x width) stays near
+    `max_cells`: memory stays bounded on long documents, and similar lengths waste little padding."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    chunks = []
+    while order:
+        take = max(1, max_cells // max(1, sizes[order[-1]] * width))
+        chunks.append(order[-take:])
+        order = order[:-take]
+    return chunks
+
+
+def temperature_bce(decoder: "_BiluoDecoder", logits: Sequence[numpy.ndarray], entities: Sequence[List[Entity]],
+                    correct: Sequence[Sequence[bool]], temperatures: Sequence[float],
+                    max_cells: int = 8_000_000) -> numpy.ndarray:
+    """The binary cross-entropy of the entities' marginals against `correct`, at each temperature.
+
+    All temperatures go through one batched forward-backward pass (a doc at T is the doc's logits / T), so
+    the per-time-step cost of Python is paid once per chunk of docs, not once per T. NaN for every T when
+    there is no entity.
+    """
+    temperatures = numpy.asarray(temperatures, dtype="float64")
+    truth = numpy.array([flag for flags in correct for flag in flags], dtype="float64")
+    if not truth.size:
+        return numpy.full(len(temperatures), numpy.nan)
+    offsets = numpy.cumsum([0] + [len(ents) for ents in entities])
+    probs = numpy.empty((len(temperatures), truth.size))
+    busy = [i for i, ents in enumerate(entities) if ents]
+    width = len(decoder.names) * len(temperatures)
+    for positions in _length_chunks([len(logits[i]) for i in busy], width, max_cells):
+        chunk = [busy[j] for j in positions]
+        scaled = [logits[i] / t for t in temperatures for i in chunk]
+        found = decoder.entity_probabilities(scaled, [entities[i] for _ in temperatures for i in chunk])
+        for k in range(len(temperatures)):
+            for j, i in enumerate(chunk):
+                probs[k, offsets[i]:offsets[i + 1]] = found[k * len(chunk) + j]
+    probs = numpy.clip(probs, 1e-12, 1 - 1e-12)  # why: one certain mistake must not make the loss infinite
+    return -(truth * numpy.log(probs) + (1 - truth) * numpy.log1p(-probs)).mean(axis=1)
 
 
 class _BiluoDecoder:
@@ -196,9 +398,15 @@ class _BiluoDecoder:
                     allowed[a, b] = prefix[b] in "IL" and label[a] == label[b]
                 else:  # outside: O, or open an entity
                     allowed[a, b] = prefix[b] in "OBU"
+        self.names = list(names)
+        self.index = {name: i for i, name in enumerate(self.names)}
         self.transitions = numpy.where(allowed, 0.0, NEG_INF).astype("float32")
         self.start = numpy.array([0.0 if p in "OBU" else NEG_INF for p in prefix], dtype="float32")
         self.end = numpy.array([0.0 if p in "OLU" else NEG_INF for p in prefix], dtype="float32")
+        # The forward-backward pass uses the same constraints: hard (0 or NEG_INF), so a path's score is the
+        # sum of its emissions, and the sums over predecessors/successors are masked log-sum-exps.
+        self._into = _MaskedLogSumExp(allowed)  # over the tags each tag may follow
+        self._out_of = _MaskedLogSumExp(allowed.T)  # over the tags that may follow each tag
 
     def decode(self, scores: numpy.ndarray, lengths: Sequence[int], probabilities: bool = True) -> List[numpy.ndarray]:
         """`scores`: the rows of all docs one after another (tokens x tags), probabilities or logits.
@@ -234,10 +442,76 @@ class _BiluoDecoder:
                 best = back[rows, t, best]
         return [paths[i, :length] for i, length in enumerate(lengths)]
 
+    def entities(self, tag_ids: Sequence[int]) -> List[Entity]:
+        """(start, end, label) of the entities a valid tag id sequence spells."""
+        return _entities_from_biluo([self.names[i] for i in tag_ids])
+
+    @staticmethod
+    def log_potentials(scores: numpy.ndarray, lengths: Sequence[int],
+                       probabilities: bool = True) -> List[numpy.ndarray]:
+        """`decode`'s input as one float64 (tokens x tags) logit matrix per doc: logs of probabilities as `decode`
+        takes them; logits as they are (per-token log-softmax differs by a constant per token: same distribution)."""
+        rows = numpy.log(scores.astype("float64") + 1e-12) if probabilities else scores.astype("float64")
+        return numpy.split(rows, numpy.cumsum(lengths)[:-1]) if len(lengths) else []
+
+    def forward_backward(self, logits: Sequence[numpy.ndarray], temperature: float = 1.0) -> List[Lattice]:
+        """The forward-backward tables of each doc (batched, padded like `decode`; float64, log space)."""
+        lengths = numpy.array([len(x) for x in logits], dtype="int64")
+        batch, longest, n_tags = len(logits), max(int(lengths.max(initial=0)), 1), len(self.names)
+        potentials = numpy.zeros((batch, longest, n_tags))
+        for i, x in enumerate(logits):
+            if len(x):  # why: subtracting each token's max changes no path's probability, keeps sums near 0
+                potentials[i, :len(x)] = (x - x.max(axis=1, keepdims=True)) / temperature
+        start, end = self.start.astype("float64"), self.end.astype("float64")
+        alpha, beta = numpy.empty_like(potentials), numpy.empty_like(potentials)
+        alpha[:, 0] = potentials[:, 0] + start
+        for t in range(1, longest):  # rows past a doc's end are filled but never read
+            alpha[:, t] = self._into(alpha[:, t - 1]) + potentials[:, t]
+        beta[:, longest - 1] = end
+        last = (lengths - 1)[:, None]
+        for t in range(longest - 2, -1, -1):  # a doc's last token gets `end`; the earlier ones look ahead
+            beta[:, t] = numpy.where(t < last, self._out_of(potentials[:, t + 1] + beta[:, t + 1]), end)
+        final = alpha[numpy.arange(batch), numpy.maximum(lengths - 1, 0)] + end
+        log_z = _logsumexp(final, axis=1)
+        return [Lattice(potentials[i, :n], alpha[i, :n], beta[i, :n], float(log_z[i]) if n else 0.0)
+                for i, n in enumerate(lengths)]
+
+    def span_log_probability(self, lattice: Lattice, start: int, end: int, label: str) -> float:
+        """log P(tokens [start, end) are exactly one `label` entity): U-label, or B-label I-label.. L-label.
+
+        Those tags are then fixed, the rest is free: alpha at the first tag, the fixed emissions inside
+        (allowed transitions score 0), beta at the last tag.
+        """
+        if end - start == 1:
+            u = self.index[f"U-{label}"]
+            return float(lattice.alpha[start, u] + lattice.beta[start, u] - lattice.log_z)
+        b, i, l = self.index[f"B-{label}"], self.index[f"I-{label}"], self.index[f"L-{label}"]
+        inside = lattice.potentials[start + 1:end - 1, i].sum()
+        return float(lattice.alpha[start, b] + inside + lattice.potentials[end - 1, l] + lattice.beta[end - 1, l]
+                     - lattice.log_z)
+
+    def span_probability(self, lattice: Lattice, start: int, end: int, label: str) -> float:
+        return min(1.0, float(numpy.exp(self.span_log_probability(lattice, start, end, label))))
+
+    def entity_probabilities(self, logits: Sequence[numpy.ndarray], entities: Sequence[Sequence[Entity]],
+                             temperature: float = 1.0, max_cells: int = 8_000_000) -> List[numpy.ndarray]:
+        """The marginal probability of each given entity (e.g. the Viterbi path's) of each doc, at `temperature`.
+
+        Docs without entities skip the forward-backward pass (most sentences of a corpus have none); the
+        others go in length-sorted chunks of about `max_cells` cells per float64 table (64 MB by default).
+        """
+        found = [numpy.zeros((len(ents),), dtype="float64") for ents in entities]
+        busy = [i for i, ents in enumerate(entities) if len(ents)]
+        for positions in _length_chunks([len(logits[i]) for i in busy], len(self.names), max_cells):
+            chunk = [busy[j] for j in positions]
+            for i, lattice in zip(chunk, self.forward_backward([logits[i] for i in chunk], temperature)):
+                found[i][:] = [self.span_probability(lattice, *entity) for entity in entities[i]]
+        return found
+
 
 def make_token_ner(nlp: Language, name: str, model: Model, learn_rate_scale: float,
-                   scorer: Optional[Callable]) -> TokenNER:
-    return TokenNER(nlp.vocab, model, name, learn_rate_scale=learn_rate_scale, scorer=scorer)
+                   scorer: Optional[Callable], spans_key: Optional[str] = SPANS_KEY) -> TokenNER:
+    return TokenNER(nlp.vocab, model, name, learn_rate_scale=learn_rate_scale, scorer=scorer, spans_key=spans_key)
 
 
 def make_ner_scorer() -> Callable:
@@ -253,8 +527,9 @@ def make_ner_scorer() -> Callable:
 if not catalogue.check_exists("spacy", "internal_factories", "token_ner"):
     Language.factory(
         "token_ner",
-        assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-        default_config={"model": Config().from_str(DEFAULT_MODEL)["model"], "learn_rate_scale": 1.0, "scorer": {"@scorers": "spacy.ner_scorer.v1"}},
+        assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
+        default_config={"model": Config().from_str(DEFAULT_MODEL)["model"], "learn_rate_scale": 1.0,
+                        "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "spans_key": SPANS_KEY},
         default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
     )(make_token_ner)
 if not catalogue.check_exists("spacy", "scorers", "iob_ner.ner_scorer.v1"):
