@@ -225,3 +225,24 @@ def test_fit_temperature_never_raises_the_loss(nlp):
     empty = component.fit_temperature(nlp, [Doc(nlp.vocab, words=[])])
     assert empty["entities"] == 0 and component.temperature == 3.0
     component.temperature = 1.0
+
+
+def test_token_confidence_is_the_marginal_of_each_predicted_tag():
+    """Brute force on one random lattice: P(tag_t = predicted tag_t) summed over valid paths."""
+    import itertools
+
+    rng = numpy.random.default_rng(7)
+    decoder = _BiluoDecoder(["O"] + [f"{p}-{l}" for l in ("A", "B") for p in "BILU"])
+    logits = rng.normal(size=(5, len(decoder.names)))
+    path = decoder.decode(logits.astype("float32"), [5], probabilities=False)[0]
+    lattice = decoder.forward_backward([logits])[0]
+    got = numpy.exp(lattice.alpha[numpy.arange(5), path] + lattice.beta[numpy.arange(5), path] - lattice.log_z)
+    total, hits = 0.0, numpy.zeros(5)
+    for tags in itertools.product(range(len(decoder.names)), repeat=5):
+        if decoder.start[tags[0]] < 0 or decoder.end[tags[-1]] < 0 or any(
+                decoder.transitions[a, b] < 0 for a, b in zip(tags, tags[1:])):
+            continue
+        weight = numpy.exp(sum(logits[t, y] for t, y in enumerate(tags)))
+        total += weight
+        hits += weight * (numpy.array(tags) == path)
+    assert numpy.allclose(got, hits / total, rtol=1e-9)

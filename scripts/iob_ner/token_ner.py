@@ -231,6 +231,25 @@ class TokenNER(TrainablePipe):
         finally:
             sgd.learn_rate = rate
 
+    def token_confidence(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
+        """For each token of each (already processed) doc: the probability of the tag its prediction gives
+        it, O included, at the component's temperature.
+
+        The lowest value of a doc says how sure the head is of the whole doc: a token left outside any entity
+        that probably belongs to one scores low too, which an entity's own probability cannot show. Needs
+        the docs as `nlp.pipe` left them (the transformer's output on them): only the head runs again.
+        """
+        docs = list(docs)
+        lengths = [len(doc) for doc in docs]
+        if not any(lengths):
+            return [numpy.zeros((0,)) for _ in docs]
+        flat, probabilities = self._model_scores(docs), self._outputs_probabilities()
+        paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
+        logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
+        lattices = self.decoder.forward_backward(logits, self.temperature)
+        return [numpy.minimum(1.0, numpy.exp(lat.alpha[numpy.arange(len(path)), path] + lat.beta[numpy.arange(len(path)), path]
+                                             - lat.log_z)) for lat, path in zip(lattices, paths)]
+
     def fit_temperature(self, nlp: Language, gold: Iterable[Union[Doc, Example]], *,
                         grid: Optional[Sequence[float]] = None, apply: bool = True,
                         batch_size: int = 64) -> Dict[str, Any]:
