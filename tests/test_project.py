@@ -46,7 +46,8 @@ def test_all_runs_on_the_sample_and_leaves_every_output(sample_project):
     project, output = sample_project
     training = project / "training"
     for name in ("model-best", "model-last", "metrics-dev.json", "metrics-test.json", "report.md",
-                 "learning-curve.png", "per-label-f.png", "errors.html", "debug-data.txt", "log.jsonl"):
+                 "learning-curve.png", "per-label-f.png", "errors.html", "debug-data.txt", "log.jsonl",
+                 "calibration.json"):
         assert (training / name).exists(), name
     assert "Training on CPU" in output
 
@@ -57,6 +58,11 @@ def test_trained_pipeline_loads_and_predicts_entities(sample_project):
     doc = nlp("LiFePO4 nanoparticles were prepared by a sol-gel route and showed a specific capacity of 160 mAh/g .")
     assert doc.ents, "the trained pipeline found no entity in a training sentence"
     assert {e.label_ for e in doc.ents} <= {"MAT", "PRO", "SMT", "CMT", "APL"}
+    # the temperature fitted on dev after training is inside model-best, and every entity has its probability
+    calibration = json.loads((project / "training" / "calibration.json").read_text())
+    assert nlp.get_pipe("ner").temperature == pytest.approx(calibration["temperature"])
+    scores = doc.spans["token_ner"].attrs["scores"]
+    assert len(scores) == len(doc.ents) and all(0.0 <= s <= 1.0 for s in scores)
 
 
 def test_metrics_count_every_gold_entity(sample_project):
