@@ -3,6 +3,12 @@
 Writes JSONL (one document a line: id, text, entities with character offsets) and, optionally, an IOB
 .tsv in the UBIAI export shape for re-import into an annotation tool. Streams: memory stays bounded.
 
+Entity scores: where the pipeline's NER gives them (token_ner writes its entities with their probability
+to doc.spans[its spans_key]), each entity record has "score", its calibrated probability (4 decimals);
+`min_score` leaves the entities below it out of the JSONL and the IOB, and counts them. spaCy's
+transition `ner` gives no scores: predict says so once and writes no "score" key (never a made-up 0),
+and refuses a min_score above 0.
+
 Nothing is lost at the edges: a document that cannot be processed (not UTF-8, not JSON, empty, or one
 the pipeline fails on) is named with its file and line, skipped and counted, and the run goes on; a
 text longer than the pipeline's max_length is split, not dropped; the outputs appear whole or not at
@@ -16,12 +22,13 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import spacy
 import typer
 from spacy.language import Language
 from spacy.tokens import Doc
+from spacy.util import minibatch
 from wasabi import msg
 
 from iob_ner.iob import write_iob
@@ -63,6 +70,9 @@ class Piece:
     entities: List[dict]  # offsets within the chunk
     words: List[str]
     spans: List[Span]
+    dropped: int = 0  # entities under min_score, left out of `entities` and `spans`
+    unscored: int = 0  # entities of a scoring pipeline that came without a score (set by another component)
+    confidence: Optional[float] = None  # the lowest token confidence of the chunk, where it was asked for
 
 
 @dataclass
@@ -72,6 +82,9 @@ class Prediction:
     words: List[str]
     spans: List[Span]
     split: bool
+    dropped: int = 0
+    unscored: int = 0
+    confidence: Optional[float] = None  # the lowest over the chunks (None: not asked for)
 
 
 def first_line(err: BaseException, limit: int = 200) -> str:
@@ -218,20 +231,109 @@ def split_text(text: str, max_length: int) -> List[Tuple[int, str]]:
     return pieces
 
 
+# -- entity scores -------------------------------------------------------------------------------------
+
+@dataclass
+class ScoringNer:
+    """The pipeline's scoring entity recognizer: its name, its doc.spans key, the component itself."""
+    name: str
+    spans_key: str
+    pipe: object
+
+
+def scoring_ner(nlp: Language) -> Optional[ScoringNer]:
+    """The component that sets doc.ents and writes them, with scores, to doc.spans[its spans_key]: token_ner.
+
+    Found by what it is (a `spans_key` setting on a component that assigns doc.ents), not by its name or
+    the default key, so a renamed component or a key overridden in the config is still found. The last
+    one wins where there are several: it is the closest to the final doc.ents.
+    """
+    found = None
+    for name, pipe in nlp.pipeline:
+        key = getattr(pipe, "spans_key", None)
+        if isinstance(key, str) and key and "doc.ents" in nlp.get_pipe_meta(name).assigns:
+            found = ScoringNer(name, key, pipe)
+    return found
+
+
+def unscored_ner(nlp: Language) -> str:
+    """Who sets the entities of a pipeline without scores, for a message: "the pipeline's ner (transition)"."""
+    names = []
+    for name in nlp.pipe_names:
+        meta = nlp.get_pipe_meta(name)
+        if "doc.ents" in meta.assigns:
+            kind = "transition" if meta.factory == "ner" else meta.factory
+            if getattr(nlp.get_pipe(name), "spans_key", "") is None:
+                kind += ", spans_key null"
+            names.append(name if name == kind else f"{name} ({kind})")
+    return f"the pipeline's {', '.join(names)}" if names else "the pipeline (no entity recognizer)"
+
+
+def entity_scores(doc: Doc, spans_key: Optional[str]) -> Dict[Tuple[int, int, str], float]:
+    """{(token start, token end, label): calibrated probability} from doc.spans[spans_key]; {} when absent."""
+    if not spans_key or spans_key not in doc.spans:
+        return {}
+    group = doc.spans[spans_key]
+    scores = group.attrs.get("scores")
+    if scores is None or len(scores) != len(group):
+        return {}
+    return {(span.start, span.end, span.label_): float(score) for span, score in zip(group, scores)}
+
+
 # -- prediction ----------------------------------------------------------------------------------------
 
-def doc_piece(doc: Doc) -> Piece:
-    """Entities with character offsets; words and entity spans without whitespace tokens, which IOB
-    lines cannot hold."""
-    entities = [{"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char} for e in doc.ents]
+def doc_piece(doc: Doc, spans_key: Optional[str] = None, min_score: float = 0.0) -> Piece:
+    """Entities with character offsets (and scores, from doc.spans[spans_key]); words and entity spans
+    without whitespace tokens, which IOB lines cannot hold. Entities scored under `min_score` are left
+    out of both; an entity without a score is kept (nothing says it is under)."""
+    scores = entity_scores(doc, spans_key)
+    entities, kept, dropped, unscored = [], [], 0, 0
+    for ent in doc.ents:
+        score = scores.get((ent.start, ent.end, ent.label_))
+        if score is not None and score < min_score:
+            dropped += 1
+            continue
+        record = {"text": ent.text, "label": ent.label_, "start": ent.start_char, "end": ent.end_char}
+        if score is not None:
+            record["score"] = round(score, 4)
+        elif spans_key:
+            unscored += 1
+        entities.append(record)
+        kept.append(ent)
     keep = [i for i, token in enumerate(doc) if not token.is_space]
     index = {old: new for new, old in enumerate(keep)}
     spans = []
-    for ent in doc.ents:
+    for ent in kept:
         inside = [index[i] for i in range(ent.start, ent.end) if i in index]
         if inside:
             spans.append((inside[0], inside[-1] + 1, ent.label_))
-    return Piece(entities, [doc[i].text for i in keep], spans)
+    return Piece(entities, [doc[i].text for i in keep], spans, dropped=dropped, unscored=unscored)
+
+
+@dataclass
+class Reading:
+    """How a batch of processed docs becomes pieces: entity scores from doc.spans[spans_key] (None: the
+    pipeline gives none), entities under `min_score` left out and, with `confidence` (token_ner's
+    token_confidence), each chunk's lowest token confidence."""
+    spans_key: Optional[str] = None
+    min_score: float = 0.0
+    confidence: Optional[Callable[[List[Doc]], list]] = None
+
+    def __call__(self, docs: List[Doc]) -> List[Piece]:
+        pieces = [doc_piece(doc, self.spans_key, self.min_score) for doc in docs]
+        if self.confidence is not None:
+            for piece, values in zip(pieces, self.confidence(docs)):
+                piece.confidence = float(values.min()) if len(values) else None
+        return pieces
+
+
+def run_pipeline(nlp: Language, chunks: Sequence[str], batch_size: int, reading: Callable[[List[Doc]], List[Piece]]
+                 ) -> List[Piece]:
+    """The pieces of `chunks`, read a batch of docs at a time (token_confidence reruns the head on a batch)."""
+    pieces: List[Piece] = []
+    for docs in minibatch(nlp.pipe(chunks, batch_size=batch_size), size=batch_size):
+        pieces += reading(list(docs))
+    return pieces
 
 
 def merge(text: Text, offsets: Sequence[int], pieces: Sequence[Piece]) -> Prediction:
@@ -244,12 +346,18 @@ def merge(text: Text, offsets: Sequence[int], pieces: Sequence[Piece]) -> Predic
         spans += [(s + len(words), e + len(words), label) for s, e, label in piece.spans]
         words += piece.words
     record = {"id": text.id, "text": text.text, "entities": entities}
-    return Prediction(text.where, record, words, spans, split=len(pieces) > 1)
+    confidences = [p.confidence for p in pieces if p.confidence is not None]
+    return Prediction(text.where, record, words, spans, split=len(pieces) > 1,
+                      dropped=sum(p.dropped for p in pieces), unscored=sum(p.unscored for p in pieces),
+                      confidence=min(confidences) if confidences else None)
 
 
 def predictions(nlp: Language, texts: Iterable[Text], problems: InputProblems, *, batch_size: int,
-                max_length: int) -> Iterator[Prediction]:
-    """Predictions in input order, a batch of documents at a time."""
+                max_length: int, reading: Optional[Callable[[List[Doc]], List[Piece]]] = None
+                ) -> Iterator[Prediction]:
+    """Predictions in input order, a batch of documents at a time; `reading` (default: plain Reading())
+    turns the processed docs into pieces."""
+    reading = reading or Reading()
     texts = iter(texts)
     while True:
         batch = list(islice(texts, batch_size))
@@ -257,11 +365,11 @@ def predictions(nlp: Language, texts: Iterable[Text], problems: InputProblems, *
             return
         chunked = [split_text(t.text, max_length) for t in batch]
         try:
-            pieces = [doc_piece(doc) for doc in nlp.pipe([c for cs in chunked for _, c in cs], batch_size=batch_size)]
+            pieces = run_pipeline(nlp, [c for cs in chunked for _, c in cs], batch_size, reading)
         except Exception:
             # One bad document must not cost its batch: rerun one at a time, skip only those that fail.
             # Nothing of the failed batch was yielded yet, so every good document comes out exactly once.
-            yield from _one_by_one(nlp, batch, chunked, problems)
+            yield from _one_by_one(nlp, batch, chunked, problems, reading)
             continue
         at = 0
         for text, chunks in zip(batch, chunked):
@@ -270,10 +378,10 @@ def predictions(nlp: Language, texts: Iterable[Text], problems: InputProblems, *
 
 
 def _one_by_one(nlp: Language, batch: Sequence[Text], chunked: Sequence[List[Tuple[int, str]]],
-                problems: InputProblems) -> Iterator[Prediction]:
+                problems: InputProblems, reading: Callable[[List[Doc]], List[Piece]]) -> Iterator[Prediction]:
     for text, chunks in zip(batch, chunked):
         try:
-            pieces = [doc_piece(doc) for doc in nlp.pipe([c for _, c in chunks])]
+            pieces = run_pipeline(nlp, [c for _, c in chunks], len(chunks), reading)
         except Exception as err:
             problems.skip(text.where, f"the pipeline failed ({type(err).__name__}: {first_line(err)})",
                           "pipeline error")
@@ -285,7 +393,7 @@ def _one_by_one(nlp: Language, batch: Sequence[Text], chunked: Sequence[List[Tup
 
 def write_predictions(found: Iterable[Prediction], out: IO[str], iob_file: Optional[IO[str]]) -> Dict[str, int]:
     """Write each document's JSONL line (and IOB form); returns the counts."""
-    counts = {"documents": 0, "entities": 0, "split": 0}
+    counts = {"documents": 0, "entities": 0, "split": 0, "below_min_score": 0, "unscored": 0}
 
     def iob_documents() -> Iterator[Tuple[List[str], List[Span], List[int]]]:
         for prediction in found:
@@ -293,6 +401,8 @@ def write_predictions(found: Iterable[Prediction], out: IO[str], iob_file: Optio
             counts["documents"] += 1
             counts["entities"] += len(prediction.record["entities"])
             counts["split"] += prediction.split
+            counts["below_min_score"] += prediction.dropped
+            counts["unscored"] += prediction.unscored
             if prediction.words:
                 yield prediction.words, prediction.spans, [0]
 
@@ -313,15 +423,34 @@ def load_pipeline(model: Path) -> Language:
         raise SetupError(f"cannot load the pipeline {model} ({first_line(err)})") from None
 
 
+def entity_reading(nlp: Language, min_score: float = 0.0) -> Reading:
+    """How predict reads entities: with the scoring NER's scores, or (said once, with a warning) without.
+
+    A min_score above 0 needs scores: without them it stops with one sentence (SetupError)."""
+    scorer = scoring_ner(nlp)
+    if scorer is None:
+        who = unscored_ner(nlp)
+        if min_score > 0:
+            raise SetupError(f"min_score {min_score:g} needs entity scores, and {who} gives none "
+                             f"(train with ner_head token, the default, or leave min_score at 0)")
+        msg.warn(f"{who} gives no entity scores: records have no score")
+        return Reading()
+    return Reading(spans_key=scorer.spans_key, min_score=min_score)
+
+
 def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Path] = None,
             gpu_id: Optional[int] = -1, batch_size: int = 64, lines: bool = False,
-            max_length: Optional[int] = None) -> dict:
+            max_length: Optional[int] = None, min_score: float = 0.0) -> dict:
     """Predict entities for every document of `source`; returns counts. `max_length` (default: the
-    pipeline's nlp.max_length) is the longest text processed whole; longer ones are split."""
+    pipeline's nlp.max_length) is the longest text processed whole; longer ones are split. Entities
+    whose score is under `min_score` are left out (and counted)."""
     if batch_size < 1 or (max_length is not None and max_length < 1):
         raise SetupError("batch_size and max_length must be at least 1")
+    if not 0.0 <= min_score <= 1.0:
+        raise SetupError(f"min_score must be a probability between 0 and 1, not {min_score}")
     _, device = select_device(gpu_id)
     nlp = load_pipeline(model)
+    reading = entity_reading(nlp, min_score)
     limit = max_length or nlp.max_length
     nlp.max_length = limit  # chunks of `limit` characters must pass the pipeline's own length check
     outputs = [output] + ([iob_output] if iob_output is not None else [])
@@ -331,22 +460,27 @@ def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Pat
 
     texts = read_texts(files, problems, lines=lines, root=source if source.is_dir() else None)
     with atomic_outputs(*outputs) as temps:
-        found = tqdm(predictions(nlp, texts, problems, batch_size=batch_size, max_length=limit), unit="doc",
-                     desc="predict", leave=False, mininterval=2)
+        found = tqdm(predictions(nlp, texts, problems, batch_size=batch_size, max_length=limit, reading=reading),
+                     unit="doc", desc="predict", leave=False, mininterval=2)
         with temps[0].open("w", encoding="utf8") as out:
             if iob_output is None:
                 counts = write_predictions(found, out, None)
             else:
                 with temps[1].open("w", encoding="utf8", newline="") as iob_file:
                     counts = write_predictions(found, out, iob_file)
-    return {**counts, "skipped": problems.count, "skipped_reasons": dict(problems.reasons), "device": device}
+    return {**counts, "skipped": problems.count, "skipped_reasons": dict(problems.reasons), "device": device,
+            "scored": reading.spans_key is not None, "min_score": min_score}
 
 
 def summary(result: dict, outputs: Sequence[Path]) -> str:
     reasons = ", ".join(f"{n} {why}" for why, n in sorted(result["skipped_reasons"].items()))
-    return (f"{result['documents']} document(s) written, {result['entities']} entities, {result['skipped']} "
-            f"input(s) skipped{f' ({reasons})' if reasons else ''}, {result['split']} long text(s) split, "
-            f"on {result['device']} -> {', '.join(str(p) for p in outputs)}")
+    below = (f"{result['below_min_score']} entities under min_score {result['min_score']:g} left out, "
+             if result.get("min_score") else "")
+    unscored = (f"{result['unscored']} entities without a score (set by another component), "
+                if result.get("unscored") else "")
+    return (f"{result['documents']} document(s) written, {result['entities']} entities, {below}{unscored}"
+            f"{result['skipped']} input(s) skipped{f' ({reasons})' if reasons else ''}, {result['split']} long "
+            f"text(s) split, on {result['device']} -> {', '.join(str(p) for p in outputs)}")
 
 
 def main(
@@ -358,10 +492,11 @@ def main(
     batch_size: int = typer.Option(64),
     lines: bool = typer.Option(False, "--lines", help="Each line of a .txt file is one document"),
     max_length: int = typer.Option(0, help="Split texts longer than this (characters; 0: the pipeline's max_length)"),
+    min_score: float = typer.Option(0.0, help="Leave out entities whose probability is under this (needs token_ner)"),
 ) -> None:
     try:
         result = predict(model=model, source=source, output=output, iob_output=iob, gpu_id=parse_gpu_id(gpu_id),
-                         batch_size=batch_size, lines=lines, max_length=max_length or None)
+                         batch_size=batch_size, lines=lines, max_length=max_length or None, min_score=min_score)
     except (SetupError, OSError) as err:
         msg.fail(first_line(err), exits=1)
     except KeyboardInterrupt:

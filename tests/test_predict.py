@@ -2,7 +2,8 @@
 the others are written once and in order, other file extensions warned about, outputs whole or untouched.
 
 A tiny real pipeline (blank English + entity_ruler, plus a component that fails on a marker) stands in
-for a trained model, so nothing here trains.
+for a trained model. Entity scores and min_score use tests/test_token_ner.py's tiny token_ner pipeline
+(spaCy's CPU tok2vec, trained once per session in seconds; tests/test_review.py shares it).
 """
 import json
 import subprocess
@@ -18,7 +19,8 @@ from spacy.language import Language
 
 from conftest import ROOT
 from iob_ner.iob import read_iob
-from predict import predict, split_text
+from iob_ner.runtime import SetupError
+from predict import predict, split_text, summary
 
 LABELS = {"ZnO": "MAT", "NiO": "MAT", "sputtering": "PRO"}
 
@@ -254,3 +256,160 @@ def test_every_good_document_is_written_once_in_order_and_every_bad_one_counted(
         check_offsets(record)
         assert record["entities"] == expected_entities(record["text"])
     assert len(iob_docs) == len(written)
+
+
+# -- entity scores and min_score (a tiny trained token_ner) ------------------------------------------------
+
+SCORED_TEXTS = [
+    "ZnO films grown by pulsed laser deposition",
+    "we measured TiO2 by X-ray diffraction",
+    "NiO was studied by Raman spectroscopy",
+    "CuO films by sol-gel synthesis and Raman spectroscopy",
+    "the weather is nice today",
+    "LiFePO4 was measured by X-ray diffraction",
+    "Fe2O3 grown by laser",
+    "we studied it by spectroscopy",
+]
+TEMPERATURE = 1.5  # not 1: the JSONL must carry the calibrated scores, not scores_t1
+_SCORED_MODEL = {}
+
+
+@pytest.fixture(scope="module")
+def scored_model(tmp_path_factory):
+    """A tiny token_ner pipeline (tests/test_token_ner.py's), trained once per session and saved."""
+    if "path" not in _SCORED_MODEL:
+        from test_token_ner import trained_nlp
+
+        nlp, _ = trained_nlp(60)
+        nlp.get_pipe("ner").temperature = TEMPERATURE
+        path = tmp_path_factory.mktemp("scored") / "model"
+        nlp.to_disk(path)
+        _SCORED_MODEL["path"] = path
+    return _SCORED_MODEL["path"]
+
+
+@pytest.fixture(scope="module")
+def transition_model(tmp_path_factory):
+    """spaCy's transition ner (untrained: what matters is that it gives no scores)."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner").add_label("MAT")
+    nlp.initialize()
+    path = tmp_path_factory.mktemp("transition") / "model"
+    nlp.to_disk(path)
+    return path
+
+
+def write_jsonl(path: Path, texts) -> Path:
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)),
+                    encoding="utf8")
+    return path
+
+
+def scored_entities(nlp, text: str) -> list:
+    """(start_char, end_char, label, exact calibrated score) of what the pipeline finds in `text`."""
+    doc = nlp(text)
+    group = doc.spans["token_ner"]
+    assert [(s.start, s.end, s.label_) for s in group] == [(e.start, e.end, e.label_) for e in doc.ents]
+    return [(s.start_char, s.end_char, s.label_, float(score)) for s, score in zip(group, group.attrs["scores"])]
+
+
+def test_entity_scores_in_jsonl_are_the_components_calibrated_scores(scored_model, tmp_path, capsys):
+    nlp = spacy.load(scored_model)
+    assert nlp.get_pipe("ner").temperature == TEMPERATURE
+    source = write_jsonl(tmp_path / "in.jsonl", SCORED_TEXTS)
+    result = predict(model=scored_model, source=source, output=tmp_path / "out.jsonl", batch_size=3)
+    written = records(tmp_path / "out.jsonl")
+    assert [r["text"] for r in written] == SCORED_TEXTS and result["scored"] and result["below_min_score"] == 0
+    some = 0
+    for record in written:
+        want = scored_entities(nlp, record["text"])
+        assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == \
+            [(s, e, label, round(score, 4)) for s, e, label, score in want]
+        raw = nlp(record["text"]).spans["token_ner"].attrs["scores_t1"]
+        some += sum(round(float(r), 4) != e["score"] for r, e in zip(raw, record["entities"]))
+        check_offsets(record)
+    assert some  # at T = 1.5 the uncalibrated scores differ: the JSONL holds the calibrated ones
+    assert "gives no entity scores" not in capsys.readouterr().out
+
+
+def test_scores_come_along_with_the_shifted_offsets_of_a_split_text(scored_model, tmp_path):
+    nlp = spacy.load(scored_model)
+    text = " ".join(SCORED_TEXTS[:4]) + " .\n\n" + " . ".join(SCORED_TEXTS[4:])
+    source = write_jsonl(tmp_path / "in.jsonl", [text])
+    result = predict(model=scored_model, source=source, output=tmp_path / "out.jsonl", max_length=60)
+    assert result["split"] == 1
+    (record,) = records(tmp_path / "out.jsonl")
+    nlp.max_length = 60
+    want = [(s + offset, e + offset, label, round(score, 4))
+            for offset, chunk in split_text(text, 60) for s, e, label, score in scored_entities(nlp, chunk)]
+    assert len(want) > 5
+    assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == want
+    check_offsets(record)
+
+
+def test_min_score_leaves_out_exactly_the_entities_under_it_from_jsonl_and_iob(scored_model, tmp_path):
+    nlp = spacy.load(scored_model)
+    every = {text: scored_entities(nlp, text) for text in SCORED_TEXTS}
+    scores = sorted(score for found in every.values() for *_, score in found)
+    threshold = (scores[2] + scores[3]) / 2  # three entities under it
+    assert scores[2] < threshold < scores[3]
+    source = write_jsonl(tmp_path / "in.jsonl", SCORED_TEXTS)
+    result = predict(model=scored_model, source=source, output=tmp_path / "out.jsonl",
+                     iob_output=tmp_path / "out.tsv", min_score=threshold, batch_size=3)
+    written = records(tmp_path / "out.jsonl")
+    assert result["below_min_score"] == 3 and result["entities"] == len(scores) - 3
+    iob_docs = list(read_iob(tmp_path / "out.tsv", strict=True))
+    assert len(iob_docs) == len(written) == len(SCORED_TEXTS)
+    for record, iob_doc in zip(written, iob_docs):
+        kept = [(s, e, label) for s, e, label, score in every[record["text"]] if score >= threshold]
+        assert [(e["start"], e["end"], e["label"]) for e in record["entities"]] == kept
+        assert all(e["score"] >= round(threshold, 4) for e in record["entities"])
+        assert [(" ".join(iob_doc.words[s:e]), label) for s, e, label in iob_doc.spans] == \
+            [(" ".join(t.text for t in nlp(e["text"])), e["label"]) for e in record["entities"]]
+    assert "3 entities under min_score" in summary(result, [tmp_path / "out.jsonl"])
+
+
+def test_a_pipeline_without_scores_says_so_once_and_writes_no_score_key(models, transition_model, tmp_path, capsys):
+    plain, _ = models
+    source = write_jsonl(tmp_path / "in.jsonl", ["ZnO by sputtering .", "NiO .", "ZnO ."])
+    result = predict(model=plain, source=source, output=tmp_path / "out.jsonl", batch_size=1)
+    written = records(tmp_path / "out.jsonl")
+    assert result["entities"] == 4 and not result["scored"]
+    assert all("score" not in e for r in written for e in r["entities"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("the pipeline's entity_ruler gives no entity scores: records have no score") == 1
+    predict(model=transition_model, source=source, output=tmp_path / "out2.jsonl")
+    assert all("score" not in e for r in records(tmp_path / "out2.jsonl") for e in r["entities"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("the pipeline's ner (transition) gives no entity scores: records have no score") == 1
+    for model in (plain, transition_model):
+        with pytest.raises(SetupError, match=r"^min_score 0\.5 needs entity scores, and the pipeline's .* gives none"):
+            predict(model=model, source=source, output=tmp_path / "out3.jsonl", min_score=0.5)
+    assert not (tmp_path / "out3.jsonl").exists()
+    with pytest.raises(SetupError, match="between 0 and 1"):
+        predict(model=plain, source=source, output=tmp_path / "out3.jsonl", min_score=1.5)
+
+
+def test_scores_are_found_under_a_renamed_key_and_not_invented_without_one(scored_model, tmp_path, capsys):
+    source = write_jsonl(tmp_path / "in.jsonl", SCORED_TEXTS[:2])
+    renamed, unkeyed = tmp_path / "renamed", tmp_path / "unkeyed"
+    spacy.load(scored_model, config={"components.ner.spans_key": "scored_ents"}).to_disk(renamed)
+    spacy.load(scored_model, config={"components.ner.spans_key": None}).to_disk(unkeyed)
+    predict(model=scored_model, source=source, output=tmp_path / "default.jsonl")
+    predict(model=renamed, source=source, output=tmp_path / "renamed.jsonl")
+    assert records(tmp_path / "renamed.jsonl") == records(tmp_path / "default.jsonl")
+    assert all("score" in e for r in records(tmp_path / "renamed.jsonl") for e in r["entities"])
+    capsys.readouterr()
+    predict(model=unkeyed, source=source, output=tmp_path / "unkeyed.jsonl")
+    assert all("score" not in e for r in records(tmp_path / "unkeyed.jsonl") for e in r["entities"])
+    assert "ner (token_ner, spans_key null) gives no entity scores" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_min_score_on_a_pipeline_without_scores_stops_with_one_sentence(models, tmp_path):
+    plain, _ = models
+    source = write_jsonl(tmp_path / "in.jsonl", ["ZnO ."])
+    result = run_cli(str(plain), str(source), str(tmp_path / "out.jsonl"), "--min-score", "0.5")
+    log = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1 and "Traceback" not in log, log
+    assert "min_score 0.5 needs entity scores, and the pipeline's entity_ruler gives none" in log
+    assert not (tmp_path / "out.jsonl").exists()
