@@ -1,4 +1,4 @@
-"""Write training/report.md, the learning-curve and per-label plots, and training/errors.html."""
+"""Write training/report.md, the learning-curve, per-label and entity-confidence plots, and training/errors.html."""
 import json
 import warnings
 from pathlib import Path
@@ -14,9 +14,11 @@ from iob_ner.corpus import read_docs
 from iob_ner.metrics import confusion_labels
 from iob_ner.outputs import atomic_outputs, remove
 
-COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities"})
+COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities", "kept", "correct"})
 ERROR_KINDS = ["correct", "wrong_label", "wrong_boundary", "wrong_label_and_boundary", "missed", "spurious"]
 MAX_ERROR_DOCS = 300  # errors.html shows the documents with the most errors first, up to this many
+CONFIDENCE_PLOTS = ("reliability.png", "precision-recall-threshold.png")  # only with entity scores
+NO_SCORES = "the NER head gives no entity scores (spaCy's transition-based `ner` has none)"
 PALETTE = ["#7aecec", "#bfeeb7", "#feca74", "#ff9561", "#aa9cfc", "#c887fb", "#9cc9cc", "#ffeb80", "#ff8197", "#f0d0ff"]
 
 
@@ -92,6 +94,112 @@ def plot_per_label(per_label: Dict[str, pd.DataFrame], path: Path) -> None:
     ax.figure.tight_layout()
     ax.figure.savefig(path, dpi=100, format="png")
     plt.close(ax.figure)
+
+
+def _number(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def plot_reliability(confidence: dict, path: Path) -> None:
+    """Accuracy against mean score per bin, before (T = 1) and after the temperature, over the diagonal;
+    the light bars are each bin's share of the entities (after), with its count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = confidence["reliability_after"]
+    total = max(1, sum(row["count"] for row in bins))
+    width = bins[0]["hi"] - bins[0]["lo"]
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ax.bar([row["lo"] for row in bins], [row["count"] / total for row in bins], width=width, align="edge",
+           color="tab:blue", alpha=0.15, edgecolor="white", label="share of entities per bin (after)")
+    for row in bins:
+        if row["count"]:
+            ax.text(row["lo"] + width / 2, row["count"] / total + 0.01, str(row["count"]), ha="center",
+                    va="bottom", fontsize=7, color="tab:blue")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="tab:gray", label="perfect calibration")
+    temperature = confidence["temperature"]
+    for key, label, color, style in (("reliability_before", "before (T = 1)", "tab:orange", "s--"),
+                                     ("reliability_after", f"after (T = {temperature:.3g})", "tab:blue", "o-")):
+        rows = [row for row in confidence[key] if row["count"]]
+        ax.plot([row["confidence"] for row in rows], [row["accuracy"] for row in rows], style, color=color,
+                label=label, markersize=5)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("entity score (mean in bin)")
+    ax.set_ylabel("share of the bin's entities that are correct")
+    ax.set_title(f"Reliability (test): ECE {_number(confidence['ece_before'])} at T = 1, "
+                 f"{_number(confidence['ece_after'])} at T = {temperature:.3g}", fontsize="medium")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def plot_thresholds(confidence: dict, path: Path) -> None:
+    """Precision, recall and F of the entities kept at each min_score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = confidence["thresholds"]
+    x = [row["min_score"] for row in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    # different markers and dashes: where two lines coincide, both stay visible
+    for key, label, color, style in (("p", "precision", "tab:green", "o-"), ("r", "recall", "tab:red", "s--"),
+                                     ("f", "F", "tab:blue", "^:")):
+        # nothing kept: no precision to draw (the table's 0.0 with "kept 0")
+        values = [float("nan") if key == "p" and not row["kept"] else row[key] for row in rows]
+        ax.plot(x, values, style, color=color, label=label, markersize=5)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel("min_score: keep the entities scoring at least this")
+    ax.set_ylabel("entity P / R / F (test)")
+    ax.set_title("Precision and recall against the score threshold (test)", fontsize="medium")
+    ax.legend(loc="lower left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def threshold_frame(confidence: dict) -> pd.DataFrame:
+    frame = pd.DataFrame([{"kept": row["kept"], "correct": row["correct"], "P": row["p"], "R": row["r"], "F": row["f"]}
+                          for row in confidence["thresholds"]],
+                         index=[f"{row['min_score']:g}" for row in confidence["thresholds"]])
+    frame.index.name = "min score"
+    return frame
+
+
+def confidence_lines(metrics: dict) -> List[str]:
+    """report.md's "Confidence (test)" section: numbers, how to read them, the threshold table and the plots;
+    one sentence where the pipeline gives no entity scores."""
+    lines = ["## Confidence (test)", ""]
+    if "confidence" not in metrics:
+        return lines + ["metrics-test.json has no entity confidence (an older evaluate.py wrote it): rerun "
+                        "`spacy project run evaluate`.", ""]
+    confidence = metrics["confidence"]
+    if confidence is None:
+        note = metrics.get("confidence_note") or NO_SCORES
+        return lines + [f"{note[0].upper()}{note[1:].rstrip('.')}.", ""]
+    temperature = confidence["temperature"]
+    return lines + [
+        f"Each predicted entity has a probability (`doc.spans[\"{confidence['spans_key']}\"]`, attribute `scores`), "
+        f"at the temperature stored in component `{confidence['component']}`: T = {temperature:.3g} (`train` fits it "
+        f"on dev). {confidence['correct']} of the {confidence['entities']} predicted test entities are correct "
+        f"({confidence['gold_entities']} gold entities).", "",
+        f"- ECE ({confidence['bins']} equal-width bins): {_number(confidence['ece_before'])} before the temperature "
+        f"(T = 1), {_number(confidence['ece_after'])} after (T = {temperature:.3g})",
+        f"- AUROC, correct against wrong predicted entities: {_number(confidence['auroc'])}", "",
+        "ECE is the average gap between the scores (confidence) and how often entities with such scores are right "
+        "(0: a score of 0.8 is right 80 % of the time); AUROC is the chance that a correct entity scores above a "
+        "wrong one (0.5: the score cannot tell them apart). To trade recall for precision, keep only entities "
+        "scoring at least a threshold with `--vars.min_score` (each row: what that threshold gives on test).", "",
+        _md_table(threshold_frame(confidence)), "",
+        "![Reliability diagram](reliability.png)", "",
+        "![Precision and recall against the threshold](precision-recall-threshold.png)", "",
+    ]
 
 
 def per_label_table(metrics: dict) -> pd.DataFrame:
@@ -228,6 +336,7 @@ def render_report(metrics: Dict[str, dict], log: pd.DataFrame, per_label: Dict[s
         "## Label confusion (test)", "",
         "Rows: gold labels; columns: labels of the predicted entities that overlap them.", "",
         _md_table(confusion_table(metrics["test"]["confusion"]), counts=True), "",
+        *confidence_lines(metrics["test"]),
         "## Plots and error view", "",
         ("![Learning curve](learning-curve.png)" if not log.empty else "No training log was found."), "",
         "![F per label](per-label-f.png)", "",
@@ -241,13 +350,19 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
     metrics = load_metrics(training_dir)
     gold, pred = load_test_docs(test_corpus, training_dir / "predictions-test.spacy")
     log = read_log(training_dir / "log.jsonl")
-    outputs = [training_dir / name for name in ("report.md", "learning-curve.png", "per-label-f.png", "errors.html")]
+    outputs = [training_dir / name for name in ("report.md", "learning-curve.png", "per-label-f.png", "errors.html",
+                                                 *CONFIDENCE_PLOTS)]
+    confidence = metrics["test"].get("confidence")
     try:
         per_label = {split: per_label_table(m) for split, m in metrics.items()}
-        with atomic_outputs(*outputs) as (report_tmp, curve_tmp, per_label_tmp, errors_tmp):
+        with atomic_outputs(*outputs) as (report_tmp, curve_tmp, per_label_tmp, errors_tmp, reliability_tmp,
+                                          thresholds_tmp):
             if not log.empty:
                 plot_learning_curve(log, curve_tmp)
             plot_per_label(per_label, per_label_tmp)
+            if confidence is not None:
+                plot_reliability(confidence, reliability_tmp)
+                plot_thresholds(confidence, thresholds_tmp)
             with_errors = write_errors_html(gold, pred, errors_tmp)
             report_tmp.write_text(render_report(metrics, log, per_label, with_errors, len(gold),
                                                      read_split(test_corpus)), encoding="utf8")
@@ -256,6 +371,9 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
                           f"rerun `spacy project run evaluate`") from None
     if log.empty:
         remove(outputs[1])  # a curve of an earlier run would look like this one's
+    if confidence is None:  # the same for the plots of an earlier pipeline that gave entity scores
+        for path in outputs[4:]:
+            remove(path)
     return with_errors, len(gold)
 
 
@@ -268,7 +386,8 @@ def main(
         with_errors, n_docs = write_report(training_dir=training_dir, test_corpus=test_corpus)
     except ReportError as err:
         msg.fail(str(err), exits=1)
-    msg.good(f"{training_dir / 'report.md'}, learning-curve.png, per-label-f.png, errors.html "
+    plots = "".join(f", {name}" for name in CONFIDENCE_PLOTS if (training_dir / name).exists())
+    msg.good(f"{training_dir / 'report.md'}, learning-curve.png, per-label-f.png{plots}, errors.html "
              f"({with_errors} of {n_docs} test documents with errors)")
 
 

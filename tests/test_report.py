@@ -178,3 +178,103 @@ def test_the_first_line_says_when_dev_is_the_test_set(training, dev_is_test):
     lines = (folder / "report.md").read_text(encoding="utf8").splitlines()
     assert lines[0].startswith("**Warning: dev is the test set**") is dev_is_test
     assert "Data: train, dev and test from their own files (40 train, 2 dev, 2 test documents)." in lines
+
+
+# --- entity confidence: the section and its two plots, or one sentence and no plot ---------------------
+
+CONFIDENCE_PNGS = ("reliability.png", "precision-recall-threshold.png")
+
+
+def confidence_block():
+    """A "confidence" block as evaluate writes it, from made-up scores: overconfident at T = 1."""
+    from iob_ner.metrics import auroc, expected_calibration_error, reliability, threshold_table
+
+    scores = [0.95, 0.9, 0.85, 0.7, 0.6, 0.4, 0.3, 0.15]
+    raw = [0.99, 0.98, 0.97, 0.9, 0.85, 0.7, 0.6, 0.4]
+    correct = [True, True, True, False, True, False, True, False]
+    return {"component": "ner", "spans_key": "token_ner", "temperature": 1.75, "entities": 8, "correct": 5,
+            "gold_entities": 6, "bins": 10, "ece_before": expected_calibration_error(raw, correct),
+            "ece_after": expected_calibration_error(scores, correct), "auroc": auroc(scores, correct),
+            "reliability_before": reliability(raw, correct), "reliability_after": reliability(scores, correct),
+            "thresholds": threshold_table(scores, correct, 6), "note": "made up"}
+
+
+def set_test_confidence(folder, block, note=None):
+    path = folder / "metrics-test.json"
+    metrics = json.loads(path.read_text(encoding="utf8"))
+    metrics["confidence"] = block
+    if note is not None:
+        metrics["confidence_note"] = note
+    path.write_text(json.dumps(metrics), encoding="utf8")
+
+
+def test_confidence_section_and_plots_then_none_left_without_scores(training):
+    from matplotlib.image import imread
+
+    folder, corpus = training
+    block = confidence_block()
+    set_test_confidence(folder, block)
+    split = {"note": "from their own files", "dev_is_test": True, "documents_per_split": {"train": 4, "dev": 2, "test": 2}}
+    (corpus.parent / "split.json").write_text(json.dumps(split), encoding="utf8")
+    write_report(training_dir=folder, test_corpus=corpus)
+    for name in CONFIDENCE_PNGS:
+        assert (folder / name).read_bytes()[:4] == PNG and imread(folder / name).std() > 0  # drawn, not blank
+    text = (folder / "report.md").read_text(encoding="utf8")
+    assert text.startswith("**Warning: dev is the test set**")  # still the first line
+    section = text[text.index("## Confidence (test)"):text.index("## Plots and error view")]
+    assert f"ECE (10 equal-width bins): {block['ece_before']:.3f} before the temperature (T = 1), " \
+           f"{block['ece_after']:.3f} after (T = 1.75)" in section
+    assert f"AUROC, correct against wrong predicted entities: {block['auroc']:.3f}" in section
+    assert "T = 1.75" in section and "average gap between the scores" in section and "--vars.min_score" in section
+    # min_score 0.5: 0.95, 0.9, 0.85, 0.7, 0.6 kept, 4 of them correct, of 6 gold entities
+    assert "| 0.5 | 5 | 4 | 0.800 | 0.667 | 0.727 |" in section and "| 0.95 | 1 | 1 | 1.000 | 0.167 | 0.286 |" in section
+    assert "](reliability.png)" in section and "](precision-recall-threshold.png)" in section
+    assert leftovers(folder) == []
+
+    set_test_confidence(folder, None, note="the NER head gives no entity scores (spaCy's transition-based `ner` has none)")
+    write_report(training_dir=folder, test_corpus=corpus)
+    assert not any((folder / name).exists() for name in CONFIDENCE_PNGS)  # no plot of the earlier run stays
+    text = (folder / "report.md").read_text(encoding="utf8")
+    section = text[text.index("## Confidence (test)"):text.index("## Plots and error view")]
+    assert "The NER head gives no entity scores (spaCy's transition-based `ner` has none)." in section
+    assert "png" not in section and text.startswith("**Warning: dev is the test set**")
+
+
+def test_metrics_of_an_older_evaluate_say_to_rerun_it(training):
+    folder, corpus = training  # the fixture's metrics have no "confidence" key
+    write_report(training_dir=folder, test_corpus=corpus)
+    assert "has no entity confidence (an older evaluate.py wrote it): rerun `spacy project run evaluate`" in \
+        (folder / "report.md").read_text(encoding="utf8")
+    assert not any((folder / name).exists() for name in CONFIDENCE_PNGS)
+
+
+def test_error_while_drawing_the_confidence_plots_keeps_every_previous_output(training, monkeypatch):
+    folder, corpus = training
+    set_test_confidence(folder, confidence_block())
+    write_report(training_dir=folder, test_corpus=corpus)
+    names = OUTPUTS + CONFIDENCE_PNGS
+    before = {name: (folder / name).read_bytes() for name in names}
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot_thresholds", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(training_dir=folder, test_corpus=corpus)
+    assert {name: (folder / name).read_bytes() for name in names} == before and leftovers(folder) == []
+
+
+def test_evaluate_without_entity_scores_writes_null_and_says_so(training, tmp_path):
+    folder, corpus = training
+    model = ruler_pipeline(tmp_path / "model")
+    metrics = evaluate_pipeline(model=model, corpus=corpus, output=folder / "metrics-test.json",
+                                predictions=folder / "predictions-test.spacy")
+    written = json.loads((folder / "metrics-test.json").read_text(encoding="utf8"))
+    assert written["confidence"] is None and metrics["confidence"] is None  # null, never zeros
+    assert written["confidence_note"].startswith("the NER head gives no entity scores")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(model), str(corpus),
+                             str(tmp_path / "m.json")], capture_output=True, text=True,
+                            env={**os.environ, "WASABI_LOG_FRIENDLY": "1"})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output
+    assert "No entity confidence: the NER head gives no entity scores (spaCy's transition-based `ner` has none)" in output
