@@ -260,7 +260,7 @@ def test_package_installs_in_a_fresh_venv_and_loads_by_name_offline(sample_proje
     assert install.returncode == 0, install.stderr[-3000:]
     check = ("import spacy; nlp = spacy.load('en_ner_model'); doc = nlp('LiFePO4 was made by a sol-gel route .'); "
              "print(nlp.pipe_names, [(e.text, e.label_) for e in doc.ents]); "
-             "print(nlp.get_pipe('ner').temperature, [round(float(s), 6) for s in doc.spans['token_ner'].attrs['scores']])")
+             "print(nlp.get_pipe('ner').temperature, [round(float(s), 4) for s in doc.spans['token_ner'].attrs['scores']])")
     result = subprocess.run([python, "-c", check], cwd=tmp_path, capture_output=True, text=True,
                             env={"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -268,7 +268,7 @@ def test_package_installs_in_a_fresh_venv_and_loads_by_name_offline(sample_proje
     # the fitted temperature and the entity probabilities come through `spacy package` unchanged
     here = spacy.load(project / "training" / "model-best")
     doc = here("LiFePO4 was made by a sol-gel route .")
-    expected = f"{here.get_pipe('ner').temperature} {[round(float(s), 6) for s in doc.spans['token_ner'].attrs['scores']]}"
+    expected = f"{here.get_pipe('ner').temperature} {[round(float(s), 4) for s in doc.spans['token_ner'].attrs['scores']]}"
     assert result.stdout.splitlines()[1] == expected
     listing = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True).stdout
     assert "iob-ner" not in listing  # the component came inside the package
