@@ -5,6 +5,8 @@ stops, also on Ctrl-C. So the run trains into a hidden folder and its pipelines 
 `training/model-best` and `training/model-last` only when it ends; an interrupted or failed retrain
 leaves the previous pipelines, and the log they came with, as they were.
 """
+import signal
+import sys
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -102,15 +104,18 @@ def _train_then_promote(config: Path, run_dir: Path, output: Path, log_file: Opt
                         overrides: dict, dev: Path) -> None:
     from spacy.cli.train import train as spacy_train
 
+    previous = signal.signal(signal.SIGINT, lambda *_: _say_interrupted(output))
     try:
         spacy_train(config, run_dir, use_gpu=gpu, overrides=overrides)
         calibrate(run_dir / "model-best", dev, run_dir / "calibration.json")
     except KeyboardInterrupt:
-        _keep_interrupted_run(run_dir, output, log_file)
+        _keep_interrupted_run(run_dir, output)
         raise
     except BaseException:
         remove(run_dir)
         raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
     for name in MODELS:
         replace(run_dir / name, output / name)
     if log_file is not None:
@@ -158,18 +163,25 @@ def _dev_f(model_dir: Path) -> str:
         return "not evaluated"
 
 
-def _keep_interrupted_run(run_dir: Path, output: Path, log_file: Optional[Path]) -> None:
-    """On Ctrl-C: the previous pipelines stay; the run's own go to training/interrupted/, and we say so."""
+def _say_interrupted(output: Path) -> None:
+    """The SIGINT handler: say at once what stays, then stop as Ctrl-C does.
+
+    At once, because `spacy project run` gives its child a quarter of a second after Ctrl-C before it
+    kills it (subprocess.run): what follows (spaCy saving model-last, keeping the run aside) may not finish.
+    """
+    best = output / "model-best"
+    kept = f"{best} is still the previous run's ({_dev_f(best)})" if best.exists() else f"no {best} was written"
+    msg.warn(f"Interrupted: {kept}")
+    sys.stdout.flush()
+    raise KeyboardInterrupt
+
+
+def _keep_interrupted_run(run_dir: Path, output: Path) -> None:
+    """After Ctrl-C, where the process lives on: the run's own pipelines go to training/interrupted/."""
     kept = output / INTERRUPTED
     if run_dir.exists():
         replace(run_dir, kept)
-    best = output / "model-best"
-    if best.exists():
-        msg.warn(f"Interrupted: {best} is still the previous run's ({_dev_f(best)}); "
-                 f"this run's best so far ({_dev_f(kept / 'model-best')}) is in {kept}")
-    else:
-        msg.warn(f"Interrupted: no {best} was written; this run's best so far "
-                 f"({_dev_f(kept / 'model-best')}) is in {kept}")
+        msg.info(f"This run's best so far ({_dev_f(kept / 'model-best')}) is in {kept}")
 
 
 def main(
