@@ -472,14 +472,19 @@ def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Pat
             "scored": reading.spans_key is not None, "min_score": min_score}
 
 
-def summary(result: dict, outputs: Sequence[Path]) -> str:
+def skipped_text(result: dict) -> str:
+    """"N input(s) skipped (2 not JSON, 1 not UTF-8)", for the summaries of predict and review."""
     reasons = ", ".join(f"{n} {why}" for why, n in sorted(result["skipped_reasons"].items()))
+    return f"{result['skipped']} input(s) skipped{f' ({reasons})' if reasons else ''}"
+
+
+def summary(result: dict, outputs: Sequence[Path]) -> str:
     below = (f"{result['below_min_score']} entities under min_score {result['min_score']:g} left out, "
              if result.get("min_score") else "")
     unscored = (f"{result['unscored']} entities without a score (set by another component), "
                 if result.get("unscored") else "")
     return (f"{result['documents']} document(s) written, {result['entities']} entities, {below}{unscored}"
-            f"{result['skipped']} input(s) skipped{f' ({reasons})' if reasons else ''}, {result['split']} long "
+            f"{skipped_text(result)}, {result['split']} long "
             f"text(s) split, on {result['device']} -> {', '.join(str(p) for p in outputs)}")
 
 

@@ -30,7 +30,7 @@ from iob_ner.iob import write_iob
 from iob_ner.outputs import atomic_outputs
 from iob_ner.runtime import SetupError, parse_gpu_id, select_device
 from predict import (InputProblems, Prediction, Reading, first_line, input_files, load_pipeline, predictions,
-                     read_texts, scoring_ner, unscored_ner)
+                     read_texts, scoring_ner, skipped_text, unscored_ner)
 
 RULE = ("doc_score = the lowest, over the document's tokens, of the probability of the tag the model gave the "
         "token (O included, so a probable entity the model left out lowers it too); least sure first, "
@@ -108,12 +108,11 @@ def review(*, model: Path, source: Path, output_jsonl: Path, output_iob: Optiona
 
 
 def summary(result: dict, outputs: List[Path]) -> str:
-    reasons = ", ".join(f"{k} {why}" for why, k in sorted(result["skipped_reasons"].items()))
     scores = (f", doc scores {result['score_min']:.4f} to {result['score_max']:.4f}"
               if result["written"] else "")
     return (f"{result['written']} of {result['read']} document(s) written, least sure first (n = {result['n']})"
-            f"{scores}, {result['entities']} entities, {result['skipped']} input(s) skipped"
-            f"{f' ({reasons})' if reasons else ''}, on {result['device']} -> {', '.join(str(p) for p in outputs)}")
+            f"{scores}, {result['entities']} entities, {skipped_text(result)}, on {result['device']} -> "
+            f"{', '.join(str(p) for p in outputs)}")
 
 
 def main(
