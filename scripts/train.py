@@ -5,10 +5,13 @@ stops, also on Ctrl-C. So the run trains into a hidden folder and its pipelines 
 `training/model-best` and `training/model-last` only when it ends; an interrupted or failed retrain
 leaves the previous pipelines, and the log they came with, as they were.
 """
+import os
 import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import typer
 from thinc.api import Config
@@ -104,18 +107,16 @@ def _train_then_promote(config: Path, run_dir: Path, output: Path, log_file: Opt
                         overrides: dict, dev: Path) -> None:
     from spacy.cli.train import train as spacy_train
 
-    previous = signal.signal(signal.SIGINT, lambda *_: _say_interrupted(output))
     try:
-        spacy_train(config, run_dir, use_gpu=gpu, overrides=overrides)
-        calibrate(run_dir / "model-best", dev, run_dir / "calibration.json")
+        with _said_at_once_on_ctrl_c(_interrupted_message(output)):
+            spacy_train(config, run_dir, use_gpu=gpu, overrides=overrides)
+            calibrate(run_dir / "model-best", dev, run_dir / "calibration.json")
     except KeyboardInterrupt:
         _keep_interrupted_run(run_dir, output)
         raise
     except BaseException:
         remove(run_dir)
         raise
-    finally:
-        signal.signal(signal.SIGINT, previous)
     for name in MODELS:
         replace(run_dir / name, output / name)
     if log_file is not None:
@@ -163,17 +164,61 @@ def _dev_f(model_dir: Path) -> str:
         return "not evaluated"
 
 
-def _say_interrupted(output: Path) -> None:
-    """The SIGINT handler: say at once what stays, then stop as Ctrl-C does.
-
-    At once, because `spacy project run` gives its child a quarter of a second after Ctrl-C before it
-    kills it (subprocess.run): what follows (spaCy saving model-last, keeping the run aside) may not finish.
-    """
+def _interrupted_message(output: Path) -> str:
+    """What Ctrl-C will say, worked out before training starts (the handler has no time to read files)."""
     best = output / "model-best"
     kept = f"{best} is still the previous run's ({_dev_f(best)})" if best.exists() else f"no {best} was written"
-    msg.warn(f"Interrupted: {kept}")
-    sys.stdout.flush()
-    raise KeyboardInterrupt
+    return f"Interrupted: {kept}"
+
+
+@contextmanager
+def _said_at_once_on_ctrl_c(message: str) -> Iterator[None]:
+    """On Ctrl-C, print `message` at once, then stop as Ctrl-C does (KeyboardInterrupt).
+
+    At once, because `spacy project run` gives its child a quarter of a second after Ctrl-C before it
+    kills it (subprocess.run). A Python signal handler runs only between bytecodes of the main thread,
+    which can sit longer than that inside one torch operation on a busy CPU; so the C-level handler's
+    wake-up byte (signal.set_wakeup_fd) is read by a thread that writes the prepared line straight to fd 1
+    (torch releases the GIL inside its operations). The handler says it too, if it comes first, and raises.
+    """
+    line = msg.text(message, color="yellow", icon="warn", no_print=True).encode("utf8", "replace") + b"\n"
+    said = threading.Lock()
+
+    def say() -> None:
+        if said.acquire(blocking=False):  # once, whichever of thread and handler comes first
+            os.write(sys.stdout.fileno(), line)
+
+    def on_sigint(*_: object) -> None:
+        sys.stdout.flush()
+        say()
+        raise KeyboardInterrupt
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def watch() -> None:
+        try:
+            while True:
+                woken_by = os.read(read_end, 64)  # one byte per signal that has a Python handler
+                if not woken_by:
+                    return
+                if signal.SIGINT in woken_by:
+                    say()
+        except OSError:
+            pass  # the pipe was closed: training ended
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="ctrl-c", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGINT, previous_handler)
+        os.close(write_end)  # ends the watcher's read
+        watcher.join(timeout=1)
+        os.close(read_end)
 
 
 def _keep_interrupted_run(run_dir: Path, output: Path) -> None:

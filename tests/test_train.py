@@ -70,3 +70,36 @@ def test_train_script_fails_in_one_line_without_training(tmp_path, fixture_path)
     assert result.returncode == 1
     assert "max_steps must be a positive number" in result.stdout and "Traceback" not in result.stderr
     assert not (tmp_path / "training").exists()
+
+
+CTRL_C_CHILD = """
+import sys
+sys.path.insert(0, {scripts!r})
+import torch
+from train import _said_at_once_on_ctrl_c
+matrix = torch.randn(2500, 2500) / 50
+with _said_at_once_on_ctrl_c("Interrupted: the earlier model stays"):
+    print("inside", flush=True)
+    torch.linalg.matrix_power(matrix, 2**24 - 1)  # one torch call of seconds: no bytecode runs meanwhile
+    print("the operation ended", flush=True)
+"""
+
+
+def test_ctrl_c_is_answered_within_a_quarter_second_even_inside_one_long_torch_operation(tmp_path):
+    """`spacy project run` kills its child 0.25 s after Ctrl-C; a plain Python handler waits for the torch
+    call to return (CI: the line never came), the wake-up thread prints at once."""
+    import signal
+    import time
+
+    script = tmp_path / "child.py"
+    script.write_text(CTRL_C_CHILD.format(scripts=str(ROOT / "scripts")), encoding="utf8")
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    assert child.stdout.readline().strip() == "inside"
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.25)  # what subprocess.run, under weasel, waits before it kills
+    child.kill()
+    output = child.communicate(timeout=30)[0]
+    assert "the operation ended" not in output, "the torch call was too short to show anything"
+    assert output.count("Interrupted: the earlier model stays") == 1, output
