@@ -1,0 +1,273 @@
+"""The HTTP service of `spacy project run serve`: a FastAPI application around one loaded pipeline.
+
+Requests are micro-batched: the texts of concurrent requests wait in one queue, at most `max_wait_ms`,
+and go through `nlp.pipe` together (up to `max_batch_size` texts), because a transformer processes 16
+texts in one call far faster than in 16 calls. One worker thread owns the pipeline, so nothing runs
+it concurrently. Each batch runs inside `nlp.memory_zone()`: the strings and lexemes that new texts add
+to the vocab are freed after the batch, so memory stays flat over millions of requests.
+
+Limits answer with a 4xx and one sentence, and the server goes on: body size (413), texts per request
+(413), characters per text (413), a body that is not UTF-8 (400), not JSON (422) or not of the
+documented shape (422). A request that waits longer than `timeout_s` gets 503 (with Retry-After), as
+does one that finds the queue full. On shutdown (SIGTERM, Ctrl-C) uvicorn stops accepting and the
+queued requests are finished before the process ends.
+"""
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+
+Run = Callable[[List[str]], List[List[dict]]]  # texts -> the entities of each
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1_000_000
+    max_texts: int = 64
+    max_chars: int = 100_000
+    timeout_s: float = 30.0
+    max_queue: int = 4096  # texts waiting; a request that would exceed it gets 503 at once
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_batch_size: int = 32  # 1: batching off, one nlp.pipe call per text
+    max_wait_ms: float = 5.0
+
+
+class NerRequest(BaseModel):
+    """One text (`text`) or a list of them (`texts`), not both."""
+    model_config = ConfigDict(extra="forbid")
+    text: Optional[StrictStr] = Field(None, description="One text; the answer is {\"entities\": [...]}")
+    texts: Optional[List[StrictStr]] = Field(None, description="Several texts; the answer is "
+                                                               "{\"results\": [{\"entities\": [...]}, ...]}")
+
+    @model_validator(mode="after")
+    def one_of(self) -> "NerRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give either 'text' (a string) or 'texts' (a list of strings)")
+        return self
+
+
+class RequestError(Exception):
+    """A request the service refuses: its HTTP status and one sentence."""
+
+    def __init__(self, status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+# -- reading a request ---------------------------------------------------------------------------------
+
+def parse_body(body: bytes, limits: Limits) -> Tuple[List[str], bool]:
+    """(texts, single) from a request body, or RequestError with the status and the reason."""
+    try:
+        decoded = body.decode("utf8")
+    except UnicodeDecodeError as err:
+        raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
+    try:
+        payload = json.loads(decoded)
+    except json.JSONDecodeError as err:
+        raise RequestError(422, f"the body is not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    try:
+        request = NerRequest.model_validate(payload)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise RequestError(422, f"{where}: {first['msg']}") from None
+    texts = [request.text] if request.text is not None else list(request.texts or [])
+    if len(texts) > limits.max_texts:
+        raise RequestError(413, f"{len(texts)} texts in one request; the limit is {limits.max_texts}")
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_chars:
+            raise RequestError(413, f"text {i} has {len(text):,} characters; the limit is {limits.max_chars:,}")
+    return texts, request.text is not None
+
+
+async def read_body(receive_chunks, declared: Optional[str], limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed `limit`: from Content-Length when the
+    client sends one, else while it streams in (a chunked upload is never read past the limit)."""
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise RequestError(400, f"Content-Length {declared!r} is not a number") from None
+        if size > limit:
+            raise RequestError(413, f"the body has {size:,} bytes; the limit is {limit:,}")
+    parts, size = [], 0
+    async for chunk in receive_chunks:
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body exceeds the limit of {limit:,} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+# -- micro-batching ------------------------------------------------------------------------------------
+
+@dataclass
+class Pending:
+    text: str
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Collects texts from concurrent requests and runs them through `run` together, in one thread."""
+
+    def __init__(self, run: Run, batching: Batching, max_queue: int) -> None:
+        self.run, self.batching, self.max_queue = run, batching, max_queue
+        self.queue: "asyncio.Queue[Pending]" = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlp")
+        self.batches = 0
+        self.texts = 0
+        self._task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the worker."""
+        await self.queue.join()
+        if self._task is not None:
+            self._task.cancel()
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, texts: List[str]) -> List[List[dict]]:
+        if self.queue.qsize() + len(texts) > self.max_queue:
+            raise RequestError(503, f"the queue is full ({self.queue.qsize()} texts waiting); retry later",
+                               {"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        pending = [Pending(text, loop.create_future()) for text in texts]
+        for item in pending:
+            self.queue.put_nowait(item)
+        return list(await asyncio.gather(*(item.future for item in pending)))
+
+    async def _collect(self) -> List[Pending]:
+        """One batch: the first text waiting, and whatever else comes within max_wait_ms, up to the size."""
+        batch = [await self.queue.get()]
+        deadline = time.monotonic() + self.batching.max_wait_ms / 1000
+        while len(batch) < self.batching.max_batch_size:
+            if not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), left))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            live = [item for item in batch if not item.future.done()]  # timed-out requests are not run
+            try:
+                if live:
+                    results = await loop.run_in_executor(self.executor, self._run_each, [i.text for i in live])
+                    for item, result in zip(live, results):
+                        if not item.future.done():
+                            (item.future.set_exception if isinstance(result, Exception)
+                             else item.future.set_result)(result)
+                    self.batches += 1
+                    self.texts += len(live)
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    def _run_each(self, texts: List[str]) -> List[Any]:
+        """The batch's results; when the batch fails, each text alone, so one bad text fails only its request."""
+        try:
+            return list(self.run(texts))
+        except Exception:
+            results: List[Any] = []
+            for text in texts:
+                try:
+                    results += self.run([text])
+                except Exception as err:  # the request gets a 500 with the reason; the server goes on
+                    results.append(RequestError(500, f"the pipeline failed on this text ({type(err).__name__}: "
+                                                     f"{str(err).splitlines()[0][:200] if str(err) else ''})"))
+            return results
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+def rss_bytes() -> Optional[int]:
+    """This process's resident memory (Linux /proc), for /health and the load test."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+# -- the application -----------------------------------------------------------------------------------
+
+def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), batching: Batching = Batching()):
+    """The FastAPI application: POST /ner, GET /health, GET /info, OpenAPI docs at /docs."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    state: Dict[str, Any] = {"requests": 0, "refused": 0, "started": time.time()}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = MicroBatcher(run, batching, limits.max_queue)
+        batcher.start()
+        state["batcher"] = batcher
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="iob-ner", summary="Named entities from a spaCy pipeline trained by this project",
+                  version=str(info.get("version", "")), lifespan=lifespan)
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, err: RequestError) -> JSONResponse:
+        state["refused"] += 1
+        return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
+
+    @app.post("/ner", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": NerRequest.model_json_schema()}}}},
+              responses={200: {"description": "{\"entities\": [{\"text\", \"label\", \"start\", \"end\", "
+                                               "\"score\"}]}, or {\"results\": [...]} for `texts`"},
+                         400: {"description": "not UTF-8"}, 413: {"description": "over a limit"},
+                         422: {"description": "not JSON or not the documented shape"},
+                         503: {"description": "timed out or queue full; retry"}})
+    async def ner(request: Request) -> Dict[str, Any]:
+        """Entities with character offsets, labels and (token_ner) calibrated scores."""
+        state["requests"] += 1
+        body = await read_body(request.stream(), request.headers.get("content-length"), limits.max_body_bytes)
+        texts, single = parse_body(body, limits)
+        try:
+            found = await asyncio.wait_for(state["batcher"].submit(texts), limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(503, f"no answer within {limits.timeout_s:g} s; retry later",
+                               {"Retry-After": "1"}) from None
+        return {"entities": found[0]} if single else {"results": [{"entities": e} for e in found]}
+
+    @app.get("/health")
+    async def health() -> Dict[str, Any]:
+        """Liveness, queue length, counts and resident memory."""
+        batcher = state.get("batcher")
+        return {"status": "ok", "queued": batcher.queue.qsize() if batcher else 0, "requests": state["requests"],
+                "refused": state["refused"], "batches": batcher.batches if batcher else 0,
+                "texts": batcher.texts if batcher else 0, "rss_bytes": rss_bytes(),
+                "uptime_s": round(time.time() - state["started"], 1)}
+
+    @app.get("/info")
+    async def about() -> Dict[str, Any]:
+        """The pipeline (name, version, components, labels, device) and the service's limits and batching."""
+        return {**info, "limits": asdict(limits), "batching": asdict(batching)}
+
+    return app

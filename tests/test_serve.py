@@ -1,0 +1,238 @@
+"""serve: the real server on a free loopback port. Entities equal nlp(text).ents, every limit and malformed
+body gets its 4xx and the server goes on, micro-batching batches, timeouts answer 503, Ctrl-C finishes
+the queued requests. Needs requirements-serve.txt (CI installs it)."""
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import spacy
+from spacy.language import Language
+
+pytest.importorskip("fastapi", reason="serving is optional: pip install -r requirements-serve.txt")
+pytest.importorskip("uvicorn", reason="serving is optional: pip install -r requirements-serve.txt")
+httpx = pytest.importorskip("httpx", reason="serving is optional: pip install -r requirements-serve.txt")
+
+from conftest import ROOT  # noqa: E402
+from iob_ner.serving import Batching, Limits, create_app  # noqa: E402
+from loadtest import free_port, loadtest, malformed_requests, request_mix  # noqa: E402
+from serve import pipeline_info, pipeline_runner  # noqa: E402
+from test_predict import SCORED_TEXTS, make_pipeline, scored_entities, scored_model  # noqa: E402,F401 (fixture)
+
+SMALL = Limits(max_body_bytes=2_000, max_texts=3, max_chars=200, timeout_s=10)
+
+
+@Language.component("slow_on_marker")
+def slow_on_marker(doc):
+    """SLOW: a text that keeps the pipeline busy for a second."""
+    if "SLOW" in doc.text:
+        time.sleep(1.0)
+    return doc
+
+
+@contextmanager
+def serving(nlp, limits: Limits = SMALL, batching: Batching = Batching()):
+    """The application of `nlp` under a real uvicorn server on a free 127.0.0.1 port, in a thread."""
+    import uvicorn
+
+    app = create_app(pipeline_runner(nlp), pipeline_info(nlp, "test", "CPU"), limits=limits, batching=batching)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def post(url: str, body, **kwargs) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{url}/ner", content=content, headers={"content-type": "application/json"}, timeout=30,
+                      **kwargs)
+
+
+def test_entities_and_scores_equal_the_pipelines_own(scored_model):
+    nlp = spacy.load(scored_model)
+    with serving(nlp, Limits()) as url:
+        for text in SCORED_TEXTS:
+            got = post(url, {"text": text}).json()["entities"]
+            doc = nlp(text)
+            assert [(e["start"], e["end"], e["label"]) for e in got] == \
+                [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+            assert [e["score"] for e in got] == [round(s, 4) for *_, s in scored_entities(nlp, text)]
+            assert all(text[e["start"]:e["end"]] == e["text"] for e in got)
+        many = post(url, {"texts": SCORED_TEXTS}).json()["results"]
+        assert [r["entities"] for r in many] == [post(url, {"text": t}).json()["entities"] for t in SCORED_TEXTS]
+        assert sum(len(r["entities"]) for r in many) > 0  # the comparison is not between empty lists
+        info = httpx.get(f"{url}/info").json()
+        assert info["labels"] == sorted(nlp.get_pipe("ner").labels) and info["scores"] is True
+        assert httpx.get(f"{url}/docs").status_code == 200
+        assert "/ner" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("body, status, says", [
+    (b'{"text": "unclosed', 422, "not JSON"),
+    (b'{"text": "caf\xe9"}', 400, "not UTF-8"),
+    ({"text": 42}, 422, "valid string"),
+    ({"texts": "one string"}, 422, "valid list"),
+    ({"txt": "typo"}, 422, "Extra inputs"),
+    ({"text": "a", "texts": ["b"]}, 422, "either 'text'"),
+    ({}, 422, "either 'text'"),
+    ([1, 2], 422, "dictionary"),
+    (b"", 422, "not JSON"),
+    ({"text": "word " * 41}, 413, "the limit is 200"),
+    ({"texts": ["a", "b", "c", "d"]}, 413, "4 texts"),
+    (b'{"text": "' + b"x" * 3_000 + b'"}', 413, "limit is 2,000"),
+])
+def test_each_limit_and_malformed_body_gets_its_4xx_and_the_server_goes_on(body, status, says):
+    with serving(make_pipeline(False)) as url:
+        answer = post(url, body)
+        assert answer.status_code == status and says in answer.json()["detail"], answer.text
+        assert post(url, {"text": "ZnO by sputtering"}).json()["entities"][0]["label"] == "MAT"
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_content_length():
+    def chunks():
+        for _ in range(10):
+            yield b"x" * 500
+
+    with serving(make_pipeline(False)) as url:
+        answer = httpx.post(f"{url}/ner", content=chunks(), timeout=30)
+        assert answer.status_code == 413 and "exceeds the limit of 2,000 bytes" in answer.json()["detail"]
+        assert post(url, {"text": "NiO"}).status_code == 200
+
+
+def test_a_text_the_pipeline_fails_on_fails_only_its_own_request():
+    with serving(make_pipeline(True), batching=Batching(max_batch_size=8, max_wait_ms=200)) as url:
+        async def both():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(
+                    client.post(f"{url}/ner", json={"text": "BOOM ZnO"}),
+                    client.post(f"{url}/ner", json={"texts": ["ZnO", "NiO by sputtering"]}))
+
+        failed, fine = asyncio.run(both())
+        assert failed.status_code == 500 and "BOOM" in failed.json()["detail"]
+        assert [[e["text"] for e in r["entities"]] for r in fine.json()["results"]] == [["ZnO"], ["NiO", "sputtering"]]
+        assert post(url, {"text": "ZnO"}).status_code == 200
+
+
+def test_concurrent_requests_run_in_batches_with_the_same_answers():
+    texts = [f"sample {i} of ZnO by sputtering on NiO" for i in range(24)]
+    with serving(make_pipeline(False), Limits(), Batching(max_batch_size=8, max_wait_ms=50)) as url:
+        async def all_at_once():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(client.post(f"{url}/ner", json={"text": t}) for t in texts))
+
+        answers = asyncio.run(all_at_once())
+        health = httpx.get(f"{url}/health").json()
+    nlp = make_pipeline(False)
+    assert [a.json()["entities"] for a in answers] == \
+        [[{"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char} for e in nlp(t).ents]
+         for t in texts]
+    assert health["texts"] == 24 and health["batches"] <= 24 // 8 + 2, health  # batched, not one call each
+
+
+def test_a_request_that_waits_too_long_gets_503_and_the_server_goes_on():
+    nlp = make_pipeline(False)
+    nlp.add_pipe("slow_on_marker")
+    with serving(nlp, Limits(timeout_s=0.3), Batching(max_batch_size=1)) as url:
+        assert post(url, {"text": "SLOW ZnO"}).status_code == 503
+        time.sleep(1.0)
+        assert post(url, {"text": "ZnO"}).json()["entities"][0]["text"] == "ZnO"
+
+
+def test_a_full_queue_answers_503_at_once():
+    nlp = make_pipeline(False)
+    nlp.add_pipe("slow_on_marker")
+    with serving(nlp, Limits(max_queue=2, max_texts=3), Batching(max_batch_size=1)) as url:
+        async def flood():
+            async with httpx.AsyncClient(timeout=30) as client:
+                first = asyncio.ensure_future(client.post(f"{url}/ner", json={"text": "SLOW"}))
+                await asyncio.sleep(0.3)  # the worker is busy with SLOW; the queue is empty
+                return await client.post(f"{url}/ner", json={"texts": ["a", "b", "c"]}), await first
+
+        refused, slow = asyncio.run(flood())
+        assert refused.status_code == 503 and "queue is full" in refused.json()["detail"]
+        assert refused.headers["retry-after"] == "1" and slow.status_code == 200
+
+
+def test_new_words_do_not_grow_the_vocab(scored_model):
+    """Each batch runs in nlp.memory_zone(): strings that requests bring are freed after it."""
+    nlp = spacy.load(scored_model)
+    run = pipeline_runner(nlp)
+    run(["warm up ZnO"])
+    before = len(nlp.vocab.strings)
+    for i in range(50):
+        run([f"unseenword{i}x grown by method{i}y"])
+    assert len(nlp.vocab.strings) == before
+
+
+def test_serve_command_finishes_queued_requests_on_ctrl_c(scored_model):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve.py"), str(scored_model), "--port",
+                               str(port), "--gpu-id", "cpu", "--max-wait-ms", "300"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+
+        async def then_ctrl_c():
+            async with httpx.AsyncClient(timeout=30) as client:
+                sent = [asyncio.ensure_future(client.post(f"{url}/ner", json={"text": t})) for t in SCORED_TEXTS]
+                await asyncio.sleep(0.1)  # in the queue: the batch waits up to 300 ms for more
+                server.send_signal(signal.SIGINT)
+                return await asyncio.gather(*sent)
+
+        answers = asyncio.run(then_ctrl_c())
+        output = server.communicate(timeout=60)[0]
+    finally:
+        server.kill()
+    assert [a.status_code for a in answers] == [200] * len(SCORED_TEXTS)
+    assert server.returncode == 0 and "Stopped: the queued requests were answered" in output, output
+
+
+def test_serve_command_names_a_missing_model_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=120)
+    said = " ".join(result.stdout.split())  # wasabi wraps long lines
+    assert result.returncode == 1 and "is neither a pipeline folder nor an installed pipeline package" in said
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_request_mix_holds_every_malformed_kind_and_the_good_texts():
+    limits = {"max_chars": 200, "max_texts": 3, "max_body_bytes": 2_000}
+    mix = request_mix(["a b", "c"], good=10, bad=16, limits=limits)
+    kinds = {r.kind for r in mix}
+    assert len(mix) == 26 and kinds == {"good"} | {r.kind for r in malformed_requests(**limits)}
+    assert sum(r.words for r in mix) == 5 * 2 + 5 * 1
+
+
+def test_loadtest_runs_both_settings_and_every_malformed_request_gets_a_4xx(scored_model, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SCORED_TEXTS) + "\n", encoding="utf8")
+    result = loadtest(model=str(scored_model), texts=texts, requests=60, malformed=16, unbatched_requests=20,
+                      concurrency=4, gpu_id="cpu", time_cap_s=120)
+    batched, unbatched = result["runs"]["batched"], result["runs"]["unbatched"]
+    assert batched["sent"] == 76 and unbatched["sent"] == 20
+    assert batched["statuses"]["good"] == {"200": 60} and unbatched["statuses"]["good"] == {"200": 20}
+    assert batched["malformed_not_4xx"] == 0 and batched["server_errors"] == 0
+    assert sum(sum(by.values()) for kind, by in batched["statuses"].items() if kind != "good") == 16
+    assert set(batched["latency_ms"]) == {"p50", "p95", "p99"} and batched["words_per_s"] > 0
+    assert result["batched_over_unbatched_words_per_s"] > 0 and batched["rss_bytes"]["after all"] > 0
