@@ -1,7 +1,10 @@
-"""Run a trained pipeline on new text: .txt files, a folder of them, or JSONL ({"text": ...} per line).
+"""Run a trained pipeline on new text: .txt files, a folder of them, JSONL ({"text": ...} per line) or
+Parquet (a `text` column, optionally `id`).
 
-Writes JSONL (one document a line: id, text, entities with character offsets) and, optionally, an IOB
-.tsv in the UBIAI export shape for re-import into an annotation tool. Streams: memory stays bounded.
+Writes JSONL (one document a line: id, text, entities with character offsets; Parquet where the output
+ends in .parquet) and, optionally, an IOB .tsv in the UBIAI export shape for re-import into an
+annotation tool. Streams: memory stays bounded. `--engine ray` runs the same pipeline on Ray actors
+(scripts/predict_ray.py: local by default, a cluster with RAY_ADDRESS) and writes the same outputs.
 
 Entity scores: where the pipeline's NER gives them (token_ner writes its entities with their probability
 to doc.spans[its spans_key]), each entity record has "score", its calibrated probability (4 decimals);
@@ -35,7 +38,8 @@ from iob_ner.iob import write_iob
 from iob_ner.outputs import atomic_outputs, temporary_name
 from iob_ner.runtime import SetupError, parse_gpu_id, select_device
 
-INPUT_SUFFIXES = (".txt", ".jsonl")
+INPUT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+ENGINES = ("local", "ray")
 BOM = b"\xef\xbb\xbf"
 Span = Tuple[int, int, str]  # word start, word end, label
 
@@ -97,7 +101,7 @@ def first_line(err: BaseException, limit: int = 200) -> str:
 # -- input ---------------------------------------------------------------------------------------------
 
 def input_files(source: Path, exclude: Sequence[Path] = ()) -> List[Path]:
-    """The files to read: `source` itself, or the .txt/.jsonl files of a folder (any case), sorted.
+    """The files to read: `source` itself, or the .txt/.jsonl/.parquet files of a folder (any case), sorted.
 
     Files with other extensions are named once in a warning instead of vanishing without a word.
     """
@@ -120,7 +124,7 @@ def input_files(source: Path, exclude: Sequence[Path] = ()) -> List[Path]:
         examples += ", ..." if len(others) > 5 else ""
         msg.warn(f"skipped {len(others)} file(s) with other extensions: {examples}")
     if not files:
-        raise SetupError(f"{source} holds no .txt or .jsonl files")
+        raise SetupError(f"{source} holds no .txt, .jsonl or .parquet files")
     return files
 
 
@@ -138,11 +142,14 @@ def decode_utf8(data: bytes, *, whole_file: bool = False) -> Tuple[Optional[str]
 
 def read_texts(files: Sequence[Path], problems: InputProblems, *, lines: bool = False,
                root: Optional[Path] = None) -> Iterator[Text]:
-    """Documents from .jsonl files (a line each), .txt files (one each, or a line each with `lines`)."""
+    """Documents from .jsonl files (a line each), .parquet files (a row each), .txt files (one each, or a
+    line each with `lines`)."""
     for path in files:
         try:
             if path.suffix.lower() == ".jsonl":
                 yield from _read_jsonl(path, problems)
+            elif path.suffix.lower() == ".parquet":
+                yield from _read_parquet(path, problems)
             elif lines:
                 yield from _read_lines(path, problems)
             else:
@@ -186,6 +193,37 @@ def _read_jsonl(path: Path, problems: InputProblems) -> Iterator[Text]:
                 problems.skip(where, f"not UTF-8 (unpaired surrogate \\u{ord(surrogate.group()):04x})", "not UTF-8")
             else:
                 yield Text(doc_id, where, text)
+
+
+def _read_parquet(path: Path, problems: InputProblems, rows_per_read: int = 4096) -> Iterator[Text]:
+    """A document per row of the `text` column (id: the `id` column, else `file:row`), a batch of rows at a
+    time so that a large file is never held whole; a row without text is named with its row and skipped."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SetupError("reading Parquet needs pyarrow: pip install -r requirements-ray.txt") from None
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow's ArrowInvalid and friends: not a Parquet file
+        problems.skip(str(path), f"not Parquet ({first_line(err)})", "not Parquet")
+        return
+    names = parquet.schema_arrow.names
+    if "text" not in names:
+        problems.skip(str(path), 'no "text" column', 'no "text"')
+        return
+    columns = ["text"] + (["id"] if "id" in names else [])
+    row = 0
+    for batch in parquet.iter_batches(batch_size=rows_per_read, columns=columns):
+        ids = batch.column("id").to_pylist() if "id" in columns else [None] * batch.num_rows
+        for text, doc_id in zip(batch.column("text").to_pylist(), ids):
+            row += 1
+            where = f"{path}:{row}"
+            if not isinstance(text, str):
+                problems.skip(where, 'no "text" string', 'no "text"')
+            elif not text.strip():
+                problems.skip(where, "the text is empty", "empty")
+            else:
+                yield Text(str(doc_id) if doc_id is not None else f"{path.name}:{row}", where, text)
 
 
 def _read_lines(path: Path, problems: InputProblems) -> Iterator[Text]:
@@ -414,6 +452,79 @@ def write_predictions(found: Iterable[Prediction], out: IO[str], iob_file: Optio
     return counts
 
 
+# Parquet output: the JSONL records' columns, typed once so that every row group has the same schema
+# (a batch without any entity or score would otherwise be inferred as list<null>).
+PARQUET_ROWS = 10_000  # rows per row group: bounded memory, and few enough groups for fast reads
+
+
+def parquet_schema():
+    import pyarrow as pa
+
+    entity = pa.struct([("text", pa.string()), ("label", pa.string()), ("start", pa.int64()),
+                        ("end", pa.int64()), ("score", pa.float64())])
+    return pa.schema([("id", pa.string()), ("text", pa.string()), ("entities", pa.list_(entity))])
+
+
+class ParquetSink:
+    """A write()-able stand-in for the JSONL file: takes the JSONL lines, writes Parquet row groups."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise SetupError("writing Parquet needs pyarrow: pip install -r requirements-ray.txt") from None
+        self.schema = parquet_schema()
+        self.writer = pq.ParquetWriter(path, self.schema)
+        self.rows: List[dict] = []
+
+    def write(self, line: str) -> None:
+        self.rows.append(json.loads(line))
+        if len(self.rows) >= PARQUET_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def write_outputs(found: Iterable[Prediction], output: Path, iob_output: Optional[Path]) -> Dict[str, int]:
+    """Write the predictions to `output` (JSONL, or Parquet where it ends in .parquet) and the optional IOB
+    file, whole or not at all; returns write_predictions' counts. Both engines end here."""
+    with atomic_outputs(*([output] + ([iob_output] if iob_output is not None else []))) as temps:
+        if output.suffix.lower() == ".parquet":
+            sink = ParquetSink(temps[0])
+            try:
+                counts = _write_with_iob(found, sink, temps[1:])
+            finally:
+                sink.close()
+        else:
+            with temps[0].open("w", encoding="utf8") as out:
+                counts = _write_with_iob(found, out, temps[1:])
+    return counts
+
+
+def _write_with_iob(found: Iterable[Prediction], out, iob_temp: Sequence[Path]) -> Dict[str, int]:
+    if not iob_temp:
+        return write_predictions(found, out, None)
+    with iob_temp[0].open("w", encoding="utf8", newline="") as iob_file:
+        return write_predictions(found, out, iob_file)
+
+
+def check_settings(batch_size: int, max_length: Optional[int], min_score: float) -> None:
+    """The checks on predict's numbers that both engines make before anything starts."""
+    if batch_size < 1 or (max_length is not None and max_length < 1):
+        raise SetupError("batch_size and max_length must be at least 1")
+    if not 0.0 <= min_score <= 1.0:
+        raise SetupError(f"min_score must be a probability between 0 and 1, not {min_score}")
+
+
 def load_pipeline(model: Path) -> Language:
     if not model.is_dir() and not spacy.util.is_package(str(model)):
         raise SetupError(f"the model {model} is neither a pipeline folder nor an installed pipeline package")
@@ -440,14 +551,25 @@ def entity_reading(nlp: Language, min_score: float = 0.0) -> Reading:
 
 def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Path] = None,
             gpu_id: Optional[int] = -1, batch_size: int = 64, lines: bool = False,
-            max_length: Optional[int] = None, min_score: float = 0.0) -> dict:
+            max_length: Optional[int] = None, min_score: float = 0.0, engine: str = "local",
+            actors: int = 0, shard_size: int = 10_240, ray_address: Optional[str] = None,
+            ray_wheel: Optional[Path] = None) -> dict:
     """Predict entities for every document of `source`; returns counts. `max_length` (default: the
     pipeline's nlp.max_length) is the longest text processed whole; longer ones are split. Entities
-    whose score is under `min_score` are left out (and counted)."""
-    if batch_size < 1 or (max_length is not None and max_length < 1):
-        raise SetupError("batch_size and max_length must be at least 1")
-    if not 0.0 <= min_score <= 1.0:
-        raise SetupError(f"min_score must be a probability between 0 and 1, not {min_score}")
+    whose score is under `min_score` are left out (and counted). `engine` "ray" runs on Ray actors
+    (`actors`, 0: one a GPU or CPU; `shard_size` documents a resumable shard; `ray_address` or
+    RAY_ADDRESS: an existing cluster, else a local one; `ray_wheel`: the pipeline package's wheel, sent
+    to the workers) and writes the same outputs."""
+    check_settings(batch_size, max_length, min_score)
+    if engine not in ENGINES:
+        raise SetupError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "ray":
+        from predict_ray import predict_ray  # Ray is optional: imported only when asked for
+
+        return predict_ray(model=model, source=source, output=output, iob_output=iob_output, gpu_id=gpu_id,
+                           batch_size=batch_size, lines=lines, max_length=max_length, min_score=min_score,
+                           actors=actors, shard_size=shard_size, address=ray_address,
+                           wheels=[ray_wheel] if ray_wheel else [])
     _, device = select_device(gpu_id)
     nlp = load_pipeline(model)
     reading = entity_reading(nlp, min_score)
@@ -459,15 +581,9 @@ def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Pat
     from tqdm import tqdm
 
     texts = read_texts(files, problems, lines=lines, root=source if source.is_dir() else None)
-    with atomic_outputs(*outputs) as temps:
-        found = tqdm(predictions(nlp, texts, problems, batch_size=batch_size, max_length=limit, reading=reading),
-                     unit="doc", desc="predict", leave=False, mininterval=2)
-        with temps[0].open("w", encoding="utf8") as out:
-            if iob_output is None:
-                counts = write_predictions(found, out, None)
-            else:
-                with temps[1].open("w", encoding="utf8", newline="") as iob_file:
-                    counts = write_predictions(found, out, iob_file)
+    found = tqdm(predictions(nlp, texts, problems, batch_size=batch_size, max_length=limit, reading=reading),
+                 unit="doc", desc="predict", leave=False, mininterval=2)
+    counts = write_outputs(found, output, iob_output)
     return {**counts, "skipped": problems.count, "skipped_reasons": dict(problems.reasons), "device": device,
             "scored": reading.spans_key is not None, "min_score": min_score}
 
@@ -483,29 +599,39 @@ def summary(result: dict, outputs: Sequence[Path]) -> str:
              if result.get("min_score") else "")
     unscored = (f"{result['unscored']} entities without a score (set by another component), "
                 if result.get("unscored") else "")
+    shards = (f" ({result['shards']} shard(s), {result['shards_reused']} reused from an earlier run)"
+              if result.get("engine") == "ray" else "")
     return (f"{result['documents']} document(s) written, {result['entities']} entities, {below}{unscored}"
             f"{skipped_text(result)}, {result['split']} long "
-            f"text(s) split, on {result['device']} -> {', '.join(str(p) for p in outputs)}")
+            f"text(s) split, on {result['device']}{shards} -> {', '.join(str(p) for p in outputs)}")
 
 
 def main(
     model: Path = typer.Argument(..., help="Pipeline folder (training/model-best) or installed package name"),
     source: Path = typer.Argument(..., help=".txt file, .jsonl file, or a folder of them"),
-    output: Path = typer.Argument(..., help="JSONL output"),
+    output: Path = typer.Argument(..., help="JSONL output (Parquet where it ends in .parquet)"),
     iob: Optional[Path] = typer.Option(None, help="Also write an IOB .tsv (UBIAI export shape)"),
     gpu_id: str = typer.Option("cpu", help="GPU id, 'cpu' or 'auto'"),
     batch_size: int = typer.Option(64),
     lines: bool = typer.Option(False, "--lines", help="Each line of a .txt file is one document"),
     max_length: int = typer.Option(0, help="Split texts longer than this (characters; 0: the pipeline's max_length)"),
     min_score: float = typer.Option(0.0, help="Leave out entities whose probability is under this (needs token_ner)"),
+    engine: str = typer.Option("local", help="local (this process) or ray (pip install -r requirements-ray.txt)"),
+    actors: int = typer.Option(0, help="Ray engine: pipeline copies (0: one per GPU, else one per CPU)"),
+    shard_size: int = typer.Option(10_240, help="Ray engine: documents a resumable shard (rounded up to whole batches)"),
+    ray_address: str = typer.Option("", help="Ray engine: a cluster's address (default: RAY_ADDRESS, else a local Ray)"),
+    ray_wheel: Optional[Path] = typer.Option(None, help="Ray engine: the pipeline's wheel, installed on the workers"),
 ) -> None:
     try:
         result = predict(model=model, source=source, output=output, iob_output=iob, gpu_id=parse_gpu_id(gpu_id),
-                         batch_size=batch_size, lines=lines, max_length=max_length or None, min_score=min_score)
+                         batch_size=batch_size, lines=lines, max_length=max_length or None, min_score=min_score,
+                         engine=engine, actors=actors, shard_size=shard_size, ray_address=ray_address or None,
+                         ray_wheel=ray_wheel)
     except (SetupError, OSError) as err:
         msg.fail(first_line(err), exits=1)
     except KeyboardInterrupt:
-        msg.fail("interrupted: the previous outputs are left as they were", exits=130)
+        resume = "; rerun the same command to go on from the finished shards" if engine == "ray" else ""
+        msg.fail(f"interrupted: the previous outputs are left as they were{resume}", exits=130)
     (msg.warn if result["skipped"] else msg.good)(summary(result, [output] + ([iob] if iob else [])))
 
 
