@@ -17,7 +17,7 @@ import typer
 from thinc.api import Config
 from wasabi import msg
 
-from iob_ner import config_file
+from iob_ner import config_file, precision
 from iob_ner.outputs import remove, replace, temporary_name
 from iob_ner.runtime import SetupError, parse_gpu_id, resolve_transformer, select_device
 
@@ -85,9 +85,15 @@ def train_pipeline(
     check_steps(max_steps, eval_frequency, warmup_ratio)
     config_data = read_config(config)
     check_training_corpus(config_data, train)
+    from spacy.cli._util import parse_config_overrides
+
+    user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
+    precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
     model = resolve_transformer(transformer)
     gpu, device = select_device(gpu_id)
+    chosen = precision.choose(precision_setting, gpu)
     msg.info(f"Training on {device}, transformer {model}")
+    msg.info(precision.describe(chosen, precision_setting, gpu))
     overrides = {
         "paths.train": str(train), "paths.dev": str(dev), "paths.transformer": model,
         "training.max_steps": max_steps, "training.eval_frequency": eval_frequency, "system.seed": seed,
@@ -97,19 +103,16 @@ def train_pipeline(
     remove(run_dir)
     if log_file is not None:
         overrides["training.logger.output_file"] = str(run_dir / "log.jsonl")
-    from spacy.cli._util import parse_config_overrides
-
-    overrides.update(parse_config_overrides([]))  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
-    _train_then_promote(config, run_dir, output, log_file, gpu, overrides, dev)
+    overrides.update(user_overrides)
+    _train_then_promote(config, run_dir, output, log_file, gpu, overrides, dev, chosen)
 
 
 def _train_then_promote(config: Path, run_dir: Path, output: Path, log_file: Optional[Path], gpu: int,
-                        overrides: dict, dev: Path) -> None:
-    from spacy.cli.train import train as spacy_train
-
+                        overrides: dict, dev: Path, chosen_precision: str = "fp32") -> None:
     try:
         with _said_at_once_on_ctrl_c(_interrupted_message(output)):
-            spacy_train(config, run_dir, use_gpu=gpu, overrides=overrides)
+            # spaCy's train, with the transformer's precision set between initialization and the loop
+            precision.train(config, run_dir, use_gpu=gpu, overrides=overrides, precision=chosen_precision)
             calibrate(run_dir / "model-best", dev, run_dir / "calibration.json")
     except KeyboardInterrupt:
         _keep_interrupted_run(run_dir, output)
