@@ -8,14 +8,21 @@ micro-batched (scripts/iob_ner/serving.py says how, and which limits answer with
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+import os
 
-import typer
-from wasabi import msg
+# oneDNN caches a compiled kernel for every input shape it sees, and a server sees a new shape with every
+# batch size and padded length: measured here, 10,000 requests grew the server from 792 to 969 MB, with
+# the cache off it stays flat at the same speed. Set before torch loads; an explicit setting wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
-from iob_ner.runtime import SetupError, parse_gpu_id, select_device
-from iob_ner.serving import Batching, Limits, Run
+from pathlib import Path  # noqa: E402
+from typing import Any, Dict, List  # noqa: E402
+
+import typer  # noqa: E402
+from wasabi import msg  # noqa: E402
+
+from iob_ner.runtime import SetupError, parse_gpu_id, select_device  # noqa: E402
+from iob_ner.serving import Batching, Limits, Run  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 
