@@ -16,12 +16,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import psutil
 import typer
 from wasabi import msg
 
+from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import cpu_name
 from predict import predict
 
@@ -69,10 +70,12 @@ class PeakMemory:
 
     def __init__(self, every: float = 0.2) -> None:
         self.every, self.peak, self.stop = every, 0, threading.Event()
+        self.series: List[Tuple[float, int]] = []  # (seconds since the start, bytes): is memory flat or growing?
         self.thread = threading.Thread(target=self.sample, daemon=True)
 
     def sample(self) -> None:
         me = psutil.Process()
+        start = time.perf_counter()
         while not self.stop.is_set():
             total = 0
             for process in [me] + me.children(recursive=True):
@@ -81,7 +84,16 @@ class PeakMemory:
                 except psutil.Error:  # a worker that ended between listing and reading
                     pass
             self.peak = max(self.peak, total)
+            self.series.append((time.perf_counter() - start, total))
             self.stop.wait(self.every)
+
+    def peak_within(self, start: float, end: float) -> int:
+        """The peak, in MB, among the samples taken between two fractions of the run (0.0 to 1.0)."""
+        if not self.series:
+            return 0
+        last = self.series[-1][0] or 1.0
+        inside = [total for at, total in self.series if start * last <= at <= end * last]
+        return max(inside, default=0) // 2**20
 
     def __enter__(self) -> "PeakMemory":
         self.thread.start()
@@ -92,17 +104,17 @@ class PeakMemory:
         self.thread.join()
 
 
-def timed(run: Callable[[], dict]) -> Tuple[float, dict, int]:
-    """(seconds, predict's result, peak MB of the process tree) of one run."""
+def timed(run: Callable[[], dict]) -> Tuple[float, dict, int, PeakMemory]:
+    """(seconds, predict's result, peak MB of the process tree, the memory samples) of one run."""
     with PeakMemory() as memory:
         start = time.perf_counter()
         result = run()
         seconds = time.perf_counter() - start
-    return seconds, result, memory.peak // 2**20
+    return seconds, result, memory.peak // 2**20, memory
 
 
 def main(
-    documents: int = typer.Option(20_000, help="Documents of the words/s comparison"),
+    documents: int = typer.Option(20_000, help="Documents of the words/s comparison (0: skip it)"),
     million: int = typer.Option(1_000_000, help="Documents of the memory run (0: skip it)"),
     fast: bool = typer.Option(False, "--fast", help="The tiny pipeline even where training/model-best exists"),
     model: Optional[Path] = typer.Option(None, help="A pipeline folder (default: training/model-best, else tiny)"),
@@ -117,8 +129,8 @@ def main(
         source = work / "in.jsonl"
         words = synthetic_jsonl(source, documents)
         rows = []
-        for engine, actors in (("local", 0), ("ray", 1), ("ray", 2)):
-            seconds, result, peak = timed(lambda: predict(model=chosen, source=source, output=work / "out.jsonl",
+        for engine, actors in (("local", 0), ("ray", 1), ("ray", 2)) if documents else ():
+            seconds, result, peak, _ = timed(lambda: predict(model=chosen, source=source, output=work / "out.jsonl",
                                                           gpu_id=-1, engine=engine, actors=actors))
             rows.append({"engine": engine, "actors": actors, "documents": result["documents"], "words": words,
                          "seconds": round(seconds, 1), "words_per_s": round(words / seconds), "peak_mb": peak})
@@ -129,15 +141,17 @@ def main(
             big = work / "million.jsonl"
             big_words = synthetic_jsonl(big, million, seed=1)
             msg.info(f"{million:,} documents ({big.stat().st_size / 2**20:,.0f} MB, {big_words:,} words), Ray, 2 actors")
-            seconds, result, peak = timed(lambda: predict(model=tiny, source=big, output=work / "million-out.jsonl",
+            seconds, result, peak, memory = timed(lambda: predict(model=tiny, source=big, output=work / "million-out.jsonl",
                                                           gpu_id=-1, engine="ray", actors=2))
             figures["million"] = {"documents": result["documents"], "input_mb": round(big.stat().st_size / 2**20),
                                   "seconds": round(seconds, 1), "words_per_s": round(big_words / seconds),
-                                  "peak_mb_process_tree": peak, "shards": result["shards"]}
+                                  "peak_mb_process_tree": peak, "shards": result["shards"],
+                                  "peak_mb_by_quarter": [memory.peak_within(q / 4, (q + 1) / 4) for q in range(4)]}
             msg.info(f"peak resident memory of the process tree: {peak:,} MB for an input of "
-                     f"{big.stat().st_size / 2**20:,.0f} MB ({seconds:.0f} s, {big_words / seconds:,.0f} words/s)")
+                     f"{big.stat().st_size / 2**20:,.0f} MB ({seconds:.0f} s, {big_words / seconds:,.0f} words/s); "
+                     f"by quarter of the run: {figures['million']['peak_mb_by_quarter']} MB")
     if output:
-        output.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf8")
+        write_text_atomic(output, json.dumps(figures, indent=2) + "\n")
     msg.good(f"pipeline: {which}; CPU: {figures['cpu']}; {len(rows)} speed runs"
              f"{', 1 memory run' if million else ''}")
 

@@ -9,6 +9,7 @@ memory (RSS) before the first request, after the first 1,000 and at the end.
 import asyncio
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import SetupError, cpu_name
 
 SERVE = Path(__file__).parent / "serve.py"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # wasabi's colours, out of a message quoted in another
 MEMORY_MARK = 1000  # RSS is read after this many requests, and again at the end
 
 
@@ -51,15 +53,22 @@ def malformed_requests(max_chars: int, max_texts: int, max_body_bytes: int) -> L
 
 def read_sentences(path: Path) -> List[str]:
     """Request texts: the sentences of a .spacy corpus, or the non-empty lines of a text file."""
-    if path.suffix == ".spacy":
-        import spacy
-        from spacy.tokens import DocBin
+    if path.is_dir():
+        raise SetupError(f"{path} is a folder: give a .spacy corpus or a text file with one text a line")
+    try:
+        if path.suffix == ".spacy":
+            import spacy
+            from spacy.tokens import DocBin
 
-        docs = DocBin().from_disk(path).get_docs(spacy.blank("en").vocab)
-        texts = [sent.text.strip() for doc in docs for sent in (doc.sents if doc.has_annotation("SENT_START")
-                                                                 else [doc[:]])]
-    else:
-        texts = [line.strip() for line in path.read_text(encoding="utf8").splitlines()]
+            docs = DocBin().from_disk(path).get_docs(spacy.blank("en").vocab)
+            texts = [sent.text.strip() for doc in docs
+                     for sent in (doc.sents if doc.has_annotation("SENT_START") else [doc[:]])]
+        else:
+            texts = [line.strip() for line in path.read_text(encoding="utf8").splitlines()]
+    except UnicodeDecodeError as err:
+        raise SetupError(f"{path} is not UTF-8 text (byte {err.start}): give a .spacy corpus or a text file") from None
+    except ValueError as err:  # DocBin's E1014 and friends: not a .spacy file
+        raise SetupError(f"{path} cannot be read as a .spacy corpus ({str(err).splitlines()[0][:160]})") from None
     texts = [text for text in texts if text]
     if not texts:
         raise SetupError(f"{path} holds no text to send")
@@ -94,7 +103,8 @@ def start_server(model: str, port: int, max_batch_size: int, max_wait_ms: float,
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SetupError(f"the server stopped before it answered: {server.stdout.read()[-1000:]}")
+            said = [line for line in ANSI.sub("", server.stdout.read()).splitlines() if line.strip()]
+            raise SetupError(f"the server stopped before it answered ({' '.join(said[-3:])[-600:]})")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return server

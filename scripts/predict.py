@@ -179,7 +179,7 @@ def _read_jsonl(path: Path, problems: InputProblems) -> Iterator[Text]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            problems.skip(where, f"not JSON ({err.msg})", "not JSON")
+            problems.skip(where, f"not JSON ({err})", "not JSON")  # err: the message with line and column
             continue
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
@@ -519,8 +519,10 @@ def _write_with_iob(found: Iterable[Prediction], out, iob_temp: Sequence[Path]) 
 
 def check_settings(batch_size: int, max_length: Optional[int], min_score: float) -> None:
     """The checks on predict's numbers that both engines make before anything starts."""
-    if batch_size < 1 or (max_length is not None and max_length < 1):
-        raise SetupError("batch_size and max_length must be at least 1")
+    if batch_size < 1:
+        raise SetupError(f"batch_size must be at least 1, not {batch_size}")
+    if max_length is not None and max_length < 1:
+        raise SetupError(f"max_length must be at least 1 (or 0: the pipeline's own), not {max_length}")
     if not 0.0 <= min_score <= 1.0:
         raise SetupError(f"min_score must be a probability between 0 and 1, not {min_score}")
 
@@ -608,7 +610,7 @@ def summary(result: dict, outputs: Sequence[Path]) -> str:
 
 def main(
     model: Path = typer.Argument(..., help="Pipeline folder (training/model-best) or installed package name"),
-    source: Path = typer.Argument(..., help=".txt file, .jsonl file, or a folder of them"),
+    source: Path = typer.Argument(..., help=".txt, .jsonl or .parquet file, or a folder of them"),
     output: Path = typer.Argument(..., help="JSONL output (Parquet where it ends in .parquet)"),
     iob: Optional[Path] = typer.Option(None, help="Also write an IOB .tsv (UBIAI export shape)"),
     gpu_id: str = typer.Option("cpu", help="GPU id, 'cpu' or 'auto'"),

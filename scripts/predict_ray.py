@@ -244,6 +244,23 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """One sentence, at once, for a cluster address nothing answers on: ray.init retries it for minutes."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    where = address.split("://", 1)[-1]
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise SetupError(f"the Ray address {address!r} is not HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise SetupError(f"cannot reach Ray at {address} ({err.strerror or err}): is the cluster up, and is "
+                         f"this its head's address? Leave ray_address and RAY_ADDRESS empty for a local Ray") from None
+
+
 def connect(address: Optional[str], actors: int, gpu_id: Optional[int], wheels: Sequence[Path] = ()) -> Cluster:
     """Join the cluster at `address` (or RAY_ADDRESS), else start Ray on this machine; reuse a running one."""
     try:
@@ -252,6 +269,8 @@ def connect(address: Optional[str], actors: int, gpu_id: Optional[int], wheels: 
         raise SetupError("the ray engine needs Ray: pip install -r requirements-ray.txt") from None
     started = not ray.is_initialized()
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if started and address:
+        check_reachable(address)
     job_env, actor_env = code_env(wheels, started)
     if started:
         # Local: every CPU of this machine (or as many as actors asked), no dashboard, quiet logs.

@@ -166,3 +166,15 @@ def test_parquet_input_gives_the_jsonl_inputs_records_and_parquet_output_holds_t
     for got, record in zip(table, want):
         assert got["id"] == record["id"] and got["text"] == record["text"]
         assert [{k: v for k, v in e.items() if v is not None} for e in got["entities"]] == record["entities"]
+
+
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:1", "cannot reach Ray at 127.0.0.1:1"),
+    ("ray://127.0.0.1:1", "cannot reach Ray at ray://127.0.0.1:1"),
+    ("head-node", "is not HOST:PORT"),
+])
+def test_an_address_nothing_answers_on_fails_at_once_instead_of_retrying_for_minutes(address, says):
+    from iob_ner.runtime import SetupError
+
+    with pytest.raises(SetupError, match=says.replace("/", "/").replace(".", r"\.")):
+        predict_ray.check_reachable(address, timeout_s=2)

@@ -3,6 +3,7 @@ body gets its 4xx and the server goes on, micro-batching batches, timeouts answe
 the queued requests. Needs requirements-serve.txt (CI installs it)."""
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -94,6 +95,8 @@ def test_entities_and_scores_equal_the_pipelines_own(scored_model):
     ({"text": "word " * 41}, 413, "the limit is 200"),
     ({"texts": ["a", "b", "c", "d"]}, 413, "4 texts"),
     (b'{"text": "' + b"x" * 3_000 + b'"}', 413, "limit is 2,000"),
+    (b'{"text": "ZnO \\ud800 films"}', 422, "unpaired surrogate \\ud800 at character 4"),
+    (b'{"texts": ["ok", "\\udfff"]}', 422, "text 1 holds an unpaired surrogate"),
 ])
 def test_each_limit_and_malformed_body_gets_its_4xx_and_the_server_goes_on(body, status, says):
     with serving(make_pipeline(False)) as url:
@@ -236,3 +239,66 @@ def test_loadtest_runs_both_settings_and_every_malformed_request_gets_a_4xx(scor
     assert sum(sum(by.values()) for kind, by in batched["statuses"].items() if kind != "good") == 16
     assert set(batched["latency_ms"]) == {"p50", "p95", "p99"} and batched["words_per_s"] > 0
     assert result["batched_over_unbatched_words_per_s"] > 0 and batched["rss_bytes"]["after all"] > 0
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_not_a_hung_connection():
+    import socket
+
+    with serving(make_pipeline(False), Limits(timeout_s=1)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 5000\r\n\r\n{\"text\": \"only this\"}")
+            answer = client.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in answer
+        assert post(url, {"text": "ZnO"}).status_code == 200
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--port", "70000"], "port must be between 1 and 65535, not 70000"),
+    (["--min-score", "2"], "min_score must be a probability between 0 and 1, not 2"),
+])
+def test_serve_refuses_impossible_settings_in_one_line(scored_model, args, says):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve.py"), str(scored_model), *args],
+                            capture_output=True, text=True, timeout=120)
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1 and says in said and "Traceback" not in result.stdout + result.stderr, said
+
+
+def test_serve_names_a_port_in_use_before_loading_the_model(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere"),
+                                 "--port", str(port)], capture_output=True, text=True, timeout=120)
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in said and "Serving" not in said
+    assert "neither a pipeline folder" not in said  # refused before the model is even looked at
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"\x97\x00binary", "is not UTF-8 text (byte 0)"),
+    (b"not a docbin", "cannot be read as a .spacy corpus"),
+])
+def test_loadtest_names_unreadable_texts_in_one_sentence(tmp_path, content, says):
+    from iob_ner.runtime import SetupError
+    from loadtest import read_sentences
+
+    path = tmp_path / ("texts.spacy" if "docbin" in says or "corpus" in says else "texts.txt")
+    path.write_bytes(content)
+    with pytest.raises(SetupError, match=re.escape(says)):
+        read_sentences(path)
+    with pytest.raises(SetupError, match="is a folder"):
+        read_sentences(tmp_path)
+
+
+def test_deeply_nested_json_gets_422_not_a_500():
+    """3 KB of [[[...]]] made json.loads raise RecursionError: a 500 with a traceback in the log."""
+    with serving(make_pipeline(False), Limits()) as url:
+        answer = post(url, b'{"text": "a", "x": ' + b"[" * 1_500 + b"]" * 1_500 + b"}")
+        assert answer.status_code == 422 and "too deeply" in answer.json()["detail"]
+        assert post(url, {"text": "ZnO"}).status_code == 200

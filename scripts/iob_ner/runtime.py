@@ -76,7 +76,7 @@ def select_device(gpu_id: Optional[int]) -> Tuple[int, str]:
         return -1, f"CPU ({reason}; a GPU is used when one is present)"
     if not cuda:
         raise SetupError(f"GPU {gpu_id} was asked for, but torch sees no CUDA GPU "
-                         f"(torch {torch.__version__}); drop the GPU option to train on the CPU")
+                         f"(torch {torch.__version__}); drop the GPU option to run on the CPU")
     if not has_cupy:
         raise SetupError(f"GPU {gpu_id} was asked for, but cupy is not installed: "
                          f"pip install -r requirements-gpu.txt")

@@ -7,14 +7,16 @@ it concurrently. Each batch runs inside `nlp.memory_zone()`: the strings and lex
 to the vocab are freed after the batch, so memory stays flat over millions of requests.
 
 Limits answer with a 4xx and one sentence, and the server goes on: body size (413), texts per request
-(413), characters per text (413), a body that is not UTF-8 (400), not JSON (422) or not of the
-documented shape (422). A request that waits longer than `timeout_s` gets 503 (with Retry-After), as
-does one that finds the queue full. On shutdown (SIGTERM, Ctrl-C) uvicorn stops accepting and the
-queued requests are finished before the process ends.
+(413), characters per text (413), a body that is not UTF-8 (400), not JSON, too deeply nested, not of
+the documented shape or holding an unpaired surrogate (422), a body that does not arrive within
+`timeout_s` (408). A request that waits longer than `timeout_s` for the pipeline gets 503 (with
+Retry-After), as does one that finds the queue full. On shutdown (SIGTERM, Ctrl-C) uvicorn stops
+accepting and the queued requests are finished before the process ends.
 """
 
 import asyncio
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -22,8 +24,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from starlette.requests import ClientDisconnect
 
 Run = Callable[[List[str]], List[List[dict]]]  # texts -> the entities of each
+UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ def parse_body(body: bytes, limits: Limits) -> Tuple[List[str], bool]:
         payload = json.loads(decoded)
     except json.JSONDecodeError as err:
         raise RequestError(422, f"the body is not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except RecursionError:  # 2 KB of [[[[...]]]] would otherwise be a 500 with a traceback
+        raise RequestError(422, "the body nests JSON arrays or objects too deeply") from None
     try:
         request = NerRequest.model_validate(payload)
     except ValidationError as err:
@@ -87,6 +93,10 @@ def parse_body(body: bytes, limits: Limits) -> Tuple[List[str], bool]:
     for i, text in enumerate(texts):
         if len(text) > limits.max_chars:
             raise RequestError(413, f"text {i} has {len(text):,} characters; the limit is {limits.max_chars:,}")
+        surrogate = UNPAIRED_SURROGATE.search(text)
+        if surrogate:  # a JSON escape such as \ud800 alone: valid JSON, but no text (and no UTF-8 answer)
+            raise RequestError(422, f"text {i} holds an unpaired surrogate \\u{ord(surrogate.group()):04x} at "
+                                    f"character {surrogate.start()}")
     return texts, request.text is not None
 
 
@@ -101,11 +111,14 @@ async def read_body(receive_chunks, declared: Optional[str], limit: int) -> byte
         if size > limit:
             raise RequestError(413, f"the body has {size:,} bytes; the limit is {limit:,}")
     parts, size = [], 0
-    async for chunk in receive_chunks:
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"the body exceeds the limit of {limit:,} bytes")
-        parts.append(chunk)
+    try:
+        async for chunk in receive_chunks:
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"the body exceeds the limit of {limit:,} bytes")
+            parts.append(chunk)
+    except ClientDisconnect:  # nobody to answer; without this, a traceback in the log per dropped client
+        raise RequestError(400, "the client disconnected before the body was complete") from None
     return b"".join(parts)
 
 
@@ -241,13 +254,20 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
         "application/json": {"schema": NerRequest.model_json_schema()}}}},
               responses={200: {"description": "{\"entities\": [{\"text\", \"label\", \"start\", \"end\", "
                                                "\"score\"}]}, or {\"results\": [...]} for `texts`"},
-                         400: {"description": "not UTF-8"}, 413: {"description": "over a limit"},
-                         422: {"description": "not JSON or not the documented shape"},
+                         400: {"description": "not UTF-8, or the client disconnected"},
+                         408: {"description": "the body did not arrive in time"},
+                         413: {"description": "over a limit"},
+                         422: {"description": "not JSON, not the documented shape, or an unpaired surrogate"},
+                         500: {"description": "the pipeline failed on this text (only this request fails)"},
                          503: {"description": "timed out or queue full; retry"}})
     async def ner(request: Request) -> Dict[str, Any]:
         """Entities with character offsets, labels and (token_ner) calibrated scores."""
         state["requests"] += 1
-        body = await read_body(request.stream(), request.headers.get("content-length"), limits.max_body_bytes)
+        try:  # a client that announces more bytes than it sends would hold the connection for ever
+            body = await asyncio.wait_for(read_body(request.stream(), request.headers.get("content-length"),
+                                                    limits.max_body_bytes), limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(408, f"the body did not arrive within {limits.timeout_s:g} s") from None
         texts, single = parse_body(body, limits)
         try:
             found = await asyncio.wait_for(state["batcher"].submit(texts), limits.timeout_s)
