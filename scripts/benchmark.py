@@ -13,8 +13,8 @@ the config's), `precision` (auto, bf16 or fp32; default --precision). quickstart
 and schedule, so it takes only `precision`. Example: `token:batch=4000/precision=bf16@60,transition@45`.
 
 The GPU run of the GPU-speed issue (NCBI-disease; five runs of 40 s each plus the Trainer's 40 s; with the
-setup, model loads, the evaluation and inference passes and the Trainer's start it fits in 8 minutes on one
-GPU; `precision=fp32` pins the rows that must not pick bf16 through "auto"):
+setup, model loads, the evaluation and inference passes and the Trainer's start it is estimated, not yet
+measured, to fit in 8 minutes on one GPU; `precision=fp32` pins the rows that must not pick bf16 through "auto"):
 
     python scripts/benchmark.py --gpu-id 0 --train ../shared/data/ncbi-disease/train.tsv \
         --dev ../shared/data/ncbi-disease/dev.tsv --test ../shared/data/ncbi-disease/test.tsv --budget 40 \
