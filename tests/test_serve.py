@@ -308,3 +308,21 @@ def test_deeply_nested_json_gets_422_not_a_500():
         answer = post(url, b'{"text": "a", "x": ' + b"[" * 1_500 + b"]" * 1_500 + b"}")
         assert answer.status_code == 422 and "too deeply" in answer.json()["detail"]
         assert post(url, {"text": "ZnO"}).status_code == 200
+
+
+@pytest.mark.parametrize("script, args, says", [
+    ("serve.py", [], "serving needs uvicorn"),
+    ("loadtest.py", ["--texts", str(ROOT / "README.md")], "needs httpx"),
+])
+def test_without_the_serving_stack_the_commands_say_what_to_install(script, args, says):
+    """As after `pip install -r requirements.txt` alone: the optional packages made unimportable."""
+    code = ("import runpy, sys\n"
+            "for name in ('uvicorn', 'fastapi', 'starlette', 'httpx'):\n"
+            "    sys.modules[name] = None\n"
+            f"sys.argv = {[script, *args]!r}\n"
+            f"runpy.run_path({str(ROOT / 'scripts' / script)!r}, run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT / "scripts")
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1 and says in said and "requirements-serve.txt" in said, said + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

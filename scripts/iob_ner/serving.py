@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
-from starlette.requests import ClientDisconnect
 
 Run = Callable[[List[str]], List[List[dict]]]  # texts -> the entities of each
 UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -110,6 +109,8 @@ async def read_body(receive_chunks, declared: Optional[str], limit: int) -> byte
             raise RequestError(400, f"Content-Length {declared!r} is not a number") from None
         if size > limit:
             raise RequestError(413, f"the body has {size:,} bytes; the limit is {limit:,}")
+    from starlette.requests import ClientDisconnect  # here: the serving stack is optional, this module is not
+
     parts, size = [], 0
     try:
         async for chunk in receive_chunks:
