@@ -523,8 +523,13 @@ def check_settings(batch_size: int, max_length: Optional[int], min_score: float)
         raise SetupError(f"batch_size must be at least 1, not {batch_size}")
     if max_length is not None and max_length < 1:
         raise SetupError(f"max_length must be at least 1 (or 0: the pipeline's own), not {max_length}")
+    check_min_score(min_score)
+
+
+def check_min_score(min_score: float) -> None:
+    """predict's and serve's threshold on entity probabilities: one sentence when it cannot be one."""
     if not 0.0 <= min_score <= 1.0:
-        raise SetupError(f"min_score must be a probability between 0 and 1, not {min_score}")
+        raise SetupError(f"min_score must be a probability between 0 and 1, not {min_score:g}")
 
 
 def load_pipeline(model: Path) -> Language:

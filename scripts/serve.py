@@ -72,12 +72,11 @@ def check_address(host: str, port: int) -> None:
 
 def build_app(*, model: Path, gpu_id, limits: Limits, batching: Batching, min_score: float = 0.0):
     """Load the pipeline (on the GPU when there is one, unless gpu_id says otherwise) and wrap it."""
-    from predict import load_pipeline
+    from predict import check_min_score, load_pipeline
 
     from iob_ner.serving import create_app
 
-    if not 0.0 <= min_score <= 1.0:
-        raise SetupError(f"min_score must be a probability between 0 and 1, not {min_score:g}")
+    check_min_score(min_score)  # before the pipeline loads (20 s on a CPU)
     if batching.max_batch_size < 1 or batching.max_wait_ms < 0:
         raise SetupError("max_batch_size must be at least 1 and max_wait_ms at least 0")
     if min(limits.max_body_bytes, limits.max_texts, limits.max_chars, limits.max_queue) < 1 or limits.timeout_s <= 0:
