@@ -42,7 +42,9 @@ def confidence_metrics(nlp, examples: List, n_gold: int) -> Tuple[Optional[dict]
     return {
         "component": name,
         "spans_key": key,
-        "temperature": float(pipe.cfg.get("temperature", 1.0)),
+        # the temperature of the scores written: of the dropout samples' means when samples > 0
+        "temperature": float(getattr(pipe, "score_temperature", pipe.cfg.get("temperature", 1.0))),
+        "samples": int(getattr(pipe, "samples", 0)),
         "entities": int(scored.correct.size),
         "correct": int(scored.correct.sum()),
         "gold_entities": n_gold,
@@ -106,7 +108,8 @@ def main(
         def number(value: Optional[float]) -> str:
             return "n/a" if value is None else f"{value:.3f}"
 
-        msg.info(f"Entity confidence ({confidence['entities']} predicted entities, temperature "
+        sampled = f", means over {confidence['samples']} dropout passes" if confidence.get("samples") else ""
+        msg.info(f"Entity confidence ({confidence['entities']} predicted entities{sampled}, temperature "
                  f"{confidence['temperature']:.3g}): ECE {number(confidence['ece_before'])} at T = 1 -> "
                  f"{number(confidence['ece_after'])} ({confidence['bins']} bins), AUROC {number(confidence['auroc'])}")
     msg.good(f"{corpus}: {m['examples']} documents, {m['words']} words at {m['words_per_second']:.0f} words/s "

@@ -22,6 +22,12 @@ NO_SCORES = "the NER head gives no entity scores (spaCy's transition-based `ner`
 PALETTE = ["#7aecec", "#bfeeb7", "#feca74", "#ff9561", "#aa9cfc", "#c887fb", "#9cc9cc", "#ffeb80", "#ff8197", "#f0d0ff"]
 
 
+def _sampled(confidence: dict) -> str:
+    """How the scores were made, when not in one pass."""
+    samples = confidence.get("samples") or 0
+    return f"; each score is the mean over {samples} dropout passes of the transformer" if samples else ""
+
+
 def _md_table(frame: pd.DataFrame, counts: bool = False) -> str:
     """A Markdown table (pandas' to_markdown needs the tabulate package); `counts`: all cells are counts."""
     count_columns = set(frame.columns) if counts else COUNT_COLUMNS
@@ -187,7 +193,7 @@ def confidence_lines(metrics: dict) -> List[str]:
     return lines + [
         f"Each predicted entity has a probability (`doc.spans[\"{confidence['spans_key']}\"]`, attribute `scores`), "
         f"at the temperature stored in component `{confidence['component']}`: T = {temperature:.3g} (`train` fits it "
-        f"on dev). {confidence['correct']} of the {confidence['entities']} predicted test entities are correct "
+        f"on dev){_sampled(confidence)}. {confidence['correct']} of the {confidence['entities']} predicted test entities are correct "
         f"({confidence['gold_entities']} gold entities).", "",
         f"- ECE ({confidence['bins']} equal-width bins): {_number(confidence['ece_before'])} before the temperature "
         f"(T = 1), {_number(confidence['ece_after'])} after (T = {temperature:.3g})",

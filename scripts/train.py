@@ -67,7 +67,7 @@ def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> D
     return overrides
 
 
-def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float) -> None:
+def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float, confidence_samples: int = 0) -> None:
     """spaCy reads max_steps = 0 as "no limit": here it would train forever, so it is an error."""
     if max_steps <= 0:
         raise SetupError(f"max_steps must be a positive number of training steps, not {max_steps} "
@@ -76,13 +76,16 @@ def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float) -> Non
         raise SetupError(f"eval_frequency must be a positive number of steps, not {eval_frequency}")
     if not 0 <= warmup_ratio < 1:
         raise SetupError(f"warmup_ratio must be at least 0 and below 1, not {warmup_ratio}")
+    if confidence_samples < 0:
+        raise SetupError(f"confidence_samples must be 0 (one pass) or a number of dropout passes, not {confidence_samples}")
 
 
 def train_pipeline(
     *, config: Path, output: Path, train: Path, dev: Path, transformer: str, gpu_id: Optional[int],
     max_steps: int, eval_frequency: int, seed: int, warmup_ratio: float = 0.1, log_file: Optional[Path] = None,
+    confidence_samples: int = 0,
 ) -> None:
-    check_steps(max_steps, eval_frequency, warmup_ratio)
+    check_steps(max_steps, eval_frequency, warmup_ratio, confidence_samples)
     config_data = read_config(config)
     check_training_corpus(config_data, train)
     from spacy.cli._util import parse_config_overrides
@@ -104,16 +107,16 @@ def train_pipeline(
     if log_file is not None:
         overrides["training.logger.output_file"] = str(run_dir / "log.jsonl")
     overrides.update(user_overrides)
-    _train_then_promote(config, run_dir, output, log_file, gpu, overrides, dev, chosen)
+    _train_then_promote(config, run_dir, output, log_file, gpu, overrides, dev, chosen, confidence_samples)
 
 
 def _train_then_promote(config: Path, run_dir: Path, output: Path, log_file: Optional[Path], gpu: int,
-                        overrides: dict, dev: Path, chosen_precision: str = "fp32") -> None:
+                        overrides: dict, dev: Path, chosen_precision: str = "fp32", confidence_samples: int = 0) -> None:
     try:
         with _said_at_once_on_ctrl_c(_interrupted_message(output)):
             # spaCy's train, with the transformer's precision set between initialization and the loop
             precision.train(config, run_dir, use_gpu=gpu, overrides=overrides, precision=chosen_precision)
-            calibrate(run_dir / "model-best", dev, run_dir / "calibration.json")
+            calibrate(run_dir / "model-best", dev, run_dir / "calibration.json", samples=confidence_samples)
     except KeyboardInterrupt:
         _keep_interrupted_run(run_dir, output)
         raise
@@ -130,11 +133,12 @@ def _train_then_promote(config: Path, run_dir: Path, output: Path, log_file: Opt
     msg.good(f"{output / 'model-best'} and {output / 'model-last'} are this run's")
 
 
-def calibrate(model_dir: Path, dev: Path, record: Path) -> dict:
+def calibrate(model_dir: Path, dev: Path, record: Path, samples: int = 0) -> dict:
     """Fit the entity-score temperature of model_dir's token_ner on the dev documents; save it in the pipeline.
 
     The head's probabilities come out of training over- or under-confident; one temperature, chosen on dev
     (never test) to minimise the cross-entropy of "this predicted entity is right", makes them honest.
+    `samples` > 0: the scores become means over that many dropout passes, with a temperature of their own.
     """
     import json
 
@@ -148,10 +152,18 @@ def calibrate(model_dir: Path, dev: Path, record: Path) -> dict:
         msg.info(f"No entity scores to calibrate: {result['note']}")
     else:
         name, pipe = scoring[0]
-        result = {"component": name, **pipe.fit_temperature(nlp, list(read_docs(dev, nlp.vocab)))}
+        gold = list(read_docs(dev, nlp.vocab))
+        try:
+            result = {"component": name, **pipe.fit_temperature(nlp, gold, samples=samples)}
+        except ValueError as err:  # no transformer to sample: keep the trained model, score in one pass
+            msg.warn(f"{err}: the scores stay one-pass")
+            result = {"component": name, **pipe.fit_temperature(nlp, gold, samples=0)}
         nlp.to_disk(model_dir)
-        msg.good(f"Entity scores calibrated on {dev}: temperature {result['temperature']:.3g}, cross-entropy "
-                 f"{result['bce_before']:.3f} -> {result['bce_after']:.3f} over {result['entities']} predicted entities")
+        prefix = "samples_" if result.get("samples") else ""
+        what = f"means over {result['samples']} dropout passes, " if prefix else ""
+        msg.good(f"Entity scores ({what}calibrated on {dev}): temperature {result[prefix + 'temperature']:.3g}, "
+                 f"cross-entropy {result[prefix + 'bce_before']:.3f} -> {result[prefix + 'bce_after']:.3f} over "
+                 f"{result['entities']} predicted entities")
     record.write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
     return result
 
@@ -245,11 +257,13 @@ def main(
     seed: int = typer.Option(0),
     warmup_ratio: float = typer.Option(0.1, help="Share of max_steps spent warming up the learning rate"),
     log_file: Optional[Path] = typer.Option(None, help="JSONL log of every evaluation (learning curve)"),
+    confidence_samples: int = typer.Option(0, help="Entity scores as means over this many dropout passes (0: one pass)"),
 ) -> None:
     try:
         train_pipeline(config=config, output=output, train=train, dev=dev, transformer=transformer,
                        gpu_id=parse_gpu_id(gpu_id, gpu_id_env), max_steps=max_steps,
-                       eval_frequency=eval_frequency, seed=seed, warmup_ratio=warmup_ratio, log_file=log_file)
+                       eval_frequency=eval_frequency, seed=seed, warmup_ratio=warmup_ratio, log_file=log_file,
+                       confidence_samples=confidence_samples)
     except SetupError as err:
         msg.fail(str(err), exits=1)
     except KeyboardInterrupt:

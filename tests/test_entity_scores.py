@@ -246,3 +246,83 @@ def test_token_confidence_is_the_marginal_of_each_predicted_tag():
         total += weight
         hits += weight * (numpy.array(tags) == path)
     assert numpy.allclose(got, hits / total, rtol=1e-9)
+
+
+# --- dropout samples (a tiny random transformer: its dropout is what gets sampled) -----------------------
+
+
+@pytest.fixture(scope="module")
+def trf_nlp(tmp_path_factory):
+    """configs/config.cfg with a 1-layer random BERT, trained a little on TRAIN (token_ner listening to it)."""
+    import random
+
+    from benchmark_host_time import make_tiny_bert, setup
+    from thinc.api import Adam
+    from iob_ner.runtime import resolve_transformer
+
+    folder = tmp_path_factory.mktemp("trf")
+    gold = gold_docs(spacy.blank("en").vocab)
+    DocBin(docs=gold).to_disk(folder / "train.spacy")
+    nlp, examples, _, _, _ = setup(folder / "train.spacy", make_tiny_bert(resolve_transformer("embedded"), folder / "bert"))
+    optimizer = Adam(0.001)  # why not the config's: its warm-up would still be at a tiny rate here
+    random.seed(0)
+    for _ in range(10):
+        nlp.update(examples, sgd=optimizer, drop=0.1)
+    return nlp, gold
+
+
+def test_dropout_samples_score_a_doc_alike_alone_or_batched(trf_nlp):
+    import torch
+
+    nlp, _ = trf_nlp
+    ner = nlp.get_pipe("ner")
+    texts = [" ".join(words) for words, _ in TRAIN]
+    ner.samples = 0
+    one_pass = list(nlp.pipe(texts))
+    ner.samples = 4
+    try:
+        rng = torch.get_rng_state()
+        batched = list(nlp.pipe(texts, batch_size=4))
+        alone = [nlp(text) for text in reversed(texts)][::-1]
+        assert torch.equal(torch.get_rng_state(), rng)  # the sampling leaves the caller's RNG as it was
+    finally:
+        ner.samples = 0
+    assert sum(len(doc.ents) for doc in one_pass) > 0
+    for plain, doc, single in zip(one_pass, batched, alone):
+        assert scored(doc)[0] == scored(single)[0] == scored(plain)[0]  # the same entities: Viterbi without dropout
+        numpy.testing.assert_allclose(scored(doc)[1], scored(single)[1], rtol=1e-5, atol=1e-7)
+        assert ((scored(doc)[1] >= 0) & (scored(doc)[1] <= 1)).all()
+    moved = numpy.concatenate([scored(d)[2] - scored(p)[2] for d, p in zip(batched, one_pass)])
+    assert numpy.abs(moved).max() > 1e-4  # the samples did change the scores
+
+
+def test_fit_temperature_with_samples_keeps_both_temperatures_through_saving(trf_nlp, tmp_path):
+    nlp, gold = trf_nlp
+    ner = nlp.get_pipe("ner")
+    result = ner.fit_temperature(nlp, gold, samples=3)
+    try:
+        assert result["samples"] == 3 and ner.samples == 3 and result["entities"] > 0
+        assert ner.cfg["samples_temperature"] == result["samples_temperature"] == ner.score_temperature
+        assert ner.temperature == result["temperature"]
+        assert result["samples_bce_after"] <= result["samples_bce_before"]
+        text = " ".join(TRAIN[0][0])
+        before = scored(nlp(text))
+        nlp.to_disk(tmp_path / "model")
+        loaded = spacy.load(tmp_path / "model")
+        after = scored(loaded(text))
+        assert after[0] == before[0]
+        numpy.testing.assert_allclose(after[1], before[1], rtol=1e-5)
+        loaded.get_pipe("ner").samples = 0  # one pass again, at the one-pass temperature
+        ner.samples = 0
+        numpy.testing.assert_allclose(scored(loaded(text))[1], scored(nlp(text))[1], rtol=1e-5)
+    finally:
+        ner.samples = 0
+
+
+def test_dropout_samples_need_a_transformer(nlp):
+    ner = nlp.get_pipe("ner")  # token_ner on spaCy's CPU tok2vec: no transformer to sample
+    with pytest.raises(ValueError, match="dropout samples need a transformer"):
+        ner.fit_temperature(nlp, gold_docs(nlp.vocab), samples=2)
+    assert ner.samples == 0
+    with pytest.raises(ValueError, match="whole number"):
+        ner.samples = -1

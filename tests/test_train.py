@@ -9,6 +9,7 @@ from spacy.util import load_config
 from conftest import ROOT
 from iob_ner.corpus import convert_iob
 from iob_ner.runtime import SetupError
+from test_entity_scores import trf_nlp  # noqa: F401 (a fixture: a tiny transformer pipeline)
 from train import check_steps, check_training_corpus, read_config, schedule_overrides
 
 
@@ -49,6 +50,30 @@ def test_schedule_fits_max_steps():
 def test_step_settings_that_cannot_train_are_refused(steps, frequency, warmup, message):
     with pytest.raises(SetupError, match=message):
         check_steps(steps, frequency, warmup)
+    with pytest.raises(SetupError, match="confidence_samples must be 0 .one pass. or a number of dropout passes, not -1"):
+        check_steps(100, 25, 0.1, confidence_samples=-1)
+
+
+def test_calibrate_with_dropout_samples_stores_them_or_says_why_not(trf_nlp, tmp_path, capsys):
+    import json
+
+    import spacy
+    from spacy.tokens import DocBin
+    from test_token_ner import trained_nlp
+    from train import calibrate
+
+    nlp, gold = trf_nlp
+    nlp.to_disk(tmp_path / "trf")
+    DocBin(docs=gold).to_disk(tmp_path / "dev.spacy")
+    result = calibrate(tmp_path / "trf", tmp_path / "dev.spacy", tmp_path / "trf.json", samples=2)
+    ner = spacy.load(tmp_path / "trf").get_pipe("ner")
+    assert result["samples"] == ner.samples == 2 and ner.score_temperature == result["samples_temperature"]
+    assert json.loads((tmp_path / "trf.json").read_text())["samples_temperature"] == result["samples_temperature"]
+    assert "means over 2 dropout passes" in capsys.readouterr().out
+    trained_nlp(20)[0].to_disk(tmp_path / "cpu")  # token_ner on spaCy's tok2vec: nothing to sample
+    result = calibrate(tmp_path / "cpu", tmp_path / "dev.spacy", tmp_path / "cpu.json", samples=2)
+    assert result["samples"] == 0 and spacy.load(tmp_path / "cpu").get_pipe("ner").samples == 0
+    assert "dropout samples need a transformer" in capsys.readouterr().out
 
 
 def test_a_broken_config_names_the_file_and_the_line(tmp_path):

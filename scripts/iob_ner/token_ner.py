@@ -12,10 +12,17 @@ probability (the mass of the paths that spell exactly that span and label), writ
 categorizer does, to `doc.spans[spans_key]` with `attrs["scores"]` (at the fitted temperature T) and
 `attrs["scores_t1"]` (T = 1). `TokenNER.fit_temperature` picks T on gold documents.
 
+Dropout samples (optional, `fit_temperature(..., samples=K)`): each scored doc also goes K times through the
+transformer with its dropout on, and an entity's score is the mean of its marginals over those K passes
+(Monte Carlo dropout): it ranks right against wrong entities better, at K more transformer passes per doc
+with entities. Each doc's dropout is seeded from its text, so its scores do not depend on the docs batched
+with it, nor on the run.
+
 This file imports only spaCy, thinc and numpy, so that `spacy package --code` can ship it alone.
 No `from __future__ import annotations`: spaCy validates `initialize` arguments from real types.
 """
 
+import zlib
 from itertools import islice
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -82,7 +89,8 @@ class TokenNER(TrainablePipe):
         self.vocab, self.model, self.name = vocab, model, name
         # The temperature lives in cfg, not in the config: it is fitted after training, like a weight, and
         # cfg travels with to_disk/from_disk, to_bytes and `spacy package`. Pipelines saved before it read 1.0.
-        self.cfg: Dict[str, Any] = {"labels": [], "temperature": 1.0}
+        # `samples` > 0: scores are means over that many dropout passes, calibrated by `samples_temperature`.
+        self.cfg: Dict[str, Any] = {"labels": [], "temperature": 1.0, "samples": 0, "samples_temperature": 1.0}
         self.learn_rate_scale = learn_rate_scale
         self.scorer = scorer
         # The key is a plain setting from the config (unlike spancat's cfg), so that a config override at
@@ -121,7 +129,25 @@ class TokenNER(TrainablePipe):
 
     @property
     def temperature(self) -> float:
+        """The temperature of one-pass scores."""
         return float(self.cfg.get("temperature", 1.0))
+
+    @property
+    def samples(self) -> int:
+        """Dropout passes each score is averaged over (0: one pass, dropout off). Setting it to 0 at run time
+        gives the one-pass scores, still calibrated: both temperatures are kept."""
+        return int(self.cfg.get("samples", 0))
+
+    @samples.setter
+    def samples(self, value: int) -> None:
+        if int(value) != value or value < 0:
+            raise ValueError(f"{self.name}: samples must be a whole number >= 0, not {value!r}")
+        self.cfg["samples"] = int(value)
+
+    @property
+    def score_temperature(self) -> float:
+        """The temperature of the scores this component writes: that of its samples, or of one pass."""
+        return float(self.cfg.get("samples_temperature", 1.0)) if self.samples else self.temperature
 
     @temperature.setter
     def temperature(self, value: float) -> None:
@@ -141,12 +167,50 @@ class TokenNER(TrainablePipe):
         entities = [self.decoder.entities(path) for path in paths]
         if not self.spans_key:
             return [DocPrediction(path, ents, None, None) for path, ents in zip(paths, entities)]
-        logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
-        raw = self.decoder.entity_probabilities(logits, entities, temperature=1.0)
+        logits: List[Any] = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
+        if self.samples:  # the entities stay the dropout-free Viterbi ones: only their scores are sampled
+            busy = [i for i, ents in enumerate(entities) if ents]
+            for i, stack in zip(busy, self._sampled_logits([docs[i] for i in busy], self.samples)):
+                logits[i] = stack
+        raw = self.decoder.mean_entity_probabilities(logits, entities, temperature=1.0)
         # T does not move the Viterbi path (a positive scale), only the probabilities: one more pass if T != 1.
-        calibrated = raw if self.temperature == 1.0 else \
-            self.decoder.entity_probabilities(logits, entities, temperature=self.temperature)
+        temperature = self.score_temperature
+        calibrated = raw if temperature == 1.0 else \
+            self.decoder.mean_entity_probabilities(logits, entities, temperature=temperature)
         return [DocPrediction(*row) for row in zip(paths, entities, calibrated, raw)]
+
+    def _sampled_logits(self, docs: Sequence[Doc], samples: int) -> List[List[numpy.ndarray]]:
+        """For each doc, `samples` logit matrices, from as many passes of the transformer with its dropout on.
+
+        One doc at a time, its copies in one batch, under a seed drawn from its text (torch's RNG is restored
+        afterwards): a doc's samples are the same whatever the docs around it. The docs are left as they were.
+        """
+        import torch
+
+        transformer = self._sampling_transformer()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        stacks = []
+        for doc in docs:
+            words, spaces = [t.text for t in doc], [bool(t.whitespace_) for t in doc]
+            copies = [Doc(doc.vocab, words=words, spaces=spaces) for _ in range(samples)]
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                torch.manual_seed(zlib.crc32(doc.text.encode("utf8", "surrogatepass")))
+                output, _ = transformer.model.begin_update(copies)  # training mode: dropout on, no gradient kept
+            transformer.set_annotations(copies, output)
+            flat = self._model_scores(copies)
+            stacks.append(self.decoder.log_potentials(flat, [len(doc)] * len(copies), self._outputs_probabilities()))
+        return stacks
+
+    def _sampling_transformer(self):
+        """The spacy-transformers component this head listens to, in the pipeline that made this component."""
+        nlp = getattr(self, "_nlp", None)
+        for _, pipe in (nlp.pipeline if nlp is not None else []):
+            if pipe is self:
+                break
+            if type(pipe).__name__ == "Transformer" and self.name in getattr(pipe, "listener_map", {}):
+                return pipe
+        raise ValueError(f"{self.name}: dropout samples need a transformer component that this head listens to "
+                         f"(spacy-transformers' TransformerListener), in the pipeline that holds it; set samples = 0")
 
     def _model_scores(self, docs: Sequence[Doc]) -> numpy.ndarray:
         """The head's output for every token of `docs`, one doc after another (tokens x tags), on the CPU."""
@@ -246,25 +310,60 @@ class TokenNER(TrainablePipe):
         flat, probabilities = self._model_scores(docs), self._outputs_probabilities()
         paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
         logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
-        lattices = self.decoder.forward_backward(logits, self.temperature)
-        return [numpy.minimum(1.0, numpy.exp(lat.alpha[numpy.arange(len(path)), path] + lat.beta[numpy.arange(len(path)), path]
-                                             - lat.log_z)) for lat, path in zip(lattices, paths)]
+        if not self.samples:
+            lattices = self.decoder.forward_backward(logits, self.temperature)
+            return [numpy.minimum(1.0, _tag_marginals(lattice)[numpy.arange(len(path)), path])
+                    for lattice, path in zip(lattices, paths)]
+        found = []
+        for doc, path, stack in zip(docs, paths, self._sampled_logits(docs, self.samples)):
+            lattices = self.decoder.forward_backward(stack, self.score_temperature) if len(doc) else []
+            found.append(numpy.minimum(1.0, numpy.mean([_tag_marginals(lattice)[numpy.arange(len(path)), path]
+                                                        for lattice in lattices], axis=0)) if len(doc) else numpy.zeros((0,)))
+        return found
 
     def fit_temperature(self, nlp: Language, gold: Iterable[Union[Doc, Example]], *,
                         grid: Optional[Sequence[float]] = None, apply: bool = True,
-                        batch_size: int = 64) -> Dict[str, Any]:
+                        batch_size: int = 64, samples: Optional[int] = None) -> Dict[str, Any]:
         """Choose the temperature that makes the predicted entities' probabilities honest on `gold`.
 
         `gold`: annotated Docs (their words are re-read, their ents are the truth) or Examples. Runs the
         pipes before this one and this head once, then scores every temperature of `grid` (default
         TEMPERATURE_GRID, always with 1.0) on the same logits: Viterbi does not depend on T, so the predicted
         entities are fixed and only their marginals move. The loss is the binary cross-entropy between each
-        predicted entity's probability and whether it is exactly (span and label) a gold entity. With
-        `apply`, the best T is stored (cfg: saved with the pipeline). An empty prediction changes nothing.
+        predicted entity's probability and whether it is exactly (span and label) a gold entity.
+        `samples` (None: the component's setting): also fit the temperature of scores averaged over that
+        many dropout passes (`samples_*` in the result), which then become the scores. With `apply`, the
+        temperatures and `samples` are stored (cfg: saved with the pipeline). An empty prediction changes nothing.
         """
+        samples = self.samples if samples is None else int(samples)
+        if samples:
+            self._sampling_transformer()  # why first: say it before the long pass, not after
         examples = [_fresh_example(nlp, item) for item in gold]
         truth = [{(s.start, s.end, s.label_) for s in eg.get_aligned_spans_y2x(eg.reference.ents)} for eg in examples]
         docs = self._run_upstream(nlp, [eg.predicted for eg in examples], batch_size)
+        logits, entities = self._logits_and_entities(docs, batch_size)
+        correct = [[ent in gold_ents for ent in ents] for ents, gold_ents in zip(entities, truth)]
+        temperatures = numpy.union1d(TEMPERATURE_GRID if grid is None else numpy.asarray(grid, dtype="float64"), [1.0])
+        n_entities, n_correct = sum(map(len, correct)), sum(map(sum, correct))
+        if not n_entities:
+            return {"temperature": self.temperature, "bce_before": float("nan"), "bce_after": float("nan"),
+                    "entities": 0, "correct": 0, "at_grid_edge": False, "samples": self.samples}
+        found = {"": _best_temperature(self.decoder, logits, entities, correct, temperatures)}
+        if samples:
+            busy = [i for i, ents in enumerate(entities) if ents]
+            for i, stack in zip(busy, self._sampled_logits([docs[i] for i in busy], samples)):
+                logits[i] = stack
+            found["samples_"] = _best_temperature(self.decoder, logits, entities, correct, temperatures)
+        if apply:
+            self.temperature = found[""]["temperature"]
+            self.samples = samples
+            if samples:
+                self.cfg["samples_temperature"] = found["samples_"]["temperature"]
+        result = {f"{prefix}{key}": value for prefix, fit in found.items() for key, value in fit.items()}
+        return {**result, "entities": n_entities, "correct": int(n_correct), "samples": samples}
+
+    def _logits_and_entities(self, docs: List[Doc], batch_size: int) -> Tuple[List[numpy.ndarray], List[List[Entity]]]:
+        """This head's logits and Viterbi entities for docs the upstream pipes have run on."""
         logits: List[numpy.ndarray] = []
         entities: List[List[Entity]] = []
         for batch in minibatch(docs, size=batch_size):
@@ -276,20 +375,7 @@ class TokenNER(TrainablePipe):
             flat, probabilities = self._model_scores(batch), self._outputs_probabilities()
             entities += [self.decoder.entities(p) for p in self.decoder.decode(flat, lengths, probabilities)]
             logits += self.decoder.log_potentials(flat, lengths, probabilities)
-        correct = [[ent in gold_ents for ent in ents] for ents, gold_ents in zip(entities, truth)]
-        temperatures = numpy.union1d(TEMPERATURE_GRID if grid is None else numpy.asarray(grid, dtype="float64"), [1.0])
-        bce = temperature_bce(self.decoder, logits, entities, correct, temperatures)
-        n_entities, n_correct = sum(map(len, correct)), sum(map(sum, correct))
-        if not n_entities:
-            return {"temperature": self.temperature, "bce_before": float("nan"), "bce_after": float("nan"),
-                    "entities": 0, "correct": 0, "at_grid_edge": False}
-        best = float(temperatures[int(numpy.argmin(bce))])
-        if apply:
-            self.temperature = best
-        # at_grid_edge: the best T may lie beyond the grid (widen it); typical of tiny or toy dev sets.
-        return {"temperature": best, "bce_before": float(bce[temperatures == 1.0][0]), "bce_after": float(bce.min()),
-                "entities": n_entities, "correct": int(n_correct),
-                "at_grid_edge": best in (float(temperatures[0]), float(temperatures[-1]))}
+        return logits, entities
 
     def _run_upstream(self, nlp: Language, docs: List[Doc], batch_size: int) -> List[Doc]:
         """`docs` through the pipes before this one (a transformer, a tok2vec), in place, as nlp.pipe would."""
@@ -316,6 +402,11 @@ def _fresh_example(nlp: Language, item: Union[Doc, Example]) -> Example:
     words = [token.text for token in source]
     spaces = [bool(token.whitespace_) for token in source]
     return Example(Doc(nlp.vocab, words=words, spaces=spaces), reference)
+
+
+def _tag_marginals(lattice: Lattice) -> numpy.ndarray:
+    """P(token t has tag y) over the lattice's paths (tokens x tags)."""
+    return numpy.exp(lattice.alpha + lattice.beta - lattice.log_z) if len(lattice.alpha) else lattice.alpha
 
 
 def _entities_from_biluo(tags: Sequence[str]) -> List[Entity]:
@@ -375,10 +466,27 @@ def _length_chunks(sizes: Sequence[int], width: int, max_cells: int) -> List[Lis
     return chunks
 
 
-def temperature_bce(decoder: "_BiluoDecoder", logits: Sequence[numpy.ndarray], entities: Sequence[List[Entity]],
+def _stack(logits: Union[numpy.ndarray, Sequence[numpy.ndarray]]) -> List[numpy.ndarray]:
+    """A doc's logit matrices: one (one pass), or a list of them (dropout samples)."""
+    return [logits] if isinstance(logits, numpy.ndarray) else list(logits)
+
+
+def _best_temperature(decoder: "_BiluoDecoder", logits: Sequence[Any], entities: Sequence[List[Entity]],
+                      correct: Sequence[Sequence[bool]], temperatures: numpy.ndarray) -> Dict[str, Any]:
+    """The temperature of `temperatures` with the lowest `temperature_bce`, that loss at T = 1 and at it."""
+    bce = temperature_bce(decoder, logits, entities, correct, temperatures)
+    best = float(temperatures[int(numpy.argmin(bce))])
+    # at_grid_edge: the best T may lie beyond the grid (widen it); typical of tiny or toy dev sets.
+    return {"temperature": best, "bce_before": float(bce[temperatures == 1.0][0]), "bce_after": float(bce.min()),
+            "at_grid_edge": best in (float(temperatures[0]), float(temperatures[-1]))}
+
+
+def temperature_bce(decoder: "_BiluoDecoder", logits: Sequence[Any], entities: Sequence[List[Entity]],
                     correct: Sequence[Sequence[bool]], temperatures: Sequence[float],
                     max_cells: int = 8_000_000) -> numpy.ndarray:
     """The binary cross-entropy of the entities' marginals against `correct`, at each temperature.
+
+    `logits[i]`: doc i's logit matrix, or a list of them (dropout samples: the marginals are averaged).
 
     All temperatures go through one batched forward-backward pass (a doc at T is the doc's logits / T), so
     the per-time-step cost of Python is paid once per chunk of docs, not once per T. NaN for every T when
@@ -391,11 +499,12 @@ def temperature_bce(decoder: "_BiluoDecoder", logits: Sequence[numpy.ndarray], e
     offsets = numpy.cumsum([0] + [len(ents) for ents in entities])
     probs = numpy.empty((len(temperatures), truth.size))
     busy = [i for i, ents in enumerate(entities) if ents]
-    width = len(decoder.names) * len(temperatures)
-    for positions in _length_chunks([len(logits[i]) for i in busy], width, max_cells):
+    stacks = [_stack(x) for x in logits]
+    width = len(decoder.names) * len(temperatures) * max((len(stacks[i]) for i in busy), default=1)
+    for positions in _length_chunks([len(stacks[i][0]) for i in busy], width, max_cells):
         chunk = [busy[j] for j in positions]
-        scaled = [logits[i] / t for t in temperatures for i in chunk]
-        found = decoder.entity_probabilities(scaled, [entities[i] for _ in temperatures for i in chunk])
+        scaled = [[x / t for x in stacks[i]] for t in temperatures for i in chunk]
+        found = decoder.mean_entity_probabilities(scaled, [entities[i] for _ in temperatures for i in chunk])
         for k in range(len(temperatures)):
             for j, i in enumerate(chunk):
                 probs[k, offsets[i]:offsets[i + 1]] = found[k * len(chunk) + j]
@@ -512,6 +621,20 @@ class _BiluoDecoder:
     def span_probability(self, lattice: Lattice, start: int, end: int, label: str) -> float:
         return min(1.0, float(numpy.exp(self.span_log_probability(lattice, start, end, label))))
 
+    def mean_entity_probabilities(self, logits: Sequence[Any], entities: Sequence[Sequence[Entity]],
+                                  temperature: float = 1.0, max_cells: int = 8_000_000) -> List[numpy.ndarray]:
+        """`entity_probabilities` where `logits[i]` may also be a list of matrices (dropout samples of doc i):
+        the mean of each entity's marginals over them."""
+        stacks = [_stack(x) for x in logits]
+        found = self.entity_probabilities([x for stack in stacks for x in stack],
+                                          [ents for stack, ents in zip(stacks, entities) for _ in stack],
+                                          temperature=temperature, max_cells=max_cells)
+        means, at = [], 0
+        for stack, ents in zip(stacks, entities):
+            means.append(numpy.mean(found[at:at + len(stack)], axis=0) if len(ents) else numpy.zeros((0,)))
+            at += len(stack)
+        return means
+
     def entity_probabilities(self, logits: Sequence[numpy.ndarray], entities: Sequence[Sequence[Entity]],
                              temperature: float = 1.0, max_cells: int = 8_000_000) -> List[numpy.ndarray]:
         """The marginal probability of each given entity (e.g. the Viterbi path's) of each doc, at `temperature`.
@@ -530,7 +653,10 @@ class _BiluoDecoder:
 
 def make_token_ner(nlp: Language, name: str, model: Model, learn_rate_scale: float,
                    scorer: Optional[Callable], spans_key: Optional[str] = SPANS_KEY) -> TokenNER:
-    return TokenNER(nlp.vocab, model, name, learn_rate_scale=learn_rate_scale, scorer=scorer, spans_key=spans_key)
+    pipe = TokenNER(nlp.vocab, model, name, learn_rate_scale=learn_rate_scale, scorer=scorer, spans_key=spans_key)
+    # why keep nlp (as spaCy's entity_ruler does): dropout samples rerun the transformer this head listens to
+    pipe._nlp = nlp
+    return pipe
 
 
 def make_ner_scorer() -> Callable:
