@@ -50,9 +50,12 @@ def pipeline_info(nlp, model: str, device: str) -> Dict[str, Any]:
 
     labels = sorted({label for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns
                      for label in getattr(nlp.get_pipe(name), "labels", ())})
+    scoring = scoring_ner(nlp)
+    # score_samples > 0: each text with entities also runs that many times through the transformer
     return {"model": model, "name": f"{nlp.meta.get('lang', '')}_{nlp.meta.get('name', '')}",
             "version": nlp.meta.get("version", ""), "pipeline": nlp.pipe_names, "labels": labels,
-            "scores": scoring_ner(nlp) is not None, "device": device, "spacy": spacy.__version__}
+            "scores": scoring is not None, "score_samples": int(getattr(scoring.pipe, "samples", 0)) if scoring else 0,
+            "device": device, "spacy": spacy.__version__}
 
 
 def check_address(host: str, port: int) -> None:

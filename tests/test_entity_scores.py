@@ -296,6 +296,22 @@ def test_dropout_samples_score_a_doc_alike_alone_or_batched(trf_nlp):
     assert numpy.abs(moved).max() > 1e-4  # the samples did change the scores
 
 
+def test_token_confidence_with_dropout_samples(trf_nlp):
+    nlp, _ = trf_nlp
+    ner = nlp.get_pipe("ner")
+    docs = list(nlp.pipe([" ".join(TRAIN[0][0]), "", " ".join(TRAIN[1][0])]))
+    one_pass = ner.token_confidence(docs)
+    ner.samples = 3
+    try:
+        sampled = ner.token_confidence(docs)
+        assert [len(c) for c in sampled] == [len(doc) for doc in docs]
+        assert all(((c > 0) & (c <= 1)).all() for c in sampled)
+        numpy.testing.assert_allclose(ner.token_confidence(docs[2:]), sampled[2:])  # neighbours do not matter
+        assert max(numpy.abs(a - b).max() for a, b in zip(sampled, one_pass) if len(a)) > 1e-4
+    finally:
+        ner.samples = 0
+
+
 def test_fit_temperature_with_samples_keeps_both_temperatures_through_saving(trf_nlp, tmp_path):
     nlp, gold = trf_nlp
     ner = nlp.get_pipe("ner")

@@ -78,6 +78,7 @@ def test_entities_and_scores_equal_the_pipelines_own(scored_model):
         assert sum(len(r["entities"]) for r in many) > 0  # the comparison is not between empty lists
         info = httpx.get(f"{url}/info").json()
         assert info["labels"] == sorted(nlp.get_pipe("ner").labels) and info["scores"] is True
+        assert info["score_samples"] == 0
         assert httpx.get(f"{url}/docs").status_code == 200
         assert "/ner" in httpx.get(f"{url}/openapi.json").json()["paths"]
 
