@@ -99,3 +99,23 @@ def test_token_ner_needs_entities_to_learn():
     empty = [Example(Doc(nlp.vocab, words=["a"]), Doc(nlp.vocab, words=["a"]))]
     with pytest.raises(ValueError, match="no entities"):
         nlp.initialize(lambda: empty)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_whitespace_tokens_never_begin_or_end_an_entity(normalize):
+    nlp, _ = trained_nlp(30)
+    ner = nlp.get_pipe("ner")
+    ner.model.get_ref("output_layer").attrs["softmax_normalize"] = normalize
+    doc = nlp.make_doc("ZnO \n films  grown")  # ZnO, "\n", films, " ", grown
+    assert [t.is_space for t in doc] == [False, True, False, True, False]
+    # scores that want a one-token entity on each whitespace token and "films  grown" as one entity
+    names = ner.tag_names
+    flat = numpy.full((len(doc), len(names)), 1e-3 if normalize else -5.0, dtype="float32")
+    for i, tag in enumerate(["U-MAT", "U-SMT", "B-SMT", "U-SMT", "L-SMT"]):
+        flat[i, names.index(tag)] = 1.0 if normalize else 5.0
+    flat[1, names.index("O")] = flat[3, names.index("I-SMT")] = 0.5 if normalize else 2.0
+    paths = ner.decoder.decode(ner._no_space_boundaries(flat, [doc]), [len(doc)], probabilities=normalize)
+    assert ner.decoder.entities(paths[0]) == [(0, 1, "MAT"), (2, 5, "SMT")]  # the space inside an entity stays
+    for text in ("ZnO films grown by pulsed laser deposition\n", "NiO  was studied\n\n", " \n "):
+        for ent in nlp(text).ents:
+            assert not ent[0].is_space and not ent[-1].is_space

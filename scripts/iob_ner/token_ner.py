@@ -214,10 +214,24 @@ class TokenNER(TrainablePipe):
                          f"(spacy-transformers' TransformerListener), in the pipeline that holds it; set samples = 0")
 
     def _model_scores(self, docs: Sequence[Doc]) -> numpy.ndarray:
-        """The head's output for every token of `docs`, one doc after another (tokens x tags), on the CPU."""
+        """The head's output for every token of `docs`, one doc after another (tokens x tags), on the CPU,
+        with whitespace tokens barred from beginning or ending an entity."""
         scores = self.model.predict(docs)
         xp = get_array_module(scores[0])
-        return self.model.ops.to_numpy(xp.concatenate(scores)) if len(scores) > 1 else self.model.ops.to_numpy(scores[0])
+        flat = self.model.ops.to_numpy(xp.concatenate(scores)) if len(scores) > 1 else self.model.ops.to_numpy(scores[0])
+        return self._no_space_boundaries(flat, docs)
+
+    def _no_space_boundaries(self, flat: numpy.ndarray, docs: Sequence[Doc]) -> numpy.ndarray:
+        """`flat` where whitespace tokens (a newline, the second of two spaces) cannot take B, L or U tags:
+        they may sit inside an entity, never begin or end one (as in spaCy's transition ner). IOB training
+        data has no such tokens, so the head scores them at random: "\n" came out as a Disease."""
+        space = numpy.array([token.is_space for doc in docs for token in doc], dtype=bool)
+        if not space.any():
+            return flat
+        flat = numpy.array(flat, copy=True)
+        edges = [i for i, name in enumerate(self.tag_names) if name[0] in "BLU"]
+        flat[numpy.ix_(space, edges)] = 0.0 if self._outputs_probabilities() else NEG_INF
+        return flat
 
     def _outputs_probabilities(self) -> bool:
         """spacy.Tagger.v2 with `normalize = false` predicts logits: cheaper, and Viterbi needs no softmax."""
