@@ -98,6 +98,7 @@ class TokenNER(TrainablePipe):
         # load time wins. None: write doc.ents only, and skip the forward-backward pass.
         self.spans_key = spans_key
         self._decoder: Optional[_BiluoDecoder] = None
+        self._nlp: Optional[Language] = None  # the factory's: dropout samples rerun its transformer
 
     @property
     def labels(self) -> Tuple[str, ...]:
@@ -204,8 +205,7 @@ class TokenNER(TrainablePipe):
 
     def _sampling_transformer(self):
         """The spacy-transformers component this head listens to, in the pipeline that made this component."""
-        nlp = getattr(self, "_nlp", None)
-        for _, pipe in (nlp.pipeline if nlp is not None else []):
+        for _, pipe in (self._nlp.pipeline if self._nlp is not None else []):
             if pipe is self:
                 break
             if type(pipe).__name__ == "Transformer" and self.name in getattr(pipe, "listener_map", {}):
@@ -324,8 +324,8 @@ class TokenNER(TrainablePipe):
             return [numpy.zeros((0,)) for _ in docs]
         flat, probabilities = self._model_scores(docs), self._outputs_probabilities()
         paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
-        logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
         if not self.samples:
+            logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
             lattices = self.decoder.forward_backward(logits, self.temperature)
             return [numpy.minimum(1.0, _tag_marginals(lattice)[numpy.arange(len(path)), path])
                     for lattice, path in zip(lattices, paths)]
