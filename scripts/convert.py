@@ -1,62 +1,59 @@
-"""Convert an IOB .tsv export (UBIAI, CoNLL, ...) to spaCy's JSON training format and a DocBin."""
+"""convert: the IOB file(s) to corpus/{train,dev,test}.spacy (and spaCy JSON, with reports); dev and test carved
+from train where they are "auto"; corpus/split.json says what went where."""
 import sys
-import time
 from pathlib import Path
 
 # spaCy imports torch through thinc when it is installed; converting needs neither it nor its ~250 MB.
 sys.modules.setdefault("torch", None)
 
-import typer
-from wasabi import msg
+import typer  # noqa: E402
+from wasabi import msg  # noqa: E402
 
-from iob_ner.corpus import CorpusError, convert_iob
-from iob_ner.iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobError, ReadReport
-from iob_ner.runtime import SetupError, parse_bool
+from iob_ner.cli import print_read_report, user_errors  # noqa: E402
+from iob_ner.iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS  # noqa: E402
+from iob_ner.prepare import AUTO, SPLITS, prepare_corpus  # noqa: E402
+from iob_ner.runtime import parse_bool  # noqa: E402
+
+SAMPLE_MANIFEST = Path(__file__).resolve().parents[1] / "assets" / "sample.json"
 
 
-def print_report(report: ReadReport) -> None:
-    msg.table(
-        [("documents", report.documents), ("sentences", report.sentences), ("tokens", report.tokens),
-         ("longest document (tokens)", report.longest_document),
-         ("scheme", report.scheme), ("separator", f"{report.separator}, {report.columns} columns"),
-         ("encoding", "UTF-8 with BOM" if report.bom else "UTF-8"), ("line endings", report.line_endings)],
-        header=("", Path(report.path).name), divider=True)
-    entities = sorted(report.entities.items(), key=lambda item: -item[1])
-    msg.table(entities + [("total", sum(report.entities.values()))], header=("label", "entities"), divider=True)
-    for kind, repair in report.repairs.items():
-        lines = ", ".join(map(str, repair["lines"]))
-        msg.warn(f"repaired {repair['count']}x: {repair['what']} (first lines: {lines})")
-    for note in report.notes:
-        msg.info(note)
+def print_record(record: dict, reports: dict) -> None:
+    for split in SPLITS:
+        msg.divider(f"{split}: {record['sources'][split]}")
+        print_read_report(reports[split])
+    labels = sorted({label for split in SPLITS for label in record["entities"][split]})
+    rows = [(label, *(record["entities"][split].get(label, 0) for split in SPLITS)) for label in labels]
+    rows.append(("documents", *(record["documents_per_split"][split] for split in SPLITS)))
+    msg.table(rows, header=("label", *SPLITS), divider=True)
+    if record["dev_is_test"]:
+        msg.warn("dev is the test set (dev_is_test): the test score is optimistic")
+    for gap in record["labels_missing_from_a_split"]:
+        msg.warn(f"label {gap['label']} is in train but not in {gap['split']}: its {gap['split']} score is unmeasured")
 
 
 def main(
-    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="IOB .tsv file"),
-    output_stem: Path = typer.Argument(..., help="Writes STEM.json, STEM.spacy and STEM.report.json"),
-    sents_per_doc: int = typer.Option(1, "--sents-per-doc", "-n", help="Sentences per document where the file has no -DOCSTART-"),
+    train: Path = typer.Option(..., exists=True, dir_okay=False, help="IOB file with the training documents"),
+    dev: str = typer.Option(AUTO, help="IOB file, or 'auto': carved from train (the sample: its own dev file)"),
+    test: str = typer.Option(AUTO, help="IOB file, or 'auto': carved from train (the sample: its own test file)"),
+    output: Path = typer.Option(Path("corpus"), help="Folder for train/dev/test .spacy, .json and split.json"),
+    seed: int = typer.Option(0),
+    dev_share: float = typer.Option(0.1, help="Share of the train file's documents carved for dev"),
+    test_share: float = typer.Option(0.1, help="Share of the train file's documents carved for test"),
+    dev_is_test: str = typer.Option("false", help="true: accept a dev file that is the test file"),
+    sents_per_doc: int = typer.Option(1, help="Sentences per document where a file has no -DOCSTART-"),
     strict: str = typer.Option("false", help="true: every repair is an error"),
-    write_json: bool = typer.Option(True, "--json/--no-json", help="Also write STEM.json"),
-    max_sentence_tokens: int = typer.Option(
-        MAX_SENTENCE_TOKENS, "--max-sentence-tokens", min=0,
-        help="Cut longer sentences (a file without blank lines) outside entities; 0: no limit"),
-    max_document_tokens: int = typer.Option(
-        MAX_DOCUMENT_TOKENS, "--max-document-tokens", min=0,
-        help="Split longer documents at sentence boundaries; 0: no limit"),
-    require_entities: bool = typer.Option(
-        False, "--require-entities", help="Stop when the file holds no entity (for training files)"),
+    max_sentence_tokens: int = typer.Option(MAX_SENTENCE_TOKENS, help="Longer sentences are split (reported)"),
+    max_document_tokens: int = typer.Option(MAX_DOCUMENT_TOKENS, help="Longer documents are split (reported)"),
 ) -> None:
-    start = time.perf_counter()
-    try:
-        report = convert_iob(input_path, output_stem, sents_per_doc=sents_per_doc, strict=parse_bool(strict),
-                             write_json=write_json, progress=True, max_sentence_tokens=max_sentence_tokens,
-                             max_document_tokens=max_document_tokens, require_entities=require_entities)
-    except (IobError, CorpusError, SetupError) as err:
-        msg.fail(str(err), exits=1)
-    seconds = time.perf_counter() - start
-    print_report(report)
-    outputs = f"{output_stem}.json, {output_stem}.spacy" if write_json else f"{output_stem}.spacy"
-    msg.good(f"{input_path} -> {outputs}: {report.documents} documents, {report.tokens} tokens, "
-             f"{sum(report.entities.values())} entities in {seconds:.2f} s")
+    with user_errors():
+        record, reports = prepare_corpus(
+            train=train, dev=dev, test=test, output=output, seed=seed, dev_share=dev_share, test_share=test_share,
+            dev_is_test=parse_bool(dev_is_test), sents_per_doc=sents_per_doc, strict=parse_bool(strict),
+            max_sentence_tokens=max_sentence_tokens, max_document_tokens=max_document_tokens,
+            manifest=SAMPLE_MANIFEST)
+    print_record(record, reports)
+    counts = ", ".join(f"{record['documents_per_split'][s]} {s}" for s in SPLITS)
+    msg.good(f"{record['note']}: {counts} documents -> {output}/{{train,dev,test}}.spacy, {output}/split.json")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Write configs/config.cfg from configs/base_config.cfg, keeping a config.cfg that the user edited."""
+"""create-config: write configs/config.cfg from configs/base_config.cfg, keeping a config.cfg that the user edited."""
 from pathlib import Path
 
 import typer
 from wasabi import msg
 
+from iob_ner.cli import user_errors
 from iob_ner.config_file import HEADS, write_config
 
 
@@ -13,10 +14,8 @@ def main(
     ner_head: str = typer.Option("token", help=f"NER head: {' or '.join(HEADS)}"),
     force: bool = typer.Option(False, "--force", help="Overwrite even an edited config"),
 ) -> None:
-    try:
+    with user_errors():
         status = write_config(base, output, ner_head, force=force)
-    except ValueError as err:
-        msg.fail(str(err), exits=1)
     if status == "kept":
         msg.warn(f"{output} was edited by hand: kept as it is (delete it, or pass --force, to regenerate "
                  f"with ner_head={ner_head})")

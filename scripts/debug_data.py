@@ -1,218 +1,16 @@
-"""Check the corpus before training: NER checks per label and split, then `spacy debug data`; fail on errors.
-
-`spacy debug data` runs its NER checks only for a component made by spaCy's `ner` factory. This project's
-default head is `token_ner`, so spaCy is run on a temporary copy of the config in which every token_ner
-component is replaced by the transition `ner` of configs/ner_transition.cfg: the copy is only read, never
-trained. The project's own checks add what spaCy does not look at: the test split, and labels of dev or
-test that train never shows (the model can never predict them).
-"""
-import copy
-import os
-import re
-import subprocess
-import sys
-import tempfile
-from collections import Counter
-from dataclasses import dataclass, field
+"""debug-data: check the corpus before training (entities per label and split, labels that train lacks), then
+`spacy debug data` with its NER checks; saves the report and stops on errors."""
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Optional
 
 import typer
-from wasabi import msg, table
+from wasabi import msg
 
-from iob_ner.config_file import ConfigFileError, read_config
-from iob_ner.outputs import write_text_atomic
-from iob_ner.runtime import SetupError, resolve_transformer
+from iob_ner.cli import user_errors
+from iob_ner.debug_data import counts_table, project_checks, spacy_checks
 
-try:  # spaCy's own threshold for "Low number of examples for label", so that both reports agree
-    from spacy.cli.debug_data import NEW_LABEL_THRESHOLD
-except ImportError:
-    NEW_LABEL_THRESHOLD = 50
-
-# `spacy debug data` fails small corpora on size alone; that is advice, and the sample is small.
-ADVICE = re.compile(r"^Low number of examples")
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-SUMMARY = re.compile(r"^\d+ errors?$")
+# spaCy's transition ner, swapped in for token_ner so that spacy debug data runs its NER checks
 TRANSITION_BLOCK = Path(__file__).resolve().parents[1] / "configs" / "ner_transition.cfg"
-SHOWN = 3  # examples quoted per finding
-ICONS = {"good": "✔", "info": "ℹ", "warn": "⚠", "fail": "✘"}
-Finding = Tuple[str, str]  # (good | info | warn, text)
-
-
-class DataError(Exception):
-    """An input that cannot be checked; the message is one sentence naming the file."""
-
-
-@dataclass
-class SplitStats:
-    """What the NER checks need of one split, gathered in one streaming pass."""
-
-    name: str
-    docs: int = 0
-    tokens: int = 0
-    labels: Counter = field(default_factory=Counter)
-    crossing: int = 0  # entities spanning a sentence start
-    crossing_examples: List[str] = field(default_factory=list)  # the first few, quoted
-
-
-def split_stats(name: str, docs: Iterable) -> SplitStats:
-    stats = SplitStats(name)
-    for index, doc in enumerate(docs):
-        stats.docs += 1
-        stats.tokens += len(doc)
-        if not doc.ents:
-            continue
-        starts = doc.to_array("SENT_START")
-        for ent in doc.ents:
-            stats.labels[ent.label_] += 1
-            # spaCy's transition ner cannot predict these (no entity may span a sentence start), and the
-            # converter never writes them: one means a corpus built elsewhere, or split sentences.
-            if (starts[ent.start + 1:ent.end] == 1).any():
-                stats.crossing += 1
-                if len(stats.crossing_examples) < SHOWN:
-                    stats.crossing_examples.append(f"{ent.text!r} ({ent.label_}, doc {index})")
-    return stats
-
-
-def read_split(name: str, path: Path) -> SplitStats:
-    """The statistics of a .spacy file or folder of shards; anything unreadable is one DataError."""
-    from spacy.vocab import Vocab
-
-    from iob_ner.corpus import read_docs
-
-    if not path.exists():
-        raise DataError(f"the {name} corpus {path} does not exist: run `spacy project run convert` first")
-    try:
-        stats = split_stats(name, read_docs(path, Vocab()))
-    except OSError as err:
-        raise DataError(f"cannot read the {name} corpus {path}: {err.strerror or err}") from None
-    except Exception:  # spaCy's E1014, zlib, msgpack and KeyError alike mean "not a DocBin"
-        raise DataError(f"the {name} corpus {path} is not a spaCy DocBin (.spacy) file: make it with "
-                        f"`spacy project run convert`") from None
-    if stats.docs == 0:
-        raise DataError(f"the {name} corpus {path} holds no documents: check its IOB file and rerun convert")
-    return stats
-
-
-def _listing(counts: Dict[str, int]) -> str:
-    return ", ".join(f"{label} ({n})" for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def ner_findings(splits: Dict[str, SplitStats]) -> List[Finding]:
-    """Labels unseen in train, labels too rare to learn, labels missing from an evaluation split, crossings."""
-    train = splits["train"]
-    findings: List[Finding] = []
-    for stats in splits.values():
-        if not stats.labels:
-            findings.append(("warn", f"{stats.name}: no entities at all in {stats.docs} documents"))
-    for stats in (s for name, s in splits.items() if name != "train"):
-        unseen = {label: n for label, n in stats.labels.items() if label not in train.labels}
-        if unseen:
-            findings.append(("warn", f"{stats.name}: {sum(unseen.values())} entities with label(s) never seen in "
-                             f"train: {_listing(unseen)}; the model can never predict them, and they lower "
-                             f"{stats.name} recall"))
-        absent = {label: n for label, n in train.labels.items() if label not in stats.labels}
-        if absent and stats.labels:
-            findings.append(("info", f"{stats.name}: no entity of label(s) {', '.join(sorted(absent))}: "
-                             f"{stats.name} scores say nothing about them"))
-    rare = {label: n for label, n in train.labels.items() if n <= NEW_LABEL_THRESHOLD}
-    if rare:
-        findings.append(("warn", f"train: few examples for {len(rare)} label(s), spaCy advises more than "
-                         f"{NEW_LABEL_THRESHOLD} each: {_listing(rare)}"))
-    for stats in splits.values():
-        if stats.crossing:
-            findings.append(("warn", f"{stats.name}: {stats.crossing} entities cross a sentence boundary, "
-                             f"e.g. {'; '.join(stats.crossing_examples)}"))
-    if not any(level == "warn" for level, _ in findings):
-        findings.append(("good", "every dev/test label occurs in train, none is rare, none crosses a sentence"))
-    return findings
-
-
-def counts_table(splits: Dict[str, SplitStats]) -> Tuple[List[str], List[List[object]]]:
-    """(header, rows): entities per label and split, then the totals."""
-    labels = sorted(set().union(*(s.labels for s in splits.values())))
-    header = ["label", *splits]
-    rows: List[List[object]] = [[label, *(s.labels.get(label, 0) for s in splits.values())] for label in labels]
-    rows.append(["(all entities)", *(sum(s.labels.values()) for s in splits.values())])
-    rows.append(["(documents)", *(s.docs for s in splits.values())])
-    rows.append(["(tokens)", *(s.tokens for s in splits.values())])
-    return header, rows
-
-
-def data_check_config(config: Path) -> Tuple[str, List[str]]:
-    """The config's text with token_ner components swapped for the transition ner, and their names."""
-    cfg = read_config(config)
-    transition = read_config(TRANSITION_BLOCK, interpolate_check=False)["components"]["ner"]
-    swapped = []
-    for name, block in cfg.get("components", {}).items():
-        if block.get("factory") == "token_ner":
-            new = copy.deepcopy(transition)
-            if "tok2vec" in block.get("model", {}):  # keep the user's listener (width, upstream, pooling)
-                new["model"]["tok2vec"] = block["model"]["tok2vec"]
-            cfg["components"][name] = new
-            swapped.append(name)
-    return cfg.to_str(), swapped
-
-
-def classify(report: str) -> Tuple[List[str], List[str]]:
-    """(errors, advice) among the ✘ lines of a `spacy debug data` report."""
-    failures = [line.strip("✘ ").strip() for line in ANSI.sub("", report).splitlines() if line.startswith("✘")]
-    errors = [f for f in failures if not ADVICE.match(f) and not SUMMARY.match(f)]
-    return errors, [f for f in failures if ADVICE.match(f)]
-
-
-def run_spacy_debug_data(*, config_text: str, train: Path, dev: Path, model: str) -> Tuple[str, int]:
-    """`spacy debug data` on a temporary config file: (its report without colours, its exit status)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.cfg"
-        path.write_text(config_text, encoding="utf8")
-        command = [sys.executable, "-m", "spacy", "debug", "data", str(path), "--paths.train", str(train),
-                   "--paths.dev", str(dev), "--paths.transformer", model]
-        # Log-friendly wasabi: no spinner frames in the saved report; no tokenizers fork warnings either.
-        env = {**os.environ, "WASABI_LOG_FRIENDLY": "1", "TOKENIZERS_PARALLELISM": "false"}
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
-    return ANSI.sub("", result.stdout + result.stderr), result.returncode
-
-
-def project_section(splits: Dict[str, SplitStats], findings: List[Finding]) -> str:
-    header, rows = counts_table(splits)
-    lines = ["NER data checks (scripts/debug_data.py): entities per label and split", "",
-             table(rows, header=header, divider=True, aligns=["l"] + ["r"] * (len(header) - 1)).strip("\n"), ""]
-    lines += [f"{ICONS[level]} {text}" for level, text in findings]
-    return "\n".join(lines) + "\n"
-
-
-def check_corpus(*, config: Path, train: Path, dev: Path, test: Optional[Path], output: Path,
-                 transformer: str) -> Tuple[List[str], List[str]]:
-    """Run every check, print the project's, save the report; returns spaCy's (errors, advice)."""
-    if not config.is_file():
-        raise DataError(f"the config {config} does not exist: run `spacy project run create-config` first")
-    try:
-        config_text, swapped = data_check_config(config)
-    except ConfigFileError as err:
-        raise DataError(str(err)) from None
-    paths = {"train": train, "dev": dev, **({"test": test} if test is not None else {})}
-    splits = {name: read_split(name, path) for name, path in paths.items()}
-    findings = ner_findings(splits)
-    header, rows = counts_table(splits)
-    msg.table(rows, header=header, divider=True, aligns=["l"] + ["r"] * (len(header) - 1))
-    for level, text in findings:
-        getattr(msg, level)(text)
-    try:
-        model = resolve_transformer(transformer)
-    except SetupError as err:
-        raise DataError(str(err)) from None
-    msg.info("Running spacy debug data on train and dev (it loads the transformer) ...")
-    report, returncode = run_spacy_debug_data(config_text=config_text, train=train, dev=dev, model=model)
-    note = (f"spacy debug data, on a copy of {config} in which {', '.join(swapped)} (token_ner) is spaCy's "
-            f"transition ner, for its NER checks only:\n" if swapped else f"spacy debug data on {config}:\n")
-    write_text_atomic(output, project_section(splits, findings) + "\n" + note + report)
-    errors, advice = classify(report)
-    if returncode != 0 and not errors and not advice:
-        tail = [line for line in report.splitlines() if line.strip()][-1:] or ["no output"]
-        print(report[-3000:])
-        errors = [f"it stopped with exit status {returncode}: {tail[0].strip()}"]
-    return errors, advice
 
 
 def main(
@@ -223,11 +21,15 @@ def main(
     test: Optional[Path] = typer.Option(None, help="Test corpus: its labels are checked against train too"),
     transformer: str = typer.Option("embedded"),
 ) -> None:
-    try:
-        errors, advice = check_corpus(config=config, train=train, dev=dev, test=test, output=output,
+    with user_errors():
+        checks = project_checks(config=config, train=train, dev=dev, test=test, transition_block=TRANSITION_BLOCK)
+        header, rows = counts_table(checks.splits)
+        msg.table(rows, header=header, divider=True, aligns=["l"] + ["r"] * (len(header) - 1))
+        for level, text in checks.findings:
+            getattr(msg, level)(text)
+        msg.info("Running spacy debug data on train and dev (it loads the transformer) ...")
+        errors, advice = spacy_checks(checks, config=config, train=train, dev=dev, output=output,
                                       transformer=transformer)
-    except DataError as err:
-        msg.fail(str(err), exits=1)
     for line in advice:
         msg.warn(f"spacy debug data: {line} (a size advice, not an error in the data)")
     if errors:

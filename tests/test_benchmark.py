@@ -1,12 +1,14 @@
-"""scripts/benchmark.py's --recipes grammar (settings per run, one sentence for each bad part) and
-scripts/benchmark_host_time.py's figures on a tiny corpus."""
+"""benchmarks/training's --recipes grammar (settings per run, one sentence for each bad part) and
+benchmarks/host_time's figures on a tiny corpus."""
 import pytest
+from conftest import ROOT, load_benchmark
 
-import benchmark
-from benchmark import Defaults, Run, build_config, effective_settings, parse_batch_sizes, parse_runs, plan, run_label
-from conftest import ROOT
 from iob_ner import precision
 from iob_ner.runtime import SetupError
+
+benchmark = load_benchmark("training/benchmark_training.py")
+Defaults, Run, build_config, effective_settings = benchmark.Defaults, benchmark.Run, benchmark.build_config, benchmark.effective_settings
+parse_batch_sizes, parse_runs, plan, run_label = benchmark.parse_batch_sizes, benchmark.parse_runs, benchmark.plan, benchmark.run_label
 
 
 # --- the --recipes grammar ----------------------------------------------------------------------------
@@ -98,7 +100,8 @@ def test_the_cli_stops_on_a_bad_spec_in_one_line_before_converting(tmp_path, cap
 # --- host time ----------------------------------------------------------------------------------------
 
 def test_host_time_runs_two_steps_with_figures_that_add_up(tmp_path):
-    from benchmark_host_time import AREAS, measure_host_time
+    host_time = load_benchmark("host_time/benchmark_host_time.py")
+    AREAS, measure_host_time = host_time.AREAS, host_time.measure_host_time
     from iob_ner.corpus import convert_iob
 
     convert_iob(ROOT / "assets" / "train.tsv", tmp_path / "train", write_json=False)

@@ -8,15 +8,14 @@ import pytest
 import spacy
 from spacy.tokens import Doc, DocBin, Span, SpanGroup
 from spacy.training import Example
-
-from evaluate import evaluate_pipeline
-from iob_ner.corpus import DOCBIN_ATTRS, read_docs
-from iob_ner.metrics import (THRESHOLDS, auroc, entity_scores, expected_calibration_error, reliability,
-                             threshold_table)
-from iob_ner.token_ner import SPANS_KEY
-from report import write_report
 from test_entity_scores import gold_docs
 from test_token_ner import trained_nlp
+
+from iob_ner.corpus import DOCBIN_ATTRS, read_docs
+from iob_ner.evaluation import evaluate_pipeline
+from iob_ner.metrics import THRESHOLDS, auroc, entity_scores, expected_calibration_error, reliability, threshold_table
+from iob_ner.report import write_report
+from iob_ner.token_ner import SPANS_KEY
 
 # --- ECE and reliability bins -------------------------------------------------------------------------
 
@@ -203,10 +202,10 @@ def test_report_draws_the_confidence_plots_from_evaluate(scored_model, tmp_path)
 
 
 def test_evaluate_summary_prints_ece_and_auroc(scored_model, tmp_path, capsys):
-    import evaluate
+    from conftest import load_script
 
     model, corpus = scored_model
-    evaluate.main(model=model, corpus=corpus, output=tmp_path / "m.json", predictions=None, gpu_id="cpu")
+    load_script("evaluate").main(model=model, corpus=corpus, output=tmp_path / "m.json", predictions=None, gpu_id="cpu")
     block = json.loads((tmp_path / "m.json").read_text(encoding="utf8"))["confidence"]
     printed = " ".join(capsys.readouterr().out.split())
     assert f"temperature 2): ECE {block['ece_before']:.3f} at T = 1 -> {block['ece_after']:.3f} (10 bins), " \

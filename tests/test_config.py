@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from spacy.util import load_config, load_config_from_str
 
-from conftest import ROOT
 from iob_ner.config_file import ConfigFileError, parse_error_line, was_edited, write_config
 
 BASE = ROOT / "configs" / "base_config.cfg"

@@ -7,12 +7,12 @@ from typing import Tuple
 
 import pytest
 import spacy
+from conftest import ROOT
 from spacy.tokens import DocBin
 from spacy.training import Corpus
 from spacy.training.converters import json_to_docs
 from spacy.vocab import Vocab
 
-from conftest import ROOT
 from iob_ner.corpus import DOCBIN_ATTRS, CorpusError, add_to_docbin, convert_iob, read_docs, to_doc
 from iob_ner.iob import IobError, read_iob
 
@@ -82,8 +82,8 @@ def test_cut_sentences_reach_the_docbin_and_the_json(tmp_path, fixture_path):
 
 
 def run_convert(*args: object) -> Tuple[int, str]:
-    """Exit code and output of scripts/convert.py, with wasabi's line wrapping undone."""
-    result = subprocess.run([sys.executable, "scripts/convert.py", *map(str, args)], cwd=ROOT, capture_output=True,
+    """Exit code and output of scripts/convert_file.py, with wasabi's line wrapping undone."""
+    result = subprocess.run([sys.executable, "scripts/convert_file.py", *map(str, args)], cwd=ROOT, capture_output=True,
                             text=True, env={**os.environ, "ANSI_COLORS_DISABLED": "1"})
     return result.returncode, " ".join((result.stdout + result.stderr).split())
 

@@ -5,13 +5,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from spacy.tokens import Doc, DocBin
 from spacy.util import load_config_from_str
 from spacy.vocab import Vocab
 
-from conftest import ROOT
-from debug_data import DataError, classify, counts_table, data_check_config, ner_findings, read_split, split_stats
 from iob_ner.corpus import DOCBIN_ATTRS
+from iob_ner.debug_data import classify, counts_table, data_check_config, gather_split_stats, ner_findings, split_stats
+from iob_ner.errors import DataError
 
 REPORT = """\x1b[1m
 ============================ Data file validation ============================\x1b[0m
@@ -60,7 +61,7 @@ def corpora(tmp_path):
 
 
 def test_counts_per_label_and_split(corpora):
-    splits = {name: read_split(name, path) for name, path in corpora.items()}
+    splits = {name: gather_split_stats(name, path) for name, path in corpora.items()}
     assert splits["train"].labels == {"A": 3, "B": 1}
     assert splits["dev"].labels == {"A": 1, "C": 2}
     assert splits["test"].labels == {"B": 2, "C": 1, "D": 1}
@@ -71,7 +72,7 @@ def test_counts_per_label_and_split(corpora):
 
 
 def test_labels_never_seen_in_train_are_flagged_with_their_counts(corpora):
-    splits = {name: read_split(name, path) for name, path in corpora.items()}
+    splits = {name: gather_split_stats(name, path) for name, path in corpora.items()}
     warnings = [text for level, text in ner_findings(splits) if level == "warn"]
     dev = [w for w in warnings if w.startswith("dev:") and "never seen in train" in w]
     test = [w for w in warnings if w.startswith("test:") and "never seen in train" in w]
@@ -103,12 +104,12 @@ def test_clean_data_gets_a_good_finding():
 def test_unreadable_or_missing_corpus_is_one_sentence(tmp_path):
     (tmp_path / "train.spacy").write_text("not a docbin", encoding="utf8")
     with pytest.raises(DataError, match=r"the train corpus .*train\.spacy is not a spaCy DocBin"):
-        read_split("train", tmp_path / "train.spacy")
+        gather_split_stats("train", tmp_path / "train.spacy")
     with pytest.raises(DataError, match=r"the test corpus .*nope\.spacy does not exist"):
-        read_split("test", tmp_path / "nope.spacy")
+        gather_split_stats("test", tmp_path / "nope.spacy")
     write_corpus(tmp_path / "empty.spacy", [])
     with pytest.raises(DataError, match="holds no documents"):
-        read_split("dev", tmp_path / "empty.spacy")
+        gather_split_stats("dev", tmp_path / "empty.spacy")
 
 
 def test_token_ner_is_swapped_for_the_transition_ner_with_its_listener():

@@ -5,9 +5,9 @@ import pytest
 import spacy
 from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
+from test_token_ner import TRAIN, is_valid_biluo, trained_nlp
 
 from iob_ner.token_ner import NEG_INF, SPANS_KEY, TEMPERATURE_GRID, _BiluoDecoder, temperature_bce
-from test_token_ner import TRAIN, is_valid_biluo, trained_nlp
 
 LABELS = ("A", "B")
 NAMES = ["O"] + [f"{p}-{label}" for label in LABELS for p in "BILU"]
@@ -249,26 +249,6 @@ def test_token_confidence_is_the_marginal_of_each_predicted_tag():
 
 
 # --- dropout samples (a tiny random transformer: its dropout is what gets sampled) -----------------------
-
-
-@pytest.fixture(scope="module")
-def trf_nlp(tmp_path_factory):
-    """configs/config.cfg with a 1-layer random BERT, trained a little on TRAIN (token_ner listening to it)."""
-    import random
-
-    from benchmark_host_time import make_tiny_bert, setup
-    from thinc.api import Adam
-    from iob_ner.runtime import resolve_transformer
-
-    folder = tmp_path_factory.mktemp("trf")
-    gold = gold_docs(spacy.blank("en").vocab)
-    DocBin(docs=gold).to_disk(folder / "train.spacy")
-    nlp, examples, _, _, _ = setup(folder / "train.spacy", make_tiny_bert(resolve_transformer("embedded"), folder / "bert"))
-    optimizer = Adam(0.001)  # why not the config's: its warm-up would still be at a tiny rate here
-    random.seed(0)
-    for _ in range(10):
-        nlp.update(examples, sgd=optimizer, drop=0.1)
-    return nlp, gold
 
 
 def test_dropout_samples_score_a_doc_alike_alone_or_batched(trf_nlp):

@@ -7,9 +7,8 @@ from collections import Counter
 import matplotlib.image
 import pytest
 
-from conftest import ROOT
-from crossval import make_folds, summarise
-from data_curve import nested_subsets, reading
+from iob_ner.experiments.crossval import make_folds, summarise
+from iob_ner.experiments.data_curve import nested_subsets, reading
 from iob_ner.splits import SplitError, missing_labels
 
 

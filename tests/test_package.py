@@ -7,10 +7,11 @@ import sys
 
 import pytest
 import spacy
-
-import package
 from conftest import ROOT
-from package import FINGERPRINT_FILE, PackageError, model_fingerprint, package_pipeline
+
+from iob_ner import packaging as package
+from iob_ner.errors import PackageError
+from iob_ner.packaging import FINGERPRINT_FILE, model_fingerprint, package_pipeline
 
 SCRIPT = ROOT / "scripts" / "package.py"
 REFUSAL = "a different model: raise --vars.package_version or pass --vars.package_force true"

@@ -10,13 +10,13 @@ from contextlib import contextmanager
 import pytest
 import spacy
 import torch
+from conftest import ROOT
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import load_config, load_model_from_config
 from spacy_transformers.layers.hf_shim import HFShim
 from thinc.api import Adam
 
-from conftest import ROOT
 from iob_ner import precision
 from iob_ner.corpus import convert_iob
 from iob_ner.runtime import SetupError, resolve_transformer
@@ -174,9 +174,15 @@ def test_bf16_runs_the_transformer_in_bf16_and_hands_float32_to_the_head(pipelin
 STEPS = 30  # the sample's dev F is about 0.8 at 30 steps on the CPU, in fp32 and in bf16 alike
 
 
+# Without bf16 in the CPU (AVX512-BF16, AMX), torch emulates it: 15x slower than fp32 here (an AMD EPYC
+# without it, measured 2026-11-29), so 30 steps take a quarter of an hour. bf16 is for GPUs and such CPUs.
+NATIVE_CPU_BF16 = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not NATIVE_CPU_BF16, reason="this CPU has no native bf16: emulated, 15x slower than fp32")
 def test_bf16_trains_the_sample_to_the_dev_f_of_fp32(tmp_path, capsys):
-    from train import train_pipeline
+    from iob_ner.training import train_pipeline
 
     for split in ("train", "dev"):
         convert_iob(ROOT / "assets" / f"{split}.tsv", tmp_path / split)
@@ -200,3 +206,45 @@ def test_bf16_trains_the_sample_to_the_dev_f_of_fp32(tmp_path, capsys):
     nlp = spacy.load(tmp_path / "bf16" / "model-best")
     assert nlp.config["system"]["precision"] == "bf16"
     assert type(nlp.get_pipe("transformer").model.layers[0].shims[0]) is HFShim
+
+
+# --- the precision reaches spaCy's own loop through [initialize] after_init ---------------------------
+
+SEEN_SHIMS: list = []
+
+
+def record_shims(nlp):
+    SEEN_SHIMS.append(sorted({type(shim).__name__ for _, pipe in nlp.pipeline if hasattr(pipe, "model")
+                              for node in pipe.model.walk() for shim in node.shims}))
+    return nlp
+
+
+def test_train_sets_the_precision_through_spacys_hook_and_saves_a_config_without_it(tmp_path):
+    """spaCy's own train runs; the transformer's shim is the bf16 one while it trains (seen by [training]
+    before_to_disk), the user's own after_init callback still runs, and the saved configs hold the user's
+    after_init again, not the project's callback: a packaged pipeline loads without this project."""
+    from spacy.util import registry
+
+    from iob_ner.tiny import make_tiny_bert
+    from iob_ner.training import train_pipeline
+
+    registry.callbacks.register("test.record_shims.v1", func=lambda: record_shims)
+    own_calls = []
+    registry.callbacks.register("test.own_after_init.v1", func=lambda: own_calls.append)
+    convert_iob(ROOT / "assets" / "dev.tsv", tmp_path / "dev")
+    bert = make_tiny_bert(resolve_transformer("embedded"), tmp_path / "bert")
+    config = tmp_path / "config.cfg"
+    text = CONFIG.read_text(encoding="utf8").replace('precision = "auto"', 'precision = "bf16"')
+    text = text.replace("after_init = null\n", "").replace("before_to_disk = null\n", "")
+    text += '\n[initialize.after_init]\n@callbacks = "test.own_after_init.v1"\n'
+    text += '\n[training.before_to_disk]\n@callbacks = "test.record_shims.v1"\n'
+    config.write_text(text, encoding="utf8")
+    SEEN_SHIMS.clear()
+    train_pipeline(config=config, output=tmp_path / "out", train=tmp_path / "dev.spacy", dev=tmp_path / "dev.spacy",
+                   transformer=str(bert), gpu_id=-1, max_steps=2, eval_frequency=2, seed=0)
+    assert SEEN_SHIMS and all(names == ["BF16HFShim"] for names in SEEN_SHIMS), SEEN_SHIMS
+    assert len(own_calls) == 1  # the config's own after_init ran once, before the precision was set
+    for name in ("model-best", "model-last"):
+        saved = load_config(tmp_path / "out" / name / "config.cfg", interpolate=False)
+        assert saved["initialize"]["after_init"] == {"@callbacks": "test.own_after_init.v1"}
+        assert precision.CALLBACK not in (tmp_path / "out" / name / "config.cfg").read_text(encoding="utf8")

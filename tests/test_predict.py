@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 import spacy
+from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spacy.language import Language
 
-from conftest import ROOT
+from iob_ner.inference import predict
+from iob_ner.inference import prediction_summary as summary
+from iob_ner.inference.pipeline import split_text
 from iob_ner.iob import read_iob
 from iob_ner.runtime import SetupError
-from predict import predict, split_text, summary
 
 LABELS = {"ZnO": "MAT", "NiO": "MAT", "sputtering": "PRO"}
 
@@ -42,14 +44,6 @@ def make_pipeline(faulty: bool) -> Language:
     if faulty:
         nlp.add_pipe("fail_on_marker")
     return nlp
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    for name, faulty in (("plain", False), ("faulty", True)):
-        make_pipeline(faulty).to_disk(root / name)
-    return root / "plain", root / "faulty"
 
 
 def records(path: Path) -> list:
@@ -271,32 +265,6 @@ SCORED_TEXTS = [
     "we studied it by spectroscopy",
 ]
 TEMPERATURE = 1.5  # not 1: the JSONL must carry the calibrated scores, not scores_t1
-_SCORED_MODEL = {}
-
-
-@pytest.fixture(scope="module")
-def scored_model(tmp_path_factory):
-    """A tiny token_ner pipeline (tests/test_token_ner.py's), trained once per session and saved."""
-    if "path" not in _SCORED_MODEL:
-        from test_token_ner import trained_nlp
-
-        nlp, _ = trained_nlp(60)
-        nlp.get_pipe("ner").temperature = TEMPERATURE
-        path = tmp_path_factory.mktemp("scored") / "model"
-        nlp.to_disk(path)
-        _SCORED_MODEL["path"] = path
-    return _SCORED_MODEL["path"]
-
-
-@pytest.fixture(scope="module")
-def transition_model(tmp_path_factory):
-    """spaCy's transition ner (untrained: what matters is that it gives no scores)."""
-    nlp = spacy.blank("en")
-    nlp.add_pipe("ner").add_label("MAT")
-    nlp.initialize()
-    path = tmp_path_factory.mktemp("transition") / "model"
-    nlp.to_disk(path)
-    return path
 
 
 def write_jsonl(path: Path, texts) -> Path:

@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 import spacy
-
-import prepare_corpus
 from conftest import ROOT
+
+from iob_ner import prepare as prepare_corpus
 from iob_ner.corpus import read_docs
+from iob_ner.prepare import prepare_corpus as prepare
 from iob_ner.runtime import SetupError
 from iob_ner.splits import SplitError
-from prepare_corpus import prepare_corpus as prepare
 
 LABELS = ["SKILL", "DEGREE", "TOOL"]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import spacy
-
 from conftest import ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.slow
@@ -103,11 +102,30 @@ def test_second_run_skips_every_finished_step(sample_project):
         assert f"Skipping '{name}': nothing changed" in output, name
 
 
-def test_editing_the_config_reruns_exactly_what_depends_on_it(sample_project, tmp_path):
-    project = copy_project(tmp_path / "p")
-    source = sample_project[0]
+def copy_run(source: Path, target: Path) -> Path:
+    """A fresh copy of the repository with the corpus, models and lock file of the run in `source`."""
+    project = copy_project(target)
     for generated in ("corpus", "training", "project.lock"):
         (shutil.copytree if (source / generated).is_dir() else shutil.copy)(source / generated, project / generated)
+    return project
+
+
+def test_a_package_change_reruns_everything_and_a_docs_change_nothing(sample_project, tmp_path):
+    """Each command depends on src/iob_ner as a whole (weasel hashes the folder), so no module list is kept by
+    hand: any module changed reruns every step; the docs are no dependency of any."""
+    project = copy_run(sample_project[0], tmp_path / "p")
+    page = project / "docs" / "training.md"
+    page.write_text(page.read_text(encoding="utf8") + "\nA note of the user's.\n", encoding="utf8")
+    output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
+    assert would_run(output) == {"convert"}  # convert always runs (no_skip); nothing else
+    module = project / "src" / "iob_ner" / "metrics.py"
+    module.write_text(module.read_text(encoding="utf8") + "\n# a change to one module of the package\n", encoding="utf8")
+    output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
+    assert would_run(output) == set(COMMANDS)
+
+
+def test_editing_the_config_reruns_exactly_what_depends_on_it(sample_project, tmp_path):
+    project = copy_run(sample_project[0], tmp_path / "p")
     config = project / "configs" / "config.cfg"
     config.write_text(config.read_text().replace("dropout = 0.1", "dropout = 0.15"))
     output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
@@ -133,7 +151,7 @@ def test_ctrl_c_during_a_retrain_keeps_the_previous_model_best(sample_project, t
     import signal
     import time
 
-    from evaluate import evaluate_pipeline
+    from iob_ner.evaluation import evaluate_pipeline
 
     project = copy_project(tmp_path / "p")
     source = sample_project[0]
@@ -158,7 +176,7 @@ def test_ctrl_c_during_a_retrain_keeps_the_previous_model_best(sample_project, t
     os.killpg(process.pid, signal.SIGINT)
     output = process.communicate(timeout=120)[0]
     assert process.returncode != 0
-    assert f"Interrupted: training/model-best is still the previous run's (dev F" in output, output[-3000:]
+    assert "Interrupted: training/model-best is still the previous run's (dev F" in output, output[-3000:]
     assert digest() == before
     # weasel kills its child 0.25 s after Ctrl-C, so what the run had written may stay in the hidden
     # .run.tmp folder (the next train clears it), never in model-best

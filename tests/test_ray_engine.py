@@ -1,4 +1,4 @@
-"""predict's Ray engine (scripts/predict_ray.py) on a local Ray of 2 CPUs: the same outputs as the local
+"""predict's Ray engine (iob_ner.inference.ray_engine) on a local Ray of 2 CPUs: the same outputs as the local
 engine, byte for byte, on 10,000 documents; an interrupted run resumed from its finished shards gives the
 same outputs without recomputing them; bad documents are named, skipped and counted as predict does.
 
@@ -14,8 +14,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need Ray: pip install -r requirements-ray.txt")
 
-import predict_ray  # noqa: E402
-from predict import predict  # noqa: E402
+from iob_ner.inference import predict  # noqa: E402
+from iob_ner.inference import ray_engine as predict_ray  # noqa: E402
 
 WORDS = ("LiFePO4 ZnO TiO2 NiO CuO films grown by pulsed laser deposition we measured X-ray diffraction "
          "Raman spectroscopy sol-gel synthesis was studied the weather is nice today .").split()

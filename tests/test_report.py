@@ -7,17 +7,18 @@ import sys
 
 import pytest
 import spacy
+from conftest import ROOT
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.vocab import Vocab
 
-import report
-from conftest import ROOT
-from evaluate import evaluate_pipeline
+from iob_ner import report
 from iob_ner.corpus import DOCBIN_ATTRS
+from iob_ner.errors import ReportError
+from iob_ner.evaluation import evaluate_pipeline
 from iob_ner.metrics import entity_metrics
+from iob_ner.report import write_report
 from iob_ner.runtime import SetupError
-from report import ReportError, write_report
 
 OUTPUTS = ("report.md", "learning-curve.png", "per-label-f.png", "errors.html")
 PNG = b"\x89PNG"

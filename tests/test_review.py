@@ -5,7 +5,6 @@ The expected document scores are computed here independently: nlp.pipe over the 
 component's token_confidence, the lowest per document. The pipeline is tests/test_token_ner.py's tiny
 token_ner (shared with tests/test_predict.py, trained once per session).
 """
-import json
 import subprocess
 import sys
 import weakref
@@ -13,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import spacy
-
 from conftest import ROOT
+from test_predict import SCORED_TEXTS, records, scored_entities, write_jsonl
+
+from iob_ner.inference.pipeline import Prediction, split_text
+from iob_ner.inference.review import RULE, least_sure, review
+from iob_ner.inference.review import review_summary as summary
 from iob_ner.iob import read_iob
 from iob_ner.runtime import SetupError
-from predict import Prediction, split_text
-from review import RULE, least_sure, review, summary
-from test_predict import (SCORED_TEXTS, models, records, scored_entities, scored_model,  # noqa: F401 (fixtures)
-                          transition_model, write_jsonl)
 
 MATERIALS = ["ZnO", "NiO", "TiO2", "CuO", "LiFePO4", "Fe2O3", "MgO", "SnO2", "WO3", "Co3O4"]
 METHODS = ["by X-ray diffraction", "by Raman spectroscopy", "by pulsed laser deposition", "by sol-gel synthesis",

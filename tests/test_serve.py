@@ -20,10 +20,12 @@ pytest.importorskip("uvicorn", reason="serving is optional: pip install -r requi
 httpx = pytest.importorskip("httpx", reason="serving is optional: pip install -r requirements-serve.txt")
 
 from conftest import ROOT  # noqa: E402
-from iob_ner.serving import Batching, Limits, create_app  # noqa: E402
-from loadtest import free_port, loadtest, malformed_requests, request_mix  # noqa: E402
-from serve import pipeline_info, pipeline_runner  # noqa: E402
-from test_predict import SCORED_TEXTS, make_pipeline, scored_entities, scored_model  # noqa: E402,F401 (fixture)
+from test_predict import SCORED_TEXTS, make_pipeline, scored_entities  # noqa: E402
+
+from iob_ner.serving.app import Batching, Limits, create_app  # noqa: E402
+from iob_ner.serving.loadtest import free_port, malformed_requests, request_mix  # noqa: E402
+from iob_ner.serving.loadtest import loadtest as run_loadtest  # noqa: E402
+from iob_ner.serving.server import pipeline_info, pipeline_runner  # noqa: E402
 
 SMALL = Limits(max_body_bytes=2_000, max_texts=3, max_chars=200, timeout_s=10)
 
@@ -232,7 +234,7 @@ def test_request_mix_holds_every_malformed_kind_and_the_good_texts():
 def test_loadtest_runs_both_settings_and_every_malformed_request_gets_a_4xx(scored_model, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(SCORED_TEXTS) + "\n", encoding="utf8")
-    result = loadtest(model=str(scored_model), texts=texts, requests=60, malformed=16, unbatched_requests=20,
+    result = run_loadtest(serve_script=ROOT / "scripts" / "serve.py", model=str(scored_model), texts=texts, requests=60, malformed=16, unbatched_requests=20,
                       concurrency=4, gpu_id="cpu", time_cap_s=120)
     batched, unbatched = result["runs"]["batched"], result["runs"]["unbatched"]
     assert batched["sent"] == 76 and unbatched["sent"] == 20
@@ -279,7 +281,6 @@ def test_serve_names_a_port_in_use_before_loading_the_model(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        started = time.monotonic()
         result = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere"),
                                  "--port", str(port)], capture_output=True, text=True, timeout=120)
     said = " ".join(result.stdout.split())
@@ -293,7 +294,7 @@ def test_serve_names_a_port_in_use_before_loading_the_model(tmp_path):
 ])
 def test_loadtest_names_unreadable_texts_in_one_sentence(tmp_path, content, says):
     from iob_ner.runtime import SetupError
-    from loadtest import read_sentences
+    from iob_ner.serving.loadtest import read_sentences
 
     path = tmp_path / ("texts.spacy" if "docbin" in says or "corpus" in says else "texts.txt")
     path.write_bytes(content)

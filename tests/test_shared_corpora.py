@@ -1,7 +1,7 @@
 """The real corpora beside the project (../shared/data) convert with their published entity counts."""
 import pytest
-
 from conftest import SHARED_DATA
+
 from iob_ner.corpus import convert_iob
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside this checkout")

@@ -3,7 +3,8 @@ import random
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iob_ner.splits import SplitError, missing_labels, stratified_parts
 

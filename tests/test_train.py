@@ -1,16 +1,15 @@
-"""train.py's checks before spaCy trains: no silent document drops, a schedule that fits max_steps, and
+"""train's checks before spaCy trains: no silent document drops, a schedule that fits max_steps, and
 one sentence (no traceback) for settings and inputs that cannot train."""
 import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from spacy.util import load_config
 
-from conftest import ROOT
 from iob_ner.corpus import convert_iob
 from iob_ner.runtime import SetupError
-from test_entity_scores import trf_nlp  # noqa: F401 (a fixture: a tiny transformer pipeline)
-from train import check_steps, check_training_corpus, read_config, schedule_overrides
+from iob_ner.training import check_steps, check_training_corpus, read_config, schedule_overrides
 
 
 def test_a_length_limit_that_drops_documents_names_them(tmp_path, fixture_path, capsys):
@@ -60,7 +59,8 @@ def test_calibrate_with_dropout_samples_stores_them_or_says_why_not(trf_nlp, tmp
     import spacy
     from spacy.tokens import DocBin
     from test_token_ner import trained_nlp
-    from train import calibrate
+
+    from iob_ner.training import calibrate
 
     nlp, gold = trf_nlp
     nlp.to_disk(tmp_path / "trf")
@@ -99,9 +99,8 @@ def test_train_script_fails_in_one_line_without_training(tmp_path, fixture_path)
 
 CTRL_C_CHILD = """
 import sys
-sys.path.insert(0, {scripts!r})
 import torch
-from train import _said_at_once_on_ctrl_c
+from iob_ner.training import _said_at_once_on_ctrl_c
 matrix = torch.randn(2500, 2500) / 50
 with _said_at_once_on_ctrl_c("Interrupted: the earlier model stays"):
     print("inside", flush=True)
@@ -117,7 +116,7 @@ def test_ctrl_c_is_answered_within_a_quarter_second_even_inside_one_long_torch_o
     import time
 
     script = tmp_path / "child.py"
-    script.write_text(CTRL_C_CHILD.format(scripts=str(ROOT / "scripts")), encoding="utf8")
+    script.write_text(CTRL_C_CHILD, encoding="utf8")
     child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     assert child.stdout.readline().strip() == "inside"

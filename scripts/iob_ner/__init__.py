@@ -1,1 +1,0 @@
-"""IOB import, a token-classification NER component and reports for the spaCy NER project template."""

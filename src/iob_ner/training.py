@@ -1,0 +1,247 @@
+"""Training the pipeline of configs/config.cfg on the project's corpus, on a GPU when one is present.
+
+spaCy writes `model-best` at the first evaluation (step 0, untrained) and `model-last` when training
+stops, also on Ctrl-C. So the run trains into a hidden folder and its pipelines replace
+`training/model-best` and `training/model-last` only when it ends; an interrupted or failed retrain
+leaves the previous pipelines, and the log they came with, as they were.
+"""
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, Optional
+
+from thinc.api import Config
+from wasabi import msg
+
+from . import config_file, precision
+from .errors import ConfigFileError, SetupError
+from .outputs import remove, replace, temporary_name
+from .runtime import resolve_transformer, select_device
+from .scoring import scoring_ner
+
+MODELS = ("model-best", "model-last")
+INTERRUPTED = "interrupted"  # where an interrupted run's pipelines are kept, beside model-best
+
+
+def read_config(path: Path) -> Config:
+    """The training config, or one sentence naming the file when it cannot be read."""
+    try:
+        return config_file.read_config(path)
+    except ConfigFileError as err:
+        raise SetupError(f"{err} (fix it, or delete it and run `spacy project run create-config`)") from None
+
+
+def check_training_corpus(config: Config, train_path: Path) -> None:
+    """Stop before training on a corpus without entities; name the documents that `max_length` drops.
+
+    spaCy's Corpus drops documents over `max_length` without a word.
+    """
+    import spacy
+
+    from .corpus import read_docs
+
+    limit = config["corpora"]["train"].get("max_length", 0)
+    entities, long_docs = 0, []
+    for i, doc in enumerate(read_docs(train_path, spacy.blank("en").vocab)):
+        entities += len(doc.ents)
+        if limit and len(doc) > limit:
+            long_docs.append((i, len(doc)))
+    if not entities:
+        raise SetupError(f"{train_path} holds no entities: there is nothing to learn (check the training "
+                         f"file's tag column, or pass your annotated file with --vars.train FILE)")
+    if long_docs:
+        shown = ", ".join(f"#{i} ({n} tokens)" for i, n in long_docs[:5])
+        msg.warn(f"corpora.train.max_length = {limit} in the config leaves {len(long_docs)} training "
+                 f"document(s) out: {shown}. Set it to 0 to train on every document.")
+
+
+def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> Dict[str, int]:
+    """Fit a warmup/decay learning-rate schedule to `max_steps`, whatever steps the config names."""
+    schedule = config["training"]["optimizer"].get("learn_rate")
+    overrides = {}
+    if isinstance(schedule, dict) and "total_steps" in schedule and max_steps > 0:
+        overrides["training.optimizer.learn_rate.total_steps"] = max_steps
+    if isinstance(schedule, dict) and "warmup_steps" in schedule and max_steps > 0:
+        overrides["training.optimizer.learn_rate.warmup_steps"] = max(1, round(max_steps * warmup_ratio))
+    return overrides
+
+
+def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float, confidence_samples: int = 0) -> None:
+    """spaCy reads max_steps = 0 as "no limit": here it would train forever, so it is an error."""
+    if max_steps <= 0:
+        raise SetupError(f"max_steps must be a positive number of training steps, not {max_steps} "
+                         f"(--vars.max_steps 2000, say)")
+    if eval_frequency <= 0:
+        raise SetupError(f"eval_frequency must be a positive number of steps, not {eval_frequency}")
+    if not 0 <= warmup_ratio < 1:
+        raise SetupError(f"warmup_ratio must be at least 0 and below 1, not {warmup_ratio}")
+    if confidence_samples < 0:
+        raise SetupError(f"confidence_samples must be 0 (one pass) or a number of dropout passes, not {confidence_samples}")
+
+
+def train_pipeline(
+    *, config: Path, output: Path, train: Path, dev: Path, transformer: str, gpu_id: Optional[int],
+    max_steps: int, eval_frequency: int, seed: int, warmup_ratio: float = 0.1, log_file: Optional[Path] = None,
+    confidence_samples: int = 0,
+) -> None:
+    check_steps(max_steps, eval_frequency, warmup_ratio, confidence_samples)
+    config_data = read_config(config)
+    check_training_corpus(config_data, train)
+    from spacy.cli._util import parse_config_overrides
+
+    user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
+    precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
+    model = resolve_transformer(transformer)
+    gpu, device = select_device(gpu_id)
+    chosen = precision.choose(precision_setting, gpu)
+    msg.info(f"Training on {device}, transformer {model}")
+    msg.info(precision.describe(chosen, precision_setting, gpu))
+    overrides = {
+        "paths.train": str(train), "paths.dev": str(dev), "paths.transformer": model,
+        "training.max_steps": max_steps, "training.eval_frequency": eval_frequency, "system.seed": seed,
+    }
+    overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
+    run_dir = temporary_name(output / "run")
+    remove(run_dir)
+    if log_file is not None:
+        overrides["training.logger.output_file"] = str(run_dir / "log.jsonl")
+    overrides.update(user_overrides)
+    _train_then_promote(config, run_dir, output, log_file, gpu, overrides, dev, chosen, confidence_samples)
+
+
+def _train_then_promote(config: Path, run_dir: Path, output: Path, log_file: Optional[Path], gpu: int,
+                        overrides: dict, dev: Path, chosen_precision: str = "fp32", confidence_samples: int = 0) -> None:
+    try:
+        with _said_at_once_on_ctrl_c(_interrupted_message(output)):
+            # spaCy's own train; the transformer's precision is set by an [initialize] after_init callback
+            precision.train(config, run_dir, use_gpu=gpu, overrides=overrides, precision=chosen_precision)
+            calibrate(run_dir / "model-best", dev, run_dir / "calibration.json", samples=confidence_samples)
+    except KeyboardInterrupt:
+        _keep_interrupted_run(run_dir, output)
+        raise
+    except BaseException:
+        remove(run_dir)
+        raise
+    for name in MODELS:
+        replace(run_dir / name, output / name)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        replace(run_dir / "log.jsonl", log_file)
+    replace(run_dir / "calibration.json", output / "calibration.json")
+    remove(run_dir)
+    msg.good(f"{output / 'model-best'} and {output / 'model-last'} are this run's")
+
+
+def calibrate(model_dir: Path, dev: Path, record: Path, samples: int = 0) -> dict:
+    """Fit the entity-score temperature of model_dir's token_ner on the dev documents; save it in the pipeline.
+
+    The head's probabilities come out of training over- or under-confident; one temperature, chosen on dev
+    (never test) to minimise the cross-entropy of "this predicted entity is right", makes them honest.
+    `samples` > 0: the scores become means over that many dropout passes, with a temperature of their own.
+    """
+    import json
+
+    import spacy
+
+    from .corpus import read_docs
+
+    nlp = spacy.load(model_dir)
+    scoring = scoring_ner(nlp)
+    if scoring is None or not hasattr(scoring.pipe, "fit_temperature"):
+        result = {"temperature": None, "note": "the ner head gives no entity scores (spaCy's transition ner)"}
+        msg.info(f"No entity scores to calibrate: {result['note']}")
+    else:
+        name, pipe = scoring.name, scoring.pipe
+        gold = list(read_docs(dev, nlp.vocab))
+        try:
+            result = {"component": name, **pipe.fit_temperature(nlp, gold, samples=samples)}
+        except ValueError as err:  # no transformer to sample: keep the trained model, score in one pass
+            msg.warn(f"{err}: the scores stay one-pass")
+            result = {"component": name, **pipe.fit_temperature(nlp, gold, samples=0)}
+        nlp.to_disk(model_dir)
+        prefix = "samples_" if result.get("samples") else ""
+        what = f"means over {result['samples']} dropout passes, " if prefix else ""
+        msg.good(f"Entity scores ({what}calibrated on {dev}): temperature {result[prefix + 'temperature']:.3g}, "
+                 f"cross-entropy {result[prefix + 'bce_before']:.3f} -> {result[prefix + 'bce_after']:.3f} over "
+                 f"{result['entities']} predicted entities")
+    record.write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
+    return result
+
+
+def _dev_f(model_dir: Path) -> str:
+    """The dev F that spaCy stored in a pipeline's meta.json, for messages."""
+    import json
+
+    try:
+        performance = json.loads((model_dir / "meta.json").read_text(encoding="utf8")).get("performance", {})
+        return f"dev F {performance['ents_f']:.3f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "not evaluated"
+
+
+def _interrupted_message(output: Path) -> str:
+    """What Ctrl-C will say, worked out before training starts (the handler has no time to read files)."""
+    best = output / "model-best"
+    kept = f"{best} is still the previous run's ({_dev_f(best)})" if best.exists() else f"no {best} was written"
+    return f"Interrupted: {kept}"
+
+
+@contextmanager
+def _said_at_once_on_ctrl_c(message: str) -> Iterator[None]:
+    """On Ctrl-C, print `message` at once, then stop as Ctrl-C does (KeyboardInterrupt).
+
+    At once, because `spacy project run` gives its child a quarter of a second after Ctrl-C before it
+    kills it (subprocess.run). A Python signal handler runs only between bytecodes of the main thread,
+    which can sit longer than that inside one torch operation on a busy CPU; so the C-level handler's
+    wake-up byte (signal.set_wakeup_fd) is read by a thread that writes the prepared line straight to fd 1
+    (torch releases the GIL inside its operations). The handler says it too, if it comes first, and raises.
+    """
+    line = msg.text(message, color="yellow", icon="warn", no_print=True).encode("utf8", "replace") + b"\n"
+    said = threading.Lock()
+
+    def say() -> None:
+        if said.acquire(blocking=False):  # once, whichever of thread and handler comes first
+            os.write(sys.stdout.fileno(), line)
+
+    def on_sigint(*_: object) -> None:
+        sys.stdout.flush()
+        say()
+        raise KeyboardInterrupt
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def watch() -> None:
+        try:
+            while True:
+                woken_by = os.read(read_end, 64)  # one byte per signal that has a Python handler
+                if not woken_by:
+                    return
+                if signal.SIGINT in woken_by:
+                    say()
+        except OSError:
+            pass  # the pipe was closed: training ended
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="ctrl-c", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGINT, previous_handler)
+        os.close(write_end)  # ends the watcher's read
+        watcher.join(timeout=1)
+        os.close(read_end)
+
+
+def _keep_interrupted_run(run_dir: Path, output: Path) -> None:
+    """After Ctrl-C, where the process lives on: the run's own pipelines go to training/interrupted/."""
+    kept = output / INTERRUPTED
+    if run_dir.exists():
+        replace(run_dir, kept)
+        msg.info(f"This run's best so far ({_dev_f(kept / 'model-best')}) is in {kept}")
