@@ -1,5 +1,6 @@
 """convert: the IOB file(s) to corpus/{train,dev,test}.spacy (and spaCy JSON, with reports); dev and test carved
 from train where they are "auto"; corpus/split.json says what went where."""
+
 import sys
 from pathlib import Path
 
@@ -47,10 +48,20 @@ def main(
 ) -> None:
     with user_errors():
         record, reports = prepare_corpus(
-            train=train, dev=dev, test=test, output=output, seed=seed, dev_share=dev_share, test_share=test_share,
-            dev_is_test=parse_bool(dev_is_test), sents_per_doc=sents_per_doc, strict=parse_bool(strict),
-            max_sentence_tokens=max_sentence_tokens, max_document_tokens=max_document_tokens,
-            manifest=SAMPLE_MANIFEST)
+            train=train,
+            dev=dev,
+            test=test,
+            output=output,
+            seed=seed,
+            dev_share=dev_share,
+            test_share=test_share,
+            dev_is_test=parse_bool(dev_is_test),
+            sents_per_doc=sents_per_doc,
+            strict=parse_bool(strict),
+            max_sentence_tokens=max_sentence_tokens,
+            max_document_tokens=max_document_tokens,
+            manifest=SAMPLE_MANIFEST,
+        )
     print_record(record, reports)
     counts = ", ".join(f"{record['documents_per_split'][s]} {s}" for s in SPLITS)
     msg.good(f"{record['note']}: {counts} documents -> {output}/{{train,dev,test}}.spacy, {output}/split.json")

@@ -1,4 +1,5 @@
 """crossval: k-fold cross-validation over the train + dev documents; per-fold and mean ± sd F, per label."""
+
 from pathlib import Path
 
 import typer
@@ -24,13 +25,25 @@ def main(
     warmup_ratio: float = typer.Option(0.1),
 ) -> None:
     with user_errors():
-        record = crossval(config=config, train=train, dev=dev, output=output, folds=folds, seed=seed,
-                          transformer=transformer, gpu_id=parse_gpu_id(gpu_id, gpu_id_env), max_steps=max_steps,
-                          eval_frequency=eval_frequency, warmup_ratio=warmup_ratio)
+        record = crossval(
+            config=config,
+            train=train,
+            dev=dev,
+            output=output,
+            folds=folds,
+            seed=seed,
+            transformer=transformer,
+            gpu_id=parse_gpu_id(gpu_id, gpu_id_env),
+            max_steps=max_steps,
+            eval_frequency=eval_frequency,
+            warmup_ratio=warmup_ratio,
+        )
     s = record["summary"]
-    msg.good(f"{folds} folds, {record['documents']} documents: typed F {s['typed_f']['mean']:.3f} ± "
-             f"{s['typed_f']['sd']:.3f}, untyped F {s['untyped_f']['mean']:.3f} ± {s['untyped_f']['sd']:.3f} "
-             f"in {record['seconds']:.0f} s -> {output / 'report.md'}")
+    msg.good(
+        f"{folds} folds, {record['documents']} documents: typed F {s['typed_f']['mean']:.3f} ± "
+        f"{s['typed_f']['sd']:.3f}, untyped F {s['untyped_f']['mean']:.3f} ± {s['untyped_f']['sd']:.3f} "
+        f"in {record['seconds']:.0f} s -> {output / 'report.md'}"
+    )
 
 
 if __name__ == "__main__":

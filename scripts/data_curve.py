@@ -1,4 +1,5 @@
 """data-curve: train on 25/50/75/100 % of the training documents and plot dev F against size."""
+
 from pathlib import Path
 
 import typer
@@ -23,9 +24,18 @@ def main(
     warmup_ratio: float = typer.Option(0.1),
 ) -> None:
     with user_errors():
-        record = data_curve(config=config, train=train, dev=dev, output=output, seed=seed, transformer=transformer,
-                            gpu_id=parse_gpu_id(gpu_id, gpu_id_env), max_steps=max_steps,
-                            eval_frequency=eval_frequency, warmup_ratio=warmup_ratio)
+        record = data_curve(
+            config=config,
+            train=train,
+            dev=dev,
+            output=output,
+            seed=seed,
+            transformer=transformer,
+            gpu_id=parse_gpu_id(gpu_id, gpu_id_env),
+            max_steps=max_steps,
+            eval_frequency=eval_frequency,
+            warmup_ratio=warmup_ratio,
+        )
     values = ", ".join(f"{p['share']} %: {p['dev_f']:.3f}" for p in record["points"])
     msg.good(f"dev F {values}; {record['reading']} -> {output / 'report.md'}")
 

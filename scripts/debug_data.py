@@ -1,5 +1,6 @@
 """debug-data: check the corpus before training (entities per label and split, labels that train lacks), then
 `spacy debug data` with its NER checks; saves the report and stops on errors."""
+
 from pathlib import Path
 from typing import Optional
 
@@ -28,8 +29,9 @@ def main(
         for level, text in checks.findings:
             getattr(msg, level)(text)
         msg.info("Running spacy debug data on train and dev (it loads the transformer) ...")
-        errors, advice = spacy_checks(checks, config=config, train=train, dev=dev, output=output,
-                                      transformer=transformer)
+        errors, advice = spacy_checks(
+            checks, config=config, train=train, dev=dev, output=output, transformer=transformer
+        )
     for line in advice:
         msg.warn(f"spacy debug data: {line} (a size advice, not an error in the data)")
     if errors:

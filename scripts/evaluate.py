@@ -1,5 +1,6 @@
 """evaluate: score a trained pipeline on a corpus; metrics JSON (overall, per label, untyped, confusion, entity
 confidence) and the predicted docs."""
+
 from pathlib import Path
 from typing import Optional
 
@@ -12,9 +13,27 @@ from iob_ner.runtime import parse_gpu_id
 
 
 def print_metrics(m: dict) -> None:
-    rows = [(label, f"{s['p']:.3f}", f"{s['r']:.3f}", f"{s['f']:.3f}", s["support"]) for label, s in m["per_label"].items()]
-    rows.append(("ALL (typed)", f"{m['typed']['p']:.3f}", f"{m['typed']['r']:.3f}", f"{m['typed']['f']:.3f}", m["gold_entities"]))
-    rows.append(("ALL (untyped)", f"{m['untyped']['p']:.3f}", f"{m['untyped']['r']:.3f}", f"{m['untyped']['f']:.3f}", m["gold_entities"]))
+    rows = [
+        (label, f"{s['p']:.3f}", f"{s['r']:.3f}", f"{s['f']:.3f}", s["support"]) for label, s in m["per_label"].items()
+    ]
+    rows.append(
+        (
+            "ALL (typed)",
+            f"{m['typed']['p']:.3f}",
+            f"{m['typed']['r']:.3f}",
+            f"{m['typed']['f']:.3f}",
+            m["gold_entities"],
+        )
+    )
+    rows.append(
+        (
+            "ALL (untyped)",
+            f"{m['untyped']['p']:.3f}",
+            f"{m['untyped']['r']:.3f}",
+            f"{m['untyped']['f']:.3f}",
+            m["gold_entities"],
+        )
+    )
     msg.table(rows, header=("label", "P", "R", "F", "support"), divider=True)
     confidence = m["confidence"]
     if confidence is None:
@@ -25,9 +44,11 @@ def print_metrics(m: dict) -> None:
         return "n/a" if value is None else f"{value:.3f}"
 
     sampled = f", means over {confidence['samples']} dropout passes" if confidence.get("samples") else ""
-    msg.info(f"Entity confidence ({confidence['entities']} predicted entities{sampled}, temperature "
-             f"{confidence['temperature']:.3g}): ECE {number(confidence['ece_before'])} at T = 1 -> "
-             f"{number(confidence['ece_after'])} ({confidence['bins']} bins), AUROC {number(confidence['auroc'])}")
+    msg.info(
+        f"Entity confidence ({confidence['entities']} predicted entities{sampled}, temperature "
+        f"{confidence['temperature']:.3g}): ECE {number(confidence['ece_before'])} at T = 1 -> "
+        f"{number(confidence['ece_after'])} ({confidence['bins']} bins), AUROC {number(confidence['auroc'])}"
+    )
 
 
 def main(
@@ -38,10 +59,14 @@ def main(
     gpu_id: str = typer.Option("cpu", help="GPU id, 'cpu' or 'auto'"),
 ) -> None:
     with user_errors():
-        m = evaluate_pipeline(model=model, corpus=corpus, output=output, predictions=predictions, gpu_id=parse_gpu_id(gpu_id))
+        m = evaluate_pipeline(
+            model=model, corpus=corpus, output=output, predictions=predictions, gpu_id=parse_gpu_id(gpu_id)
+        )
     print_metrics(m)
-    msg.good(f"{corpus}: {m['examples']} documents, {m['words']} words at {m['words_per_second']:.0f} words/s "
-             f"on {m['device']} -> {output}")
+    msg.good(
+        f"{corpus}: {m['examples']} documents, {m['words']} words at {m['words_per_second']:.0f} words/s "
+        f"on {m['device']} -> {output}"
+    )
 
 
 if __name__ == "__main__":

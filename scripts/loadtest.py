@@ -1,5 +1,6 @@
 """loadtest: start `serve` on a free loopback port with micro-batching on, then off; print and save requests/s,
 words/s, p50/p95/p99 latency, answers by status and the server's memory."""
+
 import json
 from pathlib import Path
 
@@ -19,20 +20,50 @@ def print_result(result: dict) -> None:
         latency = run["latency_ms"]
         rss = run["rss_bytes"]
         mb = {k: f"{v / 2**20:.0f}" if v else "?" for k, v in rss.items()}
-        rows.append((name, run["max_batch_size"], f"{run['sent']}/{run['planned']}", run["requests_per_s"],
-                     run["words_per_s"], latency.get("p50"), latency.get("p95"), latency.get("p99"),
-                     run["server_errors"], run["malformed_not_4xx"],
-                     f"{mb['before']} / {mb.get(f'after {MEMORY_MARK}', '?')} / {mb['after all']}"))
-    msg.table(rows, header=("run", "batch", "sent", "req/s", "words/s", "p50 ms", "p95 ms", "p99 ms",
-                            "5xx/none", "bad not 4xx", "RSS MB before/1k/end"), divider=True)
+        rows.append(
+            (
+                name,
+                run["max_batch_size"],
+                f"{run['sent']}/{run['planned']}",
+                run["requests_per_s"],
+                run["words_per_s"],
+                latency.get("p50"),
+                latency.get("p95"),
+                latency.get("p99"),
+                run["server_errors"],
+                run["malformed_not_4xx"],
+                f"{mb['before']} / {mb.get(f'after {MEMORY_MARK}', '?')} / {mb['after all']}",
+            )
+        )
+    msg.table(
+        rows,
+        header=(
+            "run",
+            "batch",
+            "sent",
+            "req/s",
+            "words/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "5xx/none",
+            "bad not 4xx",
+            "RSS MB before/1k/end",
+        ),
+        divider=True,
+    )
     if "batched_over_unbatched_words_per_s" in result:
-        msg.info(f"Micro-batching: {result['batched_over_unbatched_words_per_s']}x the words/s of batching off "
-                 f"at {result['concurrency']} concurrent clients, on {result['cpu']}")
+        msg.info(
+            f"Micro-batching: {result['batched_over_unbatched_words_per_s']}x the words/s of batching off "
+            f"at {result['concurrency']} concurrent clients, on {result['cpu']}"
+        )
 
 
 def main(
     model: str = typer.Argument("training/model-best", help="Pipeline folder or installed package name"),
-    texts: Path = typer.Option(Path("corpus/test.spacy"), exists=True, help=".spacy corpus (sentences) or text file (lines)"),
+    texts: Path = typer.Option(
+        Path("corpus/test.spacy"), exists=True, help=".spacy corpus (sentences) or text file (lines)"
+    ),
     output: Path = typer.Option(Path("training/loadtest.json"), help="The figures, as JSON"),
     requests: int = typer.Option(10_000, help="Good requests in the batched run"),
     malformed: int = typer.Option(1_000, help="Malformed requests mixed into the batched run"),
@@ -48,14 +79,26 @@ def main(
     except ImportError:
         msg.fail("the load test needs httpx: pip install -r requirements-serve.txt", exits=1)
     with user_errors():
-        result = loadtest(serve_script=SERVE_SCRIPT, model=model, texts=texts, requests=requests, malformed=malformed,
-                          unbatched_requests=unbatched_requests, concurrency=concurrency,
-                          max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, gpu_id=gpu_id, time_cap_s=time_cap_s)
+        result = loadtest(
+            serve_script=SERVE_SCRIPT,
+            model=model,
+            texts=texts,
+            requests=requests,
+            malformed=malformed,
+            unbatched_requests=unbatched_requests,
+            concurrency=concurrency,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            gpu_id=gpu_id,
+            time_cap_s=time_cap_s,
+        )
     print_result(result)
     write_text_atomic(output, json.dumps(result, indent=2) + "\n")
     bad = sum(run["server_errors"] + run["malformed_not_4xx"] + run["good_not_200"] for run in result["runs"].values())
-    (msg.warn if bad else msg.good)(f"{sum(r['sent'] for r in result['runs'].values())} requests sent, {bad} "
-                                    f"answered wrongly (5xx, no answer, or a malformed one not refused) -> {output}")
+    (msg.warn if bad else msg.good)(
+        f"{sum(r['sent'] for r in result['runs'].values())} requests sent, {bad} "
+        f"answered wrongly (5xx, no answer, or a malformed one not refused) -> {output}"
+    )
 
 
 if __name__ == "__main__":

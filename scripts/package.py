@@ -1,4 +1,5 @@
 """package: an installable Python package (wheel) of a trained pipeline, the token_ner code included."""
+
 from pathlib import Path
 
 import typer
@@ -21,7 +22,7 @@ def main(
         forced = parse_bool(force)
     with user_errors():
         wheel, status = package_pipeline(model=model, output_dir=output_dir, name=name, version=version, force=forced)
-    msg.good(f"{wheel.parent.parent} ({status}): pip install {wheel}, then spacy.load(\"{wheel.name.split('-')[0]}\")")
+    msg.good(f'{wheel.parent.parent} ({status}): pip install {wheel}, then spacy.load("{wheel.name.split("-")[0]}")')
 
 
 if __name__ == "__main__":

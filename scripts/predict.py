@@ -1,5 +1,6 @@
 """predict: run a trained pipeline on .txt files, a folder of them, JSONL or Parquet; JSONL (or Parquet) out,
 and optionally an IOB .tsv in the UBIAI export shape. `--engine ray` runs the same on Ray actors."""
+
 from pathlib import Path
 from typing import Optional
 
@@ -23,16 +24,32 @@ def main(
     min_score: float = typer.Option(0.0, help="Leave out entities whose probability is under this (needs token_ner)"),
     engine: str = typer.Option("local", help="local (this process) or ray (pip install -r requirements-ray.txt)"),
     actors: int = typer.Option(0, help="Ray engine: pipeline copies (0: one per GPU, else one per CPU)"),
-    shard_size: int = typer.Option(10_240, help="Ray engine: documents a resumable shard (rounded up to whole batches)"),
-    ray_address: str = typer.Option("", help="Ray engine: a cluster's address (default: RAY_ADDRESS, else a local Ray)"),
+    shard_size: int = typer.Option(
+        10_240, help="Ray engine: documents a resumable shard (rounded up to whole batches)"
+    ),
+    ray_address: str = typer.Option(
+        "", help="Ray engine: a cluster's address (default: RAY_ADDRESS, else a local Ray)"
+    ),
     ray_wheel: Optional[Path] = typer.Option(None, help="Ray engine: the pipeline's wheel, installed on the workers"),
 ) -> None:
     resume = "; rerun the same command to go on from the finished shards" if engine == "ray" else ""
     with user_errors(OSError, interrupted=f"interrupted: the previous outputs are left as they were{resume}"):
-        result = predict(model=model, source=source, output=output, iob_output=iob, gpu_id=parse_gpu_id(gpu_id),
-                         batch_size=batch_size, lines=lines, max_length=max_length or None, min_score=min_score,
-                         engine=engine, actors=actors, shard_size=shard_size, ray_address=ray_address or None,
-                         ray_wheel=ray_wheel)
+        result = predict(
+            model=model,
+            source=source,
+            output=output,
+            iob_output=iob,
+            gpu_id=parse_gpu_id(gpu_id),
+            batch_size=batch_size,
+            lines=lines,
+            max_length=max_length or None,
+            min_score=min_score,
+            engine=engine,
+            actors=actors,
+            shard_size=shard_size,
+            ray_address=ray_address or None,
+            ray_wheel=ray_wheel,
+        )
     (msg.warn if result["skipped"] else msg.good)(prediction_summary(result, [output] + ([iob] if iob else [])))
 
 

@@ -1,4 +1,5 @@
 """report: training/report.md with plots, and training/errors.html (gold beside predicted)."""
+
 from pathlib import Path
 
 import typer
@@ -16,8 +17,10 @@ def main(
     with user_errors():
         with_errors, n_docs = write_report(training_dir=training_dir, test_corpus=test_corpus)
     plots = "".join(f", {name}" for name in CONFIDENCE_PLOTS if (training_dir / name).exists())
-    msg.good(f"{training_dir / 'report.md'}, learning-curve.png, per-label-f.png{plots}, errors.html "
-             f"({with_errors} of {n_docs} test documents with errors)")
+    msg.good(
+        f"{training_dir / 'report.md'}, learning-curve.png, per-label-f.png{plots}, errors.html "
+        f"({with_errors} of {n_docs} test documents with errors)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """review: the N documents the model is least sure of, pre-annotated, for an annotator to correct in UBIAI."""
+
 from pathlib import Path
 
 import typer
@@ -21,12 +22,21 @@ def main(
     max_length: int = typer.Option(0, help="Split texts longer than this (characters; 0: the pipeline's max_length)"),
 ) -> None:
     with user_errors(OSError, interrupted="interrupted: the previous outputs are left as they were"):
-        result = review(model=model, source=source, output_jsonl=output_jsonl, output_iob=output_iob, n=n,
-                        gpu_id=parse_gpu_id(gpu_id), batch_size=batch_size, lines=lines,
-                        max_length=max_length or None)
+        result = review(
+            model=model,
+            source=source,
+            output_jsonl=output_jsonl,
+            output_iob=output_iob,
+            n=n,
+            gpu_id=parse_gpu_id(gpu_id),
+            batch_size=batch_size,
+            lines=lines,
+            max_length=max_length or None,
+        )
     msg.info(f"rule: {RULE}")
     (msg.warn if result["skipped"] or not result["written"] else msg.good)(
-        review_summary(result, [output_jsonl, output_iob]))
+        review_summary(result, [output_jsonl, output_iob])
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 
 Needs the optional serving stack: pip install -r requirements-serve.txt.
 """
+
 from pathlib import Path
 
 import typer
@@ -37,15 +38,23 @@ def main(
     from iob_ner.serving.app import Batching, Limits
     from iob_ner.serving.server import build_app, check_address
 
-    limits = Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars, timeout_s=timeout_s,
-                    max_queue=max_queue)
+    limits = Limits(
+        max_body_bytes=max_body_bytes,
+        max_texts=max_texts,
+        max_chars=max_chars,
+        timeout_s=timeout_s,
+        max_queue=max_queue,
+    )
     batching = Batching(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
     with user_errors():
         check_address(host, port)
-        app, info = build_app(model=model, gpu_id=parse_gpu_id(gpu_id), limits=limits, batching=batching,
-                              min_score=min_score)
-    msg.info(f"{info['name']} {info['version']} ({', '.join(info['labels'])}) on {info['device']}; "
-             f"batches of up to {max_batch_size} texts, {max_wait_ms:g} ms wait")
+        app, info = build_app(
+            model=model, gpu_id=parse_gpu_id(gpu_id), limits=limits, batching=batching, min_score=min_score
+        )
+    msg.info(
+        f"{info['name']} {info['version']} ({', '.join(info['labels'])}) on {info['device']}; "
+        f"batches of up to {max_batch_size} texts, {max_wait_ms:g} ms wait"
+    )
     msg.good(f"Serving on http://{host}:{port} (docs: /docs); Ctrl-C finishes the queued requests and stops")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=limits.timeout_s)

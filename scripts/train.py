@@ -1,4 +1,5 @@
 """train: train configs/config.cfg on the project's corpus, on a GPU when one is present."""
+
 from pathlib import Path
 from typing import Optional
 
@@ -22,13 +23,25 @@ def main(
     seed: int = typer.Option(0),
     warmup_ratio: float = typer.Option(0.1, help="Share of max_steps spent warming up the learning rate"),
     log_file: Optional[Path] = typer.Option(None, help="JSONL log of every evaluation (learning curve)"),
-    confidence_samples: int = typer.Option(0, help="Entity scores as means over this many dropout passes (0: one pass)"),
+    confidence_samples: int = typer.Option(
+        0, help="Entity scores as means over this many dropout passes (0: one pass)"
+    ),
 ) -> None:
     with user_errors():  # Ctrl-C: exit 130; train_pipeline has said what is kept
-        train_pipeline(config=config, output=output, train=train, dev=dev, transformer=transformer,
-                       gpu_id=parse_gpu_id(gpu_id, gpu_id_env), max_steps=max_steps,
-                       eval_frequency=eval_frequency, seed=seed, warmup_ratio=warmup_ratio, log_file=log_file,
-                       confidence_samples=confidence_samples)
+        train_pipeline(
+            config=config,
+            output=output,
+            train=train,
+            dev=dev,
+            transformer=transformer,
+            gpu_id=parse_gpu_id(gpu_id, gpu_id_env),
+            max_steps=max_steps,
+            eval_frequency=eval_frequency,
+            seed=seed,
+            warmup_ratio=warmup_ratio,
+            log_file=log_file,
+            confidence_samples=confidence_samples,
+        )
 
 
 if __name__ == "__main__":

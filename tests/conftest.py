@@ -1,6 +1,7 @@
 """What the tests share: where the project is, its fixtures, the public corpora, and loading a command script
 or a benchmark script as a module (tests import the package; a script is loaded from its file, never
 imported by name, so that no script can come to depend on another)."""
+
 import importlib.util
 import os
 import sys
@@ -42,6 +43,7 @@ def fixture_path():
 
 
 # -- pipelines that several test files use, built once per session -------------------------------------
+
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
@@ -92,7 +94,11 @@ def trf_nlp(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trf")
     gold = gold_docs(spacy.blank("en").vocab)
     DocBin(docs=gold).to_disk(folder / "train.spacy")
-    nlp, examples, _, _, _ = tiny_training_setup(ROOT / "configs" / "config.cfg", folder / "train.spacy", make_tiny_bert(resolve_transformer("embedded"), folder / "bert"))
+    nlp, examples, _, _, _ = tiny_training_setup(
+        ROOT / "configs" / "config.cfg",
+        folder / "train.spacy",
+        make_tiny_bert(resolve_transformer("embedded"), folder / "bert"),
+    )
     optimizer = Adam(0.001)  # why not the config's: its warm-up would still be at a tiny rate here
     random.seed(0)
     for _ in range(10):

@@ -1,5 +1,6 @@
 """benchmarks/training's --recipes grammar (settings per run, one sentence for each bad part) and
 benchmarks/host_time's figures on a tiny corpus."""
+
 import pytest
 from conftest import ROOT, load_benchmark
 
@@ -7,48 +8,78 @@ from iob_ner import precision
 from iob_ner.runtime import SetupError
 
 benchmark = load_benchmark("training/benchmark_training.py")
-Defaults, Run, build_config, effective_settings = benchmark.Defaults, benchmark.Run, benchmark.build_config, benchmark.effective_settings
-parse_batch_sizes, parse_runs, plan, run_label = benchmark.parse_batch_sizes, benchmark.parse_runs, benchmark.plan, benchmark.run_label
+Defaults, Run, build_config, effective_settings = (
+    benchmark.Defaults,
+    benchmark.Run,
+    benchmark.build_config,
+    benchmark.effective_settings,
+)
+parse_batch_sizes, parse_runs, plan, run_label = (
+    benchmark.parse_batch_sizes,
+    benchmark.parse_runs,
+    benchmark.plan,
+    benchmark.run_label,
+)
 
 
 # --- the --recipes grammar ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec,expected", [
-    ("token", [("token", 90.0, {})]),
-    ("token,transition", [("token", 90.0, {}), ("transition", 90.0, {})]),
-    ("token@75, transition quickstart@30", [("token", 75.0, {}), ("transition", 90.0, {}), ("quickstart", 30.0, {})]),
-    ("token:batch=4000@90", [("token", 90.0, {"batch": 4000})]),
-    ("token:batch=4000/lr=2e-4/precision=bf16@45.5,token:precision=fp32",
-     [("token", 45.5, {"batch": 4000, "lr": 2e-4, "precision": "bf16"}), ("token", 90.0, {"precision": "fp32"})]),
-    ("quickstart:precision=auto", [("quickstart", 90.0, {"precision": "auto"})]),
-])
+
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ("token", [("token", 90.0, {})]),
+        ("token,transition", [("token", 90.0, {}), ("transition", 90.0, {})]),
+        (
+            "token@75, transition quickstart@30",
+            [("token", 75.0, {}), ("transition", 90.0, {}), ("quickstart", 30.0, {})],
+        ),
+        ("token:batch=4000@90", [("token", 90.0, {"batch": 4000})]),
+        (
+            "token:batch=4000/lr=2e-4/precision=bf16@45.5,token:precision=fp32",
+            [("token", 45.5, {"batch": 4000, "lr": 2e-4, "precision": "bf16"}), ("token", 90.0, {"precision": "fp32"})],
+        ),
+        ("quickstart:precision=auto", [("quickstart", 90.0, {"precision": "auto"})]),
+    ],
+)
 def test_good_specs_give_each_run_its_settings_and_budget(spec, expected):
     runs = parse_runs(spec, budget=90.0)
     assert [(r.recipe, r.budget, r.settings) for r in runs] == expected
     assert all(r.spec and "," not in r.spec for r in runs)
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("", "--recipes '' names no recipe: use e.g. token,transition"),
-    ("token,tok", "unknown recipe 'tok' in 'tok': use token, transition, quickstart"),
-    ("token:batch=4000,lr=2e-4", "'lr=2e-4' is not a recipe: separate settings with '/' (token:batch=4000/lr=2e-4) "
-                                 "and runs with commas"),
-    ("token:@90", "'token:@90' has a ':' with no settings after it: write e.g. token:batch=4000"),
-    ("token:batch", "the setting 'batch' in 'token:batch' must be KEY=VALUE, with KEY one of batch, lr, precision"),
-    ("token:batch=", "the setting 'batch=' in 'token:batch=' must be KEY=VALUE, with KEY one of batch, lr, precision"),
-    ("token:eval=200", "unknown setting 'eval' in 'token:eval=200': use batch, lr, precision"),
-    ("token:batch=0", "batch=0 in 'token:batch=0' must be a positive whole number of words"),
-    ("token:batch=4e3", "batch=4e3 in 'token:batch=4e3' must be a positive whole number of words"),
-    ("token:lr=-1", "lr=-1 in 'token:lr=-1' must be a positive number"),
-    ("token:lr=nan", "lr=nan in 'token:lr=nan' must be a positive number"),
-    ("token:precision=fp16", "precision=fp16 in 'token:precision=fp16' must be one of auto, bf16, fp32"),
-    ("token:lr=1e-4/lr=2e-4", "'token:lr=1e-4/lr=2e-4' sets lr twice"),
-    ("token@0", "the budget '0' in 'token@0' must be a positive number of seconds (one '@' per run)"),
-    ("token@", "the budget '' in 'token@' must be a positive number of seconds (one '@' per run)"),
-    ("token@90@30", "the budget '90@30' in 'token@90@30' must be a positive number of seconds (one '@' per run)"),
-    ("quickstart:batch=4000", "batch in 'quickstart:batch=4000' does not apply: quickstart keeps the tutorial's "
-                              "batcher and learning-rate schedule (only precision can be set)"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("", "--recipes '' names no recipe: use e.g. token,transition"),
+        ("token,tok", "unknown recipe 'tok' in 'tok': use token, transition, quickstart"),
+        (
+            "token:batch=4000,lr=2e-4",
+            "'lr=2e-4' is not a recipe: separate settings with '/' (token:batch=4000/lr=2e-4) and runs with commas",
+        ),
+        ("token:@90", "'token:@90' has a ':' with no settings after it: write e.g. token:batch=4000"),
+        ("token:batch", "the setting 'batch' in 'token:batch' must be KEY=VALUE, with KEY one of batch, lr, precision"),
+        (
+            "token:batch=",
+            "the setting 'batch=' in 'token:batch=' must be KEY=VALUE, with KEY one of batch, lr, precision",
+        ),
+        ("token:eval=200", "unknown setting 'eval' in 'token:eval=200': use batch, lr, precision"),
+        ("token:batch=0", "batch=0 in 'token:batch=0' must be a positive whole number of words"),
+        ("token:batch=4e3", "batch=4e3 in 'token:batch=4e3' must be a positive whole number of words"),
+        ("token:lr=-1", "lr=-1 in 'token:lr=-1' must be a positive number"),
+        ("token:lr=nan", "lr=nan in 'token:lr=nan' must be a positive number"),
+        ("token:precision=fp16", "precision=fp16 in 'token:precision=fp16' must be one of auto, bf16, fp32"),
+        ("token:lr=1e-4/lr=2e-4", "'token:lr=1e-4/lr=2e-4' sets lr twice"),
+        ("token@0", "the budget '0' in 'token@0' must be a positive number of seconds (one '@' per run)"),
+        ("token@", "the budget '' in 'token@' must be a positive number of seconds (one '@' per run)"),
+        ("token@90@30", "the budget '90@30' in 'token@90@30' must be a positive number of seconds (one '@' per run)"),
+        (
+            "quickstart:batch=4000",
+            "batch in 'quickstart:batch=4000' does not apply: quickstart keeps the tutorial's "
+            "batcher and learning-rate schedule (only precision can be set)",
+        ),
+    ],
+)
 def test_a_bad_spec_is_one_sentence_naming_the_bad_part(spec, message):
     with pytest.raises(SetupError) as err:
         parse_runs(spec, budget=90.0)
@@ -67,8 +98,13 @@ def test_settings_reach_the_config_and_the_table(tmp_path):
     run = parse_runs("token:batch=4000/lr=2e-4/precision=bf16@45", budget=90.0)[0]
     config = build_config(run.recipe, tmp_path, "model", run.settings["batch"], run.settings["lr"])
     settings = effective_settings(run, config, "bf16")
-    assert settings == {"batch_words": 4000, "batcher": "spacy.batch_by_words.v1", "learn_rate": 2e-4,
-                        "precision": "bf16", "chosen_precision": "bf16"}
+    assert settings == {
+        "batch_words": 4000,
+        "batcher": "spacy.batch_by_words.v1",
+        "learn_rate": 2e-4,
+        "precision": "bf16",
+        "chosen_precision": "bf16",
+    }
     entry = {"recipe": "token", "budget_s": 45.0, "settings": settings}
     assert run_label(entry) == "token batch=4000 lr=0.0002 bf16 (45 s)"
     quick = build_config("quickstart", tmp_path, "model", 4000, 2e-4)  # the CLI defaults leave quickstart alone
@@ -87,10 +123,22 @@ def test_precision_is_chosen_per_run_before_anything_trains(monkeypatch):
 def test_the_cli_stops_on_a_bad_spec_in_one_line_before_converting(tmp_path, capsys):
     assets = ROOT / "assets"
     with pytest.raises(SystemExit) as stop:
-        benchmark.benchmark(train=assets / "train.tsv", dev=assets / "dev.tsv", test=assets / "test.tsv",
-                            transformer="embedded", gpu_id="cpu", recipes="token:batch=lots", budget=1.0,
-                            batch_words=None, learn_rate=None, precision="auto", infer_batch_sizes="256",
-                            hf_peer=None, hf_epochs=None, output=tmp_path / "out.json")
+        benchmark.benchmark(
+            train=assets / "train.tsv",
+            dev=assets / "dev.tsv",
+            test=assets / "test.tsv",
+            transformer="embedded",
+            gpu_id="cpu",
+            recipes="token:batch=lots",
+            budget=1.0,
+            batch_words=None,
+            learn_rate=None,
+            precision="auto",
+            infer_batch_sizes="256",
+            hf_peer=None,
+            hf_epochs=None,
+            output=tmp_path / "out.json",
+        )
     assert stop.value.code == 1
     out = capsys.readouterr().out
     assert "batch=lots in 'token:batch=lots' must be a positive whole number of words" in " ".join(out.split())
@@ -98,6 +146,7 @@ def test_the_cli_stops_on_a_bad_spec_in_one_line_before_converting(tmp_path, cap
 
 
 # --- host time ----------------------------------------------------------------------------------------
+
 
 def test_host_time_runs_two_steps_with_figures_that_add_up(tmp_path):
     host_time = load_benchmark("host_time/benchmark_host_time.py")
@@ -115,6 +164,13 @@ def test_host_time_runs_two_steps_with_figures_that_add_up(tmp_path):
     assert set(areas) == {*AREAS, "other"}
     assert sum(a["ms_per_step"] for a in areas.values()) == pytest.approx(report["step_ms"], abs=0.1)
     assert areas["torch"]["ms_per_step"] == pytest.approx(report["torch_ms"], abs=0.01)
-    for name in ("optimizer_adam", "token_ner", "token_ner_gold", "token_ner_loss", "spacy_transformers", "hf_tokenizer"):
+    for name in (
+        "optimizer_adam",
+        "token_ner",
+        "token_ner_gold",
+        "token_ner_loss",
+        "spacy_transformers",
+        "hf_tokenizer",
+    ):
         assert areas[name]["ms_per_step"] > 0, name  # every wrapped entry point was reached
     assert areas["other"]["ms_per_step"] > -0.5  # the areas do not overlap (nested time counted once)

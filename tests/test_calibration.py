@@ -1,5 +1,6 @@
 """Entity confidence: ECE, reliability bins, AUROC and the threshold table on hand-made cases; evaluate's
 "confidence" block on a tiny trained token_ner pipeline, checked against the saved predictions; report's plots."""
+
 import itertools
 import json
 
@@ -38,8 +39,9 @@ def test_ece_weights_each_bin_by_its_entities():
     assert ece == pytest.approx((2 * 0.05 + 1 * 0.15) / 3)
     assert expected_calibration_error([], []) is None
     # fewer bins: one bin [0.5, 1.0] with mean 0.7 and accuracy 0.5, one [0, 0.5) with 0.1 and 0
-    assert expected_calibration_error([0.6, 0.8, 0.1], [True, False, False], bins=2) == \
-        pytest.approx((2 * abs(0.5 - 0.7) + abs(0.0 - 0.1)) / 3)
+    assert expected_calibration_error([0.6, 0.8, 0.1], [True, False, False], bins=2) == pytest.approx(
+        (2 * abs(0.5 - 0.7) + abs(0.0 - 0.1)) / 3
+    )
 
 
 def test_reliability_bins():
@@ -90,8 +92,13 @@ def test_threshold_table_by_hand():
     scores = [0.9, 0.8, 0.6, 0.3, 0.05]
     correct = [True, True, False, True, False]
     rows = threshold_table(scores, correct, n_gold=5, thresholds=[0.0, 0.5, 0.6, 0.85, 0.95])
-    assert [(r["min_score"], r["kept"], r["correct"]) for r in rows] == \
-        [(0.0, 5, 3), (0.5, 3, 2), (0.6, 3, 2), (0.85, 1, 1), (0.95, 0, 0)]  # a score equal to min_score is kept
+    assert [(r["min_score"], r["kept"], r["correct"]) for r in rows] == [
+        (0.0, 5, 3),
+        (0.5, 3, 2),
+        (0.6, 3, 2),
+        (0.85, 1, 1),
+        (0.95, 0, 0),
+    ]  # a score equal to min_score is kept
     want = [(3 / 5, 3 / 5, 3 / 5), (2 / 3, 2 / 5, 0.5), (2 / 3, 2 / 5, 0.5), (1.0, 1 / 5, 1 / 3), (0.0, 0.0, 0.0)]
     for row, (p, r, f) in zip(rows, want):
         assert (row["p"], row["r"], row["f"]) == pytest.approx((p, r, f))
@@ -111,11 +118,16 @@ def test_entity_scores_from_span_groups():
     pred = Doc(vocab, words=words)
     spans = [Span(pred, 0, 1, "MAT"), Span(pred, 3, 4, "SMT")]  # right; wrong boundary
     pred.set_ents(spans)
-    pred.spans[SPANS_KEY] = SpanGroup(pred, name=SPANS_KEY, spans=spans,
-                                      attrs={"scores": numpy.array([0.9, 0.4]), "scores_t1": numpy.array([0.95, 0.6])})
+    pred.spans[SPANS_KEY] = SpanGroup(
+        pred,
+        name=SPANS_KEY,
+        spans=spans,
+        attrs={"scores": numpy.array([0.9, 0.4]), "scores_t1": numpy.array([0.95, 0.6])},
+    )
     empty = Doc(vocab, words=["no", "entity"])
-    empty.spans[SPANS_KEY] = SpanGroup(empty, name=SPANS_KEY, spans=[],
-                                       attrs={"scores": numpy.zeros(0), "scores_t1": numpy.zeros(0)})
+    empty.spans[SPANS_KEY] = SpanGroup(
+        empty, name=SPANS_KEY, spans=[], attrs={"scores": numpy.zeros(0), "scores_t1": numpy.zeros(0)}
+    )
     examples = [Example(pred, gold), Example(empty, Doc(vocab, words=["no", "entity"], ents=["O", "O"]))]
     found = entity_scores(examples)
     assert found.scores.tolist() == [0.9, 0.4] and found.scores_t1.tolist() == [0.95, 0.6]
@@ -147,8 +159,12 @@ def scored_model(tmp_path_factory):
 
 def test_evaluate_writes_a_confidence_block_that_the_saved_predictions_reproduce(scored_model, tmp_path):
     model, corpus = scored_model
-    metrics = evaluate_pipeline(model=model, corpus=corpus, output=tmp_path / "metrics-test.json",
-                                predictions=tmp_path / "predictions-test.spacy")
+    metrics = evaluate_pipeline(
+        model=model,
+        corpus=corpus,
+        output=tmp_path / "metrics-test.json",
+        predictions=tmp_path / "predictions-test.spacy",
+    )
     written = json.loads((tmp_path / "metrics-test.json").read_text(encoding="utf8"))
     block = written["confidence"]
     assert block == json.loads(json.dumps(metrics["confidence"])) and "confidence_note" not in written
@@ -156,8 +172,9 @@ def test_evaluate_writes_a_confidence_block_that_the_saved_predictions_reproduce
     assert block["entities"] == written["predicted_entities"] and block["gold_entities"] == written["gold_entities"]
 
     vocab = spacy.blank("en").vocab
-    pairs = [Example(p, g) for p, g in zip(read_docs(tmp_path / "predictions-test.spacy", vocab),
-                                           read_docs(corpus, vocab))]
+    pairs = [
+        Example(p, g) for p, g in zip(read_docs(tmp_path / "predictions-test.spacy", vocab), read_docs(corpus, vocab))
+    ]
     saved = entity_scores(pairs)
     assert saved.correct.size == block["entities"] and int(saved.correct.sum()) == block["correct"]
     assert 0 < block["correct"] < block["entities"]  # both classes: AUROC is defined
@@ -165,12 +182,15 @@ def test_evaluate_writes_a_confidence_block_that_the_saved_predictions_reproduce
     assert block["ece_before"] == pytest.approx(expected_calibration_error(saved.scores_t1, saved.correct), abs=1e-12)
     assert block["ece_after"] != block["ece_before"]  # T = 2 moved the scores
     assert block["auroc"] == pytest.approx(pair_count_auroc(saved.scores.tolist(), saved.correct.tolist()))
-    assert [r["count"] for r in block["reliability_after"]] == [r["count"] for r in reliability(saved.scores, saved.correct)]
+    assert [r["count"] for r in block["reliability_after"]] == [
+        r["count"] for r in reliability(saved.scores, saved.correct)
+    ]
     assert sum(r["count"] for r in block["reliability_before"]) == block["entities"]
     assert [r["min_score"] for r in block["thresholds"]] == list(THRESHOLDS)
     everything = block["thresholds"][0]  # min_score 0 keeps every entity: spaCy's typed scores
-    assert (everything["p"], everything["r"], everything["f"]) == \
-        pytest.approx((written["typed"]["p"], written["typed"]["r"], written["typed"]["f"]))
+    assert (everything["p"], everything["r"], everything["f"]) == pytest.approx(
+        (written["typed"]["p"], written["typed"]["r"], written["typed"]["f"])
+    )
 
 
 def test_report_draws_the_confidence_plots_from_evaluate(scored_model, tmp_path):
@@ -179,8 +199,9 @@ def test_report_draws_the_confidence_plots_from_evaluate(scored_model, tmp_path)
     model, corpus = scored_model
     folder = tmp_path / "training"
     evaluate_pipeline(model=model, corpus=corpus, output=folder / "metrics-dev.json")
-    evaluate_pipeline(model=model, corpus=corpus, output=folder / "metrics-test.json",
-                      predictions=folder / "predictions-test.spacy")
+    evaluate_pipeline(
+        model=model, corpus=corpus, output=folder / "metrics-test.json", predictions=folder / "predictions-test.spacy"
+    )
     write_report(training_dir=folder, test_corpus=corpus)
     for name in ("reliability.png", "precision-recall-threshold.png"):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"
@@ -193,8 +214,12 @@ def test_report_draws_the_confidence_plots_from_evaluate(scored_model, tmp_path)
     plain = spacy.load(model, config={"components.ner.spans_key": None})
     plain.to_disk(tmp_path / "plain")
     for split in ("dev", "test"):
-        metrics = evaluate_pipeline(model=tmp_path / "plain", corpus=corpus, output=folder / f"metrics-{split}.json",
-                                    predictions=folder / f"predictions-{split}.spacy")
+        metrics = evaluate_pipeline(
+            model=tmp_path / "plain",
+            corpus=corpus,
+            output=folder / f"metrics-{split}.json",
+            predictions=folder / f"predictions-{split}.spacy",
+        )
     assert metrics["confidence"] is None and "spans_key = null" in metrics["confidence_note"]
     write_report(training_dir=folder, test_corpus=corpus)
     assert not (folder / "reliability.png").exists() and not (folder / "precision-recall-threshold.png").exists()
@@ -208,5 +233,7 @@ def test_evaluate_summary_prints_ece_and_auroc(scored_model, tmp_path, capsys):
     load_script("evaluate").main(model=model, corpus=corpus, output=tmp_path / "m.json", predictions=None, gpu_id="cpu")
     block = json.loads((tmp_path / "m.json").read_text(encoding="utf8"))["confidence"]
     printed = " ".join(capsys.readouterr().out.split())
-    assert f"temperature 2): ECE {block['ece_before']:.3f} at T = 1 -> {block['ece_after']:.3f} (10 bins), " \
-           f"AUROC {block['auroc']:.3f}" in printed
+    assert (
+        f"temperature 2): ECE {block['ece_before']:.3f} at T = 1 -> {block['ece_after']:.3f} (10 bins), "
+        f"AUROC {block['auroc']:.3f}" in printed
+    )

@@ -1,4 +1,5 @@
 """create-config: a complete config from the base, and a user's edits are never overwritten."""
+
 import os
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def test_committed_config_is_what_create_config_writes(tmp_path):
 
 # --- A broken base config is one sentence naming the file; config.cfg is written whole or not at all ---
 
+
 def broken_copy(tmp_path, old, new):
     base = tmp_path / "base_config.cfg"
     text = BASE.read_text(encoding="utf8")
@@ -60,11 +62,14 @@ def broken_copy(tmp_path, old, new):
     return base
 
 
-@pytest.mark.parametrize("old,new,first_line", [
-    ("[nlp]", "[nlp", "Source contains parsing errors: the file (line "),
-    ("rate = 500", "rate = 500\nrate = 3", "option 'rate' in section 'training.batcher.size' already exists"),
-    ("path = ${paths.train}", "path = ${paths.nope}", "contains an interpolation key 'paths.nope'"),
-])
+@pytest.mark.parametrize(
+    "old,new,first_line",
+    [
+        ("[nlp]", "[nlp", "Source contains parsing errors: the file (line "),
+        ("rate = 500", "rate = 500\nrate = 3", "option 'rate' in section 'training.batcher.size' already exists"),
+        ("path = ${paths.train}", "path = ${paths.nope}", "contains an interpolation key 'paths.nope'"),
+    ],
+)
 def test_broken_base_config_is_one_sentence_and_keeps_the_output(tmp_path, old, new, first_line):
     base = broken_copy(tmp_path, old, new)
     out = tmp_path / "config.cfg"
@@ -94,9 +99,12 @@ def test_unknown_factory_is_spacys_first_sentence(tmp_path):
 
 def test_cli_broken_base_config_is_one_sentence(tmp_path):
     base = broken_copy(tmp_path, "[nlp]", "[nlp")
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "create_config.py"), str(base),
-                             str(tmp_path / "config.cfg")], capture_output=True, text=True,
-                            env={**os.environ, "WASABI_LOG_FRIENDLY": "1"})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "create_config.py"), str(base), str(tmp_path / "config.cfg")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WASABI_LOG_FRIENDLY": "1"},
+    )
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 1 and "Traceback" not in output, output
     line = BASE.read_text(encoding="utf8").splitlines().index("[nlp]") + 1

@@ -1,4 +1,5 @@
 """Outputs of convert: DocBin and JSON hold the same documents; big corpora shard; errors leave nothing."""
+
 import json
 import os
 import subprocess
@@ -18,7 +19,9 @@ from iob_ner.iob import IobError, read_iob
 
 
 def test_fast_docbin_path_writes_the_same_bytes_as_docbin_add(fixture_path):
-    docs = list(read_iob(fixture_path("label_with_space.tsv"))) + list(read_iob(fixture_path("sentences.tsv"), sents_per_doc=2))
+    docs = list(read_iob(fixture_path("label_with_space.tsv"))) + list(
+        read_iob(fixture_path("sentences.tsv"), sents_per_doc=2)
+    )
     slow, fast, vocab = DocBin(attrs=DOCBIN_ATTRS), DocBin(attrs=DOCBIN_ATTRS), Vocab()
     for doc in docs:
         slow.add(to_doc(vocab, doc))
@@ -63,8 +66,10 @@ def test_a_training_file_without_entities_stops_and_leaves_the_old_outputs(tmp_p
     before = (tmp_path / "c.spacy").read_bytes()
     with pytest.raises(CorpusError) as err:
         convert_iob(fixture_path("no_entities.tsv"), tmp_path / "c", require_entities=True)
-    assert str(err.value) == (f"{fixture_path('no_entities.tsv')} holds no entities: a training file needs "
-                              f"annotated entities (check that the tag column is the last one)")
+    assert str(err.value) == (
+        f"{fixture_path('no_entities.tsv')} holds no entities: a training file needs "
+        f"annotated entities (check that the tag column is the last one)"
+    )
     assert (tmp_path / "c.spacy").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.report.json", "c.spacy"]
     report = convert_iob(fixture_path("no_entities.tsv"), tmp_path / "d")  # a dev or test file may hold none
@@ -75,24 +80,33 @@ def test_cut_sentences_reach_the_docbin_and_the_json(tmp_path, fixture_path):
     report = convert_iob(fixture_path("long_sentence.tsv"), tmp_path / "c", max_sentence_tokens=6, sents_per_doc=2)
     docs = list(read_docs(tmp_path / "c.spacy", spacy.blank("en").vocab))
     assert [[s.start for s in d.sents] for d in docs] == [[0, 4], [0, 6]]
-    assert [[(e.text, e.label_) for e in d.ents] for d in docs] == [[("Aspirin", "CHEM")],
-                                                                    [("heart attack risk", "DIS")]]
+    assert [[(e.text, e.label_) for e in d.ents] for d in docs] == [
+        [("Aspirin", "CHEM")],
+        [("heart attack risk", "DIS")],
+    ]
     saved = json.loads((tmp_path / "c.report.json").read_text(encoding="utf8"))
     assert saved["repairs"]["long_sentence"]["lines"] == [1] and saved["sentences"] == report.sentences == 4
 
 
 def run_convert(*args: object) -> Tuple[int, str]:
     """Exit code and output of scripts/convert_file.py, with wasabi's line wrapping undone."""
-    result = subprocess.run([sys.executable, "scripts/convert_file.py", *map(str, args)], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, "ANSI_COLORS_DISABLED": "1"})
+    result = subprocess.run(
+        [sys.executable, "scripts/convert_file.py", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANSI_COLORS_DISABLED": "1"},
+    )
     return result.returncode, " ".join((result.stdout + result.stderr).split())
 
 
 def test_convert_script_options_and_its_one_sentence_failure(tmp_path, fixture_path):
     code, output = run_convert(fixture_path("no_entities.tsv"), tmp_path / "c", "--require-entities")
     assert code == 1 and not (tmp_path / "c.spacy").exists()
-    assert output == (f"✘ {fixture_path('no_entities.tsv')} holds no entities: a training file needs annotated "
-                      f"entities (check that the tag column is the last one)")
+    assert output == (
+        f"✘ {fixture_path('no_entities.tsv')} holds no entities: a training file needs annotated "
+        f"entities (check that the tag column is the last one)"
+    )
     code, output = run_convert(fixture_path("long_sentence.tsv"), tmp_path / "c", "--max-sentence-tokens", 6)
     assert code == 0, output
     assert "repaired 1x: sentence over 6 tokens split into pieces of at most 6 (first lines: 1)" in output

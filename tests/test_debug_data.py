@@ -1,5 +1,6 @@
 """debug-data: fails on the errors `spacy debug data` reports, not on its size advice; runs NER checks
 for the token_ner head (which spaCy skips): counts per label and split, labels unseen in train, crossings."""
+
 import os
 import subprocess
 import sys
@@ -54,10 +55,14 @@ def corpora(tmp_path):
     v = Vocab()
     train = [make_doc(v, ["a", "b", "c"], ["B-A", "O", "B-B"]), make_doc(v, ["a", "a"], ["B-A", "B-A"])]
     dev = [make_doc(v, ["c", "x", "c"], ["B-C", "B-A", "B-C"])]
-    test = [make_doc(v, ["b", "c", "d"], ["B-B", "B-C", "B-D"]),
-            make_doc(v, ["one", "two", "three"], ["B-B", "I-B", "O"], sent_starts=[True, True, False])]
-    return {name: write_corpus(tmp_path / f"{name}.spacy", docs)
-            for name, docs in (("train", train), ("dev", dev), ("test", test))}
+    test = [
+        make_doc(v, ["b", "c", "d"], ["B-B", "B-C", "B-D"]),
+        make_doc(v, ["one", "two", "three"], ["B-B", "I-B", "O"], sent_starts=[True, True, False]),
+    ]
+    return {
+        name: write_corpus(tmp_path / f"{name}.spacy", docs)
+        for name, docs in (("train", train), ("dev", dev), ("test", test))
+    }
 
 
 def test_counts_per_label_and_split(corpora):
@@ -85,13 +90,17 @@ def test_labels_never_seen_in_train_are_flagged_with_their_counts(corpora):
 
 def test_entity_across_a_sentence_start_is_reported():
     v = Vocab()
-    docs = [make_doc(v, ["one", "two", "three"], ["B-B", "I-B", "O"], sent_starts=[True, True, False]),
-            make_doc(v, ["one", "two", "three"], ["B-B", "I-B", "O"], sent_starts=[True, False, True])]
+    docs = [
+        make_doc(v, ["one", "two", "three"], ["B-B", "I-B", "O"], sent_starts=[True, True, False]),
+        make_doc(v, ["one", "two", "three"], ["B-B", "I-B", "O"], sent_starts=[True, False, True]),
+    ]
     stats = split_stats("test", docs)
     assert stats.crossing == 1 and stats.crossing_examples == ["'one two' (B, doc 0)"]
     findings = ner_findings({"train": split_stats("train", docs[1:]), "test": stats})
-    assert any(level == "warn" and "test: 1 entities cross a sentence boundary" in text and "'one two'" in text
-               for level, text in findings)
+    assert any(
+        level == "warn" and "test: 1 entities cross a sentence boundary" in text and "'one two'" in text
+        for level, text in findings
+    )
 
 
 def test_clean_data_gets_a_good_finding():
@@ -132,12 +141,19 @@ def test_cli_user_errors_end_in_one_sentence(tmp_path, corpora, problem):
         config.write_text((ROOT / "configs" / "config.cfg").read_text(encoding="utf8"), encoding="utf8")
         corpora["dev"].write_bytes(b"\x00\x01 not a docbin")
     out = tmp_path / "debug-data.txt"
-    result = subprocess.run([sys.executable, str(SCRIPT), str(config), str(corpora["train"]), str(corpora["dev"]),
-                             str(out)], capture_output=True, text=True, env={**os.environ, "WASABI_LOG_FRIENDLY": "1"})
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(config), str(corpora["train"]), str(corpora["dev"]), str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WASABI_LOG_FRIENDLY": "1"},
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output, output
-    expected = {"missing": f"the config {config} does not exist", "broken": f"{config} is not a valid config",
-                "not_a_docbin": f"the dev corpus {corpora['dev']} is not a spaCy DocBin"}[problem]
+    expected = {
+        "missing": f"the config {config} does not exist",
+        "broken": f"{config} is not a valid config",
+        "not_a_docbin": f"the dev corpus {corpora['dev']} is not a spaCy DocBin",
+    }[problem]
     assert expected in " ".join(output.split()), output
     assert not out.exists()
 
@@ -146,9 +162,21 @@ def test_cli_user_errors_end_in_one_sentence(tmp_path, corpora, problem):
 def test_spacy_debug_data_runs_its_ner_checks_for_token_ner(tmp_path, corpora):
     """The whole command on the real config (loads the transformer): spaCy's NER section is in the report."""
     out = tmp_path / "report" / "debug-data.txt"
-    result = subprocess.run([sys.executable, str(SCRIPT), str(ROOT / "configs" / "config.cfg"), str(corpora["train"]),
-                             str(corpora["dev"]), str(out), "--test", str(corpora["test"])],
-                            capture_output=True, text=True, env={**os.environ, "WASABI_LOG_FRIENDLY": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(ROOT / "configs" / "config.cfg"),
+            str(corpora["train"]),
+            str(corpora["dev"]),
+            str(out),
+            "--test",
+            str(corpora["test"]),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WASABI_LOG_FRIENDLY": "1"},
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]  # only size advice on this tiny corpus
     report = out.read_text(encoding="utf8")

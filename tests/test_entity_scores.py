@@ -1,5 +1,6 @@
 """token_ner entity probabilities: forward-backward marginals checked against enumeration of every path,
 their place in doc.spans, serialisation, and temperature fitting. Fast: numpy lattices and one tiny pipeline."""
+
 import numpy
 import pytest
 import spacy
@@ -41,8 +42,10 @@ def brute_force_marginals(paths, logits, temperature):
     """{(start, end, label): P} by summing exp(Σ logit / T) over the valid paths that spell that entity."""
     weights = logits[numpy.arange(len(logits)), paths].sum(axis=1) / temperature
     log_z = logsumexp(weights)
-    return {(s, e, label): numpy.exp(logsumexp(weights[(paths[:, s:e] == span_tags(s, e, label)).all(axis=1)]) - log_z)
-            for s, e, label in all_spans(logits.shape[0])}
+    return {
+        (s, e, label): numpy.exp(logsumexp(weights[(paths[:, s:e] == span_tags(s, e, label)).all(axis=1)]) - log_z)
+        for s, e, label in all_spans(logits.shape[0])
+    }
 
 
 def test_decoder_constraints_are_biluo_validity():
@@ -139,8 +142,10 @@ def test_pipeline_writes_entities_with_scores(nlp):
     numpy.testing.assert_array_equal(scores, raw)
     # predict keeps the plain Viterbi ids of the model's scores
     flat = component._model_scores([doc])
-    assert component.predict([doc])[0].tag_ids.tolist() == \
-        component.decoder.decode(flat, [len(doc)], probabilities=component._outputs_probabilities())[0].tolist()
+    assert (
+        component.predict([doc])[0].tag_ids.tolist()
+        == component.decoder.decode(flat, [len(doc)], probabilities=component._outputs_probabilities())[0].tolist()
+    )
     docs = list(nlp.pipe(["", "NiO was studied by Raman spectroscopy"], batch_size=2))
     assert scored(docs[0])[0] == [] and scored(docs[0])[1].shape == (0,)
     assert len(scored(docs[1])[0]) == len(docs[1].ents) > 0
@@ -181,8 +186,9 @@ def test_temperature_bce_prefers_hot_for_overconfident_mistakes():
     correct = [[True, False], [False, True], [True, True], [False, False], [True, False], [False, True]]
     bce = temperature_bce(DECODER, [x] * 6, entities, correct, TEMPERATURE_GRID)
     assert TEMPERATURE_GRID[bce.argmin()] > 1.0 and bce.min() < bce[TEMPERATURE_GRID == 1.0][0]
-    numpy.testing.assert_allclose(temperature_bce(DECODER, [x] * 6, entities, correct, TEMPERATURE_GRID, max_cells=1),
-                                  bce, rtol=1e-12)
+    numpy.testing.assert_allclose(
+        temperature_bce(DECODER, [x] * 6, entities, correct, TEMPERATURE_GRID, max_cells=1), bce, rtol=1e-12
+    )
     assert numpy.isnan(temperature_bce(DECODER, [x], [[]], [[]], [1.0, 2.0])).all()
 
 
@@ -239,8 +245,11 @@ def test_token_confidence_is_the_marginal_of_each_predicted_tag():
     got = numpy.exp(lattice.alpha[numpy.arange(5), path] + lattice.beta[numpy.arange(5), path] - lattice.log_z)
     total, hits = 0.0, numpy.zeros(5)
     for tags in itertools.product(range(len(decoder.names)), repeat=5):
-        if decoder.start[tags[0]] < 0 or decoder.end[tags[-1]] < 0 or any(
-                decoder.transitions[a, b] < 0 for a, b in zip(tags, tags[1:])):
+        if (
+            decoder.start[tags[0]] < 0
+            or decoder.end[tags[-1]] < 0
+            or any(decoder.transitions[a, b] < 0 for a, b in zip(tags, tags[1:]))
+        ):
             continue
         weight = numpy.exp(sum(logits[t, y] for t, y in enumerate(tags)))
         total += weight

@@ -1,5 +1,6 @@
 """crossval and data-curve: folds and subsets made right, errors in one sentence, and a real run of each
 on the sample (few steps) whose reports agree with their per-run figures."""
+
 import json
 import statistics
 from collections import Counter
@@ -17,7 +18,9 @@ def labels(n, names="ABC"):
 
 
 def test_folds_need_at_least_as_many_documents_and_two_folds():
-    with pytest.raises(SplitError, match="5 folds need at least 5 documents, and train \\+ dev hold 3: lower --vars.folds"):
+    with pytest.raises(
+        SplitError, match="5 folds need at least 5 documents, and train \\+ dev hold 3: lower --vars.folds"
+    ):
         make_folds(labels(3), 5, 0)
     with pytest.raises(SplitError, match="folds must be 2 or more, not 1"):
         make_folds(labels(30), 1, 0)
@@ -40,12 +43,15 @@ def test_data_curve_subsets_are_nested_stratified_and_end_with_every_document():
         nested_subsets(labels(3), 0)
 
 
-@pytest.mark.parametrize("fs,start", [
-    ([0.50, 0.60, 0.70, 0.75], "still rising (+0.050 dev F from 75 % to 100 %)"),
-    ([0.70, 0.80, 0.805, 0.81], "flat since 75 %"),
-    ([0.80, 0.805, 0.80, 0.802], "flat since 25 %"),
-    ([0.40, 0.37, 0.333, 0.333], "not rising: dev F was higher with 25 % of the documents (0.400 against 0.333)"),
-])
+@pytest.mark.parametrize(
+    "fs,start",
+    [
+        ([0.50, 0.60, 0.70, 0.75], "still rising (+0.050 dev F from 75 % to 100 %)"),
+        ([0.70, 0.80, 0.805, 0.81], "flat since 75 %"),
+        ([0.80, 0.805, 0.80, 0.802], "flat since 25 %"),
+        ([0.40, 0.37, 0.333, 0.333], "not rising: dev F was higher with 25 % of the documents (0.400 against 0.333)"),
+    ],
+)
 def test_the_curve_reading(fs, start):
     assert reading(fs).startswith(start)
 
@@ -69,9 +75,13 @@ def test_crossval_and_data_curve_run_on_the_sample(tmp_path):
     record = json.loads((project / "training" / "crossval" / "crossval.json").read_text())
     assert [r["fold"] for r in record["results"]] == [0, 1, 2]
     assert sum(r["documents"] for r in record["results"]) == record["documents"] == 50  # 42 train + 8 dev
-    assert record["summary"]["typed_f"]["mean"] == pytest.approx(statistics.fmean(r["typed_f"] for r in record["results"]))
+    assert record["summary"]["typed_f"]["mean"] == pytest.approx(
+        statistics.fmean(r["typed_f"] for r in record["results"])
+    )
     report = (project / "training" / "crossval" / "report.md").read_text()
-    assert f"**Typed F {record['summary']['typed_f']['mean']:.3f} ± {record['summary']['typed_f']['sd']:.3f}**" in report
+    assert (
+        f"**Typed F {record['summary']['typed_f']['mean']:.3f} ± {record['summary']['typed_f']['sd']:.3f}**" in report
+    )
     assert "3 folds, 50 documents" in " ".join(output.split())
     output = run_project(project, "data-curve", ".", *steps)
     curve = json.loads((project / "training" / "data-curve" / "data-curve.json").read_text())

@@ -1,4 +1,5 @@
 """The IOB reader on one fixture per defect of `spacy convert`: exact tokens, entities, repairs, errors."""
+
 import pytest
 
 from iob_ner.iob import IobError, ReadReport, read_iob
@@ -242,13 +243,19 @@ def test_an_extra_tab_column_in_a_two_column_file_is_an_error(tmp_path):
 def test_long_sentence_is_cut_after_a_period_and_never_inside_an_entity(fixture_path):
     docs, report = read(fixture_path("long_sentence.tsv"), max_sentence_tokens=6)
     assert [d.words for d in docs] == [
-        ["Aspirin", "reduces", "fever", "."], ["It", "helps", "patients", "with"],
-        ["heart", "attack", "risk", "in", "trials", "."], ["Doses", "vary"]]
+        ["Aspirin", "reduces", "fever", "."],
+        ["It", "helps", "patients", "with"],
+        ["heart", "attack", "risk", "in", "trials", "."],
+        ["Doses", "vary"],
+    ]
     assert [ents(d) for d in docs] == [[("Aspirin", "CHEM")], [], [("heart attack risk", "DIS")], []]
     assert [d.first_line for d in docs] == [1, 5, 9, 15]
     assert (report.sentences, report.documents, report.longest_document) == (4, 4, 6)
     assert report.repairs["long_sentence"] == {
-        "count": 1, "lines": [1], "what": "sentence over 6 tokens split into pieces of at most 6"}
+        "count": 1,
+        "lines": [1],
+        "what": "sentence over 6 tokens split into pieces of at most 6",
+    }
 
 
 def test_long_sentence_is_an_error_when_strict(fixture_path):
@@ -274,7 +281,10 @@ def test_long_document_is_split_at_sentence_boundaries(tmp_path, fixture_path):
     assert [ents(d) for d in docs] == [[("Aspirin", "CHEM")], [("heart attack risk", "DIS")], [("flu", "DIS")]]
     assert report.repairs["long_sentence"]["lines"] == [2]
     assert report.repairs["long_document"] == {
-        "count": 1, "lines": [2], "what": "document over 10 tokens split into documents at sentence boundaries"}
+        "count": 1,
+        "lines": [2],
+        "what": "document over 10 tokens split into documents at sentence boundaries",
+    }
 
 
 def test_cut_without_punctuation_falls_before_the_open_entity(tmp_path):

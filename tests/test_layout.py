@@ -1,6 +1,7 @@
 """The layout's rules, read from the source: the package's modules import each other without a circle, a
 command script or a benchmark imports the package and never another script, and project.yml makes every
 command depend on its own script and on the package folder (so that no module list is kept by hand)."""
+
 import ast
 from pathlib import Path
 from typing import Dict, List, Optional, Set
@@ -27,7 +28,7 @@ def imported_names(path: Path, package: Optional[str] = None) -> Set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1] if package else []
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
@@ -55,7 +56,7 @@ def find_cycle(graph: Dict[str, Set[str]]) -> List[str]:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:

@@ -1,5 +1,6 @@
 """package: name and version checked before anything is built, a different model under an existing
 name+version refused (unless forced), and a failed build leaves no half-built folder."""
+
 import json
 import os
 import subprocess
@@ -50,19 +51,26 @@ def fake_build(monkeypatch):
 
 
 def run_script(*args):
-    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                            env={**os.environ, "WASABI_LOG_FRIENDLY": "1"})
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WASABI_LOG_FRIENDLY": "1"},
+    )
     return result.returncode, " ".join((result.stdout + result.stderr).split())
 
 
-@pytest.mark.parametrize("option,value,sentence", [
-    ("--version", "1.0 beta", "package version '1.0 beta' is not a PEP 440 version"),
-    ("--version", "v1..2", "package version 'v1..2' is not a PEP 440 version"),
-    ("--version", "1.0-beta", "not in its normal form: use '1.0b0'"),
-    ("--name", "my model", "package name 'my model' is not usable"),
-    ("--name", "1st", "package name '1st' is not usable"),
-    ("--force", "maybe", "--force (--vars.package_force): expected true or false, not 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "option,value,sentence",
+    [
+        ("--version", "1.0 beta", "package version '1.0 beta' is not a PEP 440 version"),
+        ("--version", "v1..2", "package version 'v1..2' is not a PEP 440 version"),
+        ("--version", "1.0-beta", "not in its normal form: use '1.0b0'"),
+        ("--name", "my model", "package name 'my model' is not usable"),
+        ("--name", "1st", "package name '1st' is not usable"),
+        ("--force", "maybe", "--force (--vars.package_force): expected true or false, not 'maybe'"),
+    ],
+)
 def test_bad_name_or_version_fails_fast_and_builds_nothing(tmp_path, models, option, value, sentence):
     out = tmp_path / "packages"
     code, output = run_script(models[0], out, option, value)

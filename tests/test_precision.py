@@ -1,6 +1,7 @@
 """[system] precision: bf16 autocast runs the transformer's forward in bf16 and hands float32 to the head (on
 the CPU too), trains the sample as well as fp32 does, and spaCy's fp16 `mixed_precision = true` is refused in
 one sentence before anything trains."""
+
 import json
 import re
 import subprocess
@@ -26,14 +27,18 @@ CONFIG = ROOT / "configs" / "config.cfg"
 
 # --- choosing the precision ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("setting,gpu,native,chosen", [
-    ("auto", -1, True, "fp32"),  # the CPU stays fp32 unless bf16 is asked for
-    ("bf16", -1, False, "bf16"),
-    ("fp32", -1, True, "fp32"),
-    ("auto", 0, True, "bf16"),  # a GPU with native bf16 (A100, H100, ...)
-    ("auto", 0, False, "fp32"),  # an older GPU
-    ("fp32", 0, True, "fp32"),
-])
+
+@pytest.mark.parametrize(
+    "setting,gpu,native,chosen",
+    [
+        ("auto", -1, True, "fp32"),  # the CPU stays fp32 unless bf16 is asked for
+        ("bf16", -1, False, "bf16"),
+        ("fp32", -1, True, "fp32"),
+        ("auto", 0, True, "bf16"),  # a GPU with native bf16 (A100, H100, ...)
+        ("auto", 0, False, "fp32"),  # an older GPU
+        ("fp32", 0, True, "fp32"),
+    ],
+)
 def test_auto_is_bf16_only_on_a_gpu_that_supports_it(monkeypatch, setting, gpu, native, chosen):
     monkeypatch.setattr(precision, "_gpu_has_bf16", lambda gpu, **kw: native)
     assert precision.choose(setting, gpu) == chosen
@@ -53,15 +58,19 @@ def test_the_setting_is_read_from_the_config_overrides_first(tmp_path):
     del config["system"]["precision"]  # a config.cfg written before the setting existed
     assert precision.check_config(CONFIG, config) == "auto"
     config["system"]["precision"] = "fp16"
-    with pytest.raises(SetupError, match=r"^\[system\] precision in .*config\.cfg must be one of auto, bf16, fp32, not 'fp16'$"):
+    with pytest.raises(
+        SetupError, match=r"^\[system\] precision in .*config\.cfg must be one of auto, bf16, fp32, not 'fp16'$"
+    ):
         precision.check_config(CONFIG, config)
 
 
 def test_the_chosen_precision_is_said_in_one_line():
     assert precision.describe("bf16", "bf16", -1) == (
-        'Precision: bf16 autocast around the transformer on the CPU, float32 weights ([system] precision = "bf16")')
+        'Precision: bf16 autocast around the transformer on the CPU, float32 weights ([system] precision = "bf16")'
+    )
     assert precision.describe("fp32", "auto", -1) == (
-        'Precision: fp32 on the CPU ([system] precision = "auto": bf16 only on a GPU that supports it)')
+        'Precision: fp32 on the CPU ([system] precision = "auto": bf16 only on a GPU that supports it)'
+    )
     assert precision.describe("bf16", "auto", 0).startswith("Precision: bf16 autocast around the transformer on GPU 0")
 
 
@@ -70,13 +79,17 @@ def test_the_chosen_precision_is_said_in_one_line():
 FP16_SENTENCE = re.compile(
     r"config\.cfg sets mixed_precision = true in \[components\.transformer\.model\], spaCy's fp16 training, "
     r"which stops learning \(dev F 0\.02 on an H100\): set it to false and use \[system\] precision = \"bf16\" "
-    r"instead \(\"auto\", the default, picks bf16 on GPUs that support it\)")
+    r"instead \(\"auto\", the default, picks bf16 on GPUs that support it\)"
+)
 
 
-@pytest.mark.parametrize("in_config,overrides", [
-    (True, {}),
-    (False, {"components.transformer.model.mixed_precision": True}),  # SPACY_CONFIG_OVERRIDES
-])
+@pytest.mark.parametrize(
+    "in_config,overrides",
+    [
+        (True, {}),
+        (False, {"components.transformer.model.mixed_precision": True}),  # SPACY_CONFIG_OVERRIDES
+    ],
+)
 def test_fp16_mixed_precision_is_refused_in_one_sentence(in_config, overrides):
     config = load_config(CONFIG, interpolate=False)
     config["components"]["transformer"]["model"]["mixed_precision"] = in_config
@@ -87,13 +100,30 @@ def test_fp16_mixed_precision_is_refused_in_one_sentence(in_config, overrides):
 
 def test_train_script_refuses_fp16_before_training(tmp_path, fixture_path):
     config = tmp_path / "config.cfg"
-    config.write_text(CONFIG.read_text(encoding="utf8").replace("mixed_precision = false", "mixed_precision = true"),
-                      encoding="utf8")
+    config.write_text(
+        CONFIG.read_text(encoding="utf8").replace("mixed_precision = false", "mixed_precision = true"), encoding="utf8"
+    )
     convert_iob(fixture_path("iobes.tsv"), tmp_path / "c")
     result = subprocess.run(
-        [sys.executable, "scripts/train.py", str(config), str(tmp_path / "training"), "--train",
-         str(tmp_path / "c.spacy"), "--dev", str(tmp_path / "c.spacy"), "--max-steps", "10", "--gpu-id", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "scripts/train.py",
+            str(config),
+            str(tmp_path / "training"),
+            "--train",
+            str(tmp_path / "c.spacy"),
+            "--dev",
+            str(tmp_path / "c.spacy"),
+            "--max-steps",
+            "10",
+            "--gpu-id",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = " ".join(result.stdout.split())
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert FP16_SENTENCE.search(output), output
@@ -101,6 +131,7 @@ def test_train_script_refuses_fp16_before_training(tmp_path, fixture_path):
 
 
 # --- bf16 inside the transformer, float32 at the head (CPU autocast) ------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pipeline():
@@ -121,8 +152,11 @@ def recorded_dtypes(nlp):
     """The dtypes of every Linear output inside the transformer, and of what reaches the NER head's softmax."""
     seen = {"linear": set(), "head": set()}
     torch_model = nlp.get_pipe("transformer").model.transformer
-    hooks = [module.register_forward_hook(lambda m, i, out: seen["linear"].add(out.dtype))
-             for module in torch_model.modules() if isinstance(module, torch.nn.Linear)]
+    hooks = [
+        module.register_forward_hook(lambda m, i, out: seen["linear"].add(out.dtype))
+        for module in torch_model.modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
     softmax = next(node for node in nlp.get_pipe("ner").model.walk() if node.name == "softmax")
     forward = softmax._func
 
@@ -142,8 +176,11 @@ def recorded_dtypes(nlp):
 def test_bf16_runs_the_transformer_in_bf16_and_hands_float32_to_the_head(pipeline):
     nlp, examples, optimizer = pipeline
     shim = nlp.get_pipe("transformer").model.layers[0].shims[0]
-    linears = [m for name, m in shim._model.named_modules()  # the pooler's output is not used
-               if isinstance(m, torch.nn.Linear) and not name.startswith("pooler")]
+    linears = [
+        m
+        for name, m in shim._model.named_modules()  # the pooler's output is not used
+        if isinstance(m, torch.nn.Linear) and not name.startswith("pooler")
+    ]
     try:
         assert precision.set_precision(nlp, "bf16") == 1
         before = [m.weight.detach().clone() for m in linears]
@@ -189,13 +226,23 @@ def test_bf16_trains_the_sample_to_the_dev_f_of_fp32(tmp_path, capsys):
     dev_f = {}
     for setting in ("fp32", "bf16"):
         config = tmp_path / f"{setting}.cfg"
-        config.write_text(CONFIG.read_text(encoding="utf8").replace('precision = "auto"', f'precision = "{setting}"'),
-                          encoding="utf8")
+        config.write_text(
+            CONFIG.read_text(encoding="utf8").replace('precision = "auto"', f'precision = "{setting}"'), encoding="utf8"
+        )
         output = tmp_path / setting
-        train_pipeline(config=config, output=output, train=tmp_path / "train.spacy", dev=tmp_path / "dev.spacy",
-                       transformer="embedded", gpu_id=-1, max_steps=STEPS, eval_frequency=STEPS, seed=0,
-                       log_file=output / "log.jsonl")
-        assert f'Precision: {setting} ' in capsys.readouterr().out
+        train_pipeline(
+            config=config,
+            output=output,
+            train=tmp_path / "train.spacy",
+            dev=tmp_path / "dev.spacy",
+            transformer="embedded",
+            gpu_id=-1,
+            max_steps=STEPS,
+            eval_frequency=STEPS,
+            seed=0,
+            log_file=output / "log.jsonl",
+        )
+        assert f"Precision: {setting} " in capsys.readouterr().out
         last = json.loads((output / "log.jsonl").read_text(encoding="utf8").splitlines()[-1])
         assert last["step"] == STEPS
         dev_f[setting] = last["scores"]["ents_f"] / 100
@@ -214,8 +261,17 @@ SEEN_SHIMS: list = []
 
 
 def record_shims(nlp):
-    SEEN_SHIMS.append(sorted({type(shim).__name__ for _, pipe in nlp.pipeline if hasattr(pipe, "model")
-                              for node in pipe.model.walk() for shim in node.shims}))
+    SEEN_SHIMS.append(
+        sorted(
+            {
+                type(shim).__name__
+                for _, pipe in nlp.pipeline
+                if hasattr(pipe, "model")
+                for node in pipe.model.walk()
+                for shim in node.shims
+            }
+        )
+    )
     return nlp
 
 
@@ -240,8 +296,17 @@ def test_train_sets_the_precision_through_spacys_hook_and_saves_a_config_without
     text += '\n[training.before_to_disk]\n@callbacks = "test.record_shims.v1"\n'
     config.write_text(text, encoding="utf8")
     SEEN_SHIMS.clear()
-    train_pipeline(config=config, output=tmp_path / "out", train=tmp_path / "dev.spacy", dev=tmp_path / "dev.spacy",
-                   transformer=str(bert), gpu_id=-1, max_steps=2, eval_frequency=2, seed=0)
+    train_pipeline(
+        config=config,
+        output=tmp_path / "out",
+        train=tmp_path / "dev.spacy",
+        dev=tmp_path / "dev.spacy",
+        transformer=str(bert),
+        gpu_id=-1,
+        max_steps=2,
+        eval_frequency=2,
+        seed=0,
+    )
     assert SEEN_SHIMS and all(names == ["BF16HFShim"] for names in SEEN_SHIMS), SEEN_SHIMS
     assert len(own_calls) == 1  # the config's own after_init ran once, before the precision was set
     for name in ("model-best", "model-last"):

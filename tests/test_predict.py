@@ -5,6 +5,7 @@ A tiny real pipeline (blank English + entity_ruler, plus a component that fails 
 for a trained model. Entity scores and min_score use tests/test_token_ner.py's tiny token_ner pipeline
 (spaCy's CPU tok2vec, trained once per session in seconds; tests/test_review.py shares it).
 """
+
 import json
 import subprocess
 import sys
@@ -59,11 +60,12 @@ def expected_entities(text: str) -> list:
 
 def check_offsets(record: dict) -> None:
     for ent in record["entities"]:
-        assert record["text"][ent["start"]:ent["end"]] == ent["text"]
+        assert record["text"][ent["start"] : ent["end"]] == ent["text"]
 
 
 LONG_TEXT = "\n\n".join(
-    " ".join(f"Paragraph {p} sentence {s} : ZnO films by sputtering on NiO ." for s in range(6)) for p in range(8))
+    " ".join(f"Paragraph {p} sentence {s} : ZnO films by sputtering on NiO ." for s in range(6)) for p in range(8)
+)
 
 
 def test_split_text_cuts_at_paragraphs_then_sentences_then_spaces_then_hard():
@@ -75,15 +77,16 @@ def test_split_text_cuts_at_paragraphs_then_sentences_then_spaces_then_hard():
     text = LONG_TEXT
     pieces = split_text(text, 150)
     assert "".join(chunk for _, chunk in pieces) == text
-    assert all(len(chunk) <= 150 and text[offset:offset + len(chunk)] == chunk for offset, chunk in pieces)
+    assert all(len(chunk) <= 150 and text[offset : offset + len(chunk)] == chunk for offset, chunk in pieces)
 
 
 def test_long_text_is_split_and_offsets_are_exact_in_the_full_text(models, tmp_path):
     plain, _ = models
     source = tmp_path / "long.txt"
     source.write_text(LONG_TEXT, encoding="utf8")
-    result = predict(model=plain, source=source, output=tmp_path / "out.jsonl", iob_output=tmp_path / "out.tsv",
-                     max_length=200)
+    result = predict(
+        model=plain, source=source, output=tmp_path / "out.jsonl", iob_output=tmp_path / "out.tsv", max_length=200
+    )
     assert result["documents"] == 1 and result["split"] == 1 and result["skipped"] == 0
     (record,) = records(tmp_path / "out.jsonl")
     assert record["text"] == LONG_TEXT
@@ -91,8 +94,9 @@ def test_long_text_is_split_and_offsets_are_exact_in_the_full_text(models, tmp_p
     check_offsets(record)
     (doc,) = read_iob(tmp_path / "out.tsv", strict=True)
     assert doc.words == [t.text for t in make_pipeline(False)(LONG_TEXT) if not t.is_space]
-    assert [(" ".join(doc.words[s:e]), label) for s, e, label in doc.spans] == \
-        [(e["text"], e["label"]) for e in record["entities"]]
+    assert [(" ".join(doc.words[s:e]), label) for s, e, label in doc.spans] == [
+        (e["text"], e["label"]) for e in record["entities"]
+    ]
 
 
 def test_non_utf8_txt_file_is_skipped_by_name_and_the_others_are_written(models, tmp_path, capsys):
@@ -112,9 +116,11 @@ def test_non_utf8_txt_file_is_skipped_by_name_and_the_others_are_written(models,
 def test_latin1_byte_in_jsonl_is_reported_with_file_and_line_not_replaced(models, tmp_path, capsys):
     plain, _ = models
     source = tmp_path / "in.jsonl"
-    source.write_bytes(b'{"id": "a", "text": "ZnO ."}\n{"text": broken\n{"id": "b", "text": "caf\xe9 ZnO"}\n'
-                       b'{"id": "c", "text": "  "}\n{"id": "d", "text": "x \\ud800 ZnO"}\n'
-                       b'{"id": "e", "text": "NiO ."}\n')
+    source.write_bytes(
+        b'{"id": "a", "text": "ZnO ."}\n{"text": broken\n{"id": "b", "text": "caf\xe9 ZnO"}\n'
+        b'{"id": "c", "text": "  "}\n{"id": "d", "text": "x \\ud800 ZnO"}\n'
+        b'{"id": "e", "text": "NiO ."}\n'
+    )
     result = predict(model=plain, source=source, output=tmp_path / "out.jsonl")
     written = records(tmp_path / "out.jsonl")
     assert [r["id"] for r in written] == ["a", "e"]
@@ -134,7 +140,9 @@ def test_lines_mode_names_the_bad_line_and_keeps_the_others(models, tmp_path, ca
     source.write_bytes(b"\xef\xbb\xbfZnO one .\r\n\r\ncaf\xe9 two\r\nNiO three .\r\n")
     result = predict(model=plain, source=source, output=tmp_path / "out.jsonl", lines=True)
     assert [(r["id"], r["text"]) for r in records(tmp_path / "out.jsonl")] == [
-        ("in.txt:1", "ZnO one ."), ("in.txt:4", "NiO three .")]
+        ("in.txt:1", "ZnO one ."),
+        ("in.txt:4", "NiO three ."),
+    ]
     assert result["skipped"] == 1
     assert f"{source}:3: skipped, not UTF-8" in " ".join(capsys.readouterr().out.split())
 
@@ -220,8 +228,11 @@ BAD_LINES = {
     "pipeline error": b'{"text": "ZnO BOOM"}',
     "empty": b'{"text": " \\n "}',
 }
-ITEM = st.one_of(GOOD_TEXT.map(lambda t: ("good", t)), LONG.map(lambda t: ("good", t)),
-                 st.sampled_from(sorted(BAD_LINES)).map(lambda kind: ("bad", kind)))
+ITEM = st.one_of(
+    GOOD_TEXT.map(lambda t: ("good", t)),
+    LONG.map(lambda t: ("good", t)),
+    st.sampled_from(sorted(BAD_LINES)).map(lambda kind: ("bad", kind)),
+)
 
 
 @settings(max_examples=30, deadline=None)
@@ -239,8 +250,9 @@ def test_every_good_document_is_written_once_in_order_and_every_bad_one_counted(
     with tempfile.TemporaryDirectory() as tmp:
         source, output, iob = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl", Path(tmp) / "out.tsv"
         source.write_bytes(b"\n".join(lines) + b"\n")
-        result = predict(model=faulty, source=source, output=output, iob_output=iob, batch_size=batch_size,
-                         max_length=MAX_LENGTH)
+        result = predict(
+            model=faulty, source=source, output=output, iob_output=iob, batch_size=batch_size, max_length=MAX_LENGTH
+        )
         written = records(output)
         iob_docs = list(read_iob(iob, strict=True)) if iob.read_bytes() else []
     assert [(r["id"], r["text"]) for r in written] == good
@@ -268,8 +280,9 @@ TEMPERATURE = 1.5  # not 1: the JSONL must carry the calibrated scores, not scor
 
 
 def write_jsonl(path: Path, texts) -> Path:
-    path.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)),
-                    encoding="utf8")
+    path.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf8"
+    )
     return path
 
 
@@ -291,8 +304,9 @@ def test_entity_scores_in_jsonl_are_the_components_calibrated_scores(scored_mode
     some = 0
     for record in written:
         want = scored_entities(nlp, record["text"])
-        assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == \
-            [(s, e, label, round(score, 4)) for s, e, label, score in want]
+        assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == [
+            (s, e, label, round(score, 4)) for s, e, label, score in want
+        ]
         raw = nlp(record["text"]).spans["token_ner"].attrs["scores_t1"]
         some += sum(round(float(r), 4) != e["score"] for r, e in zip(raw, record["entities"]))
         check_offsets(record)
@@ -308,8 +322,11 @@ def test_scores_come_along_with_the_shifted_offsets_of_a_split_text(scored_model
     assert result["split"] == 1
     (record,) = records(tmp_path / "out.jsonl")
     nlp.max_length = 60
-    want = [(s + offset, e + offset, label, round(score, 4))
-            for offset, chunk in split_text(text, 60) for s, e, label, score in scored_entities(nlp, chunk)]
+    want = [
+        (s + offset, e + offset, label, round(score, 4))
+        for offset, chunk in split_text(text, 60)
+        for s, e, label, score in scored_entities(nlp, chunk)
+    ]
     assert len(want) > 5
     assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == want
     check_offsets(record)
@@ -322,8 +339,14 @@ def test_min_score_leaves_out_exactly_the_entities_under_it_from_jsonl_and_iob(s
     threshold = (scores[2] + scores[3]) / 2  # three entities under it
     assert scores[2] < threshold < scores[3]
     source = write_jsonl(tmp_path / "in.jsonl", SCORED_TEXTS)
-    result = predict(model=scored_model, source=source, output=tmp_path / "out.jsonl",
-                     iob_output=tmp_path / "out.tsv", min_score=threshold, batch_size=3)
+    result = predict(
+        model=scored_model,
+        source=source,
+        output=tmp_path / "out.jsonl",
+        iob_output=tmp_path / "out.tsv",
+        min_score=threshold,
+        batch_size=3,
+    )
     written = records(tmp_path / "out.jsonl")
     assert result["below_min_score"] == 3 and result["entities"] == len(scores) - 3
     iob_docs = list(read_iob(tmp_path / "out.tsv", strict=True))
@@ -332,8 +355,9 @@ def test_min_score_leaves_out_exactly_the_entities_under_it_from_jsonl_and_iob(s
         kept = [(s, e, label) for s, e, label, score in every[record["text"]] if score >= threshold]
         assert [(e["start"], e["end"], e["label"]) for e in record["entities"]] == kept
         assert all(e["score"] >= round(threshold, 4) for e in record["entities"])
-        assert [(" ".join(iob_doc.words[s:e]), label) for s, e, label in iob_doc.spans] == \
-            [(" ".join(t.text for t in nlp(e["text"])), e["label"]) for e in record["entities"]]
+        assert [(" ".join(iob_doc.words[s:e]), label) for s, e, label in iob_doc.spans] == [
+            (" ".join(t.text for t in nlp(e["text"])), e["label"]) for e in record["entities"]
+        ]
     assert "3 entities under min_score" in summary(result, [tmp_path / "out.jsonl"])
 
 

@@ -1,5 +1,6 @@
 """convert's input shapes: train alone, train + test, train + dev + test; disjoint whole-document splits,
 seeded; the sample's dev and test go with the sample's train file only; dev is never test by accident."""
+
 import json
 import shutil
 
@@ -64,8 +65,9 @@ def test_each_input_shape_gives_disjoint_splits_holding_every_document(tmp_path,
     assert {d["split"] for d in carved} == ({"train", *record["carved"]} if carved else set())
     by_line = {d["first_line"]: d["split"] for d in carved}
     for split in record["carved"]:  # split.json names each carved document by its first line
-        assert sorted(first_line(int(name[3:])) for name in parts[split]) == \
-            sorted(line for line, s in by_line.items() if s == split)
+        assert sorted(first_line(int(name[3:])) for name in parts[split]) == sorted(
+            line for line, s in by_line.items() if s == split
+        )
 
 
 def test_same_seed_same_split_another_seed_another(tmp_path):
@@ -82,15 +84,18 @@ def test_same_seed_same_split_another_seed_another(tmp_path):
 def test_a_users_train_file_never_meets_the_samples_dev_or_test(tmp_path, monkeypatch):
     read = []
     real_convert, real_read = prepare_corpus.convert_iob, prepare_corpus.read_iob
-    monkeypatch.setattr(prepare_corpus, "convert_iob", lambda path, *a, **k: read.append(path) or real_convert(path, *a, **k))
+    monkeypatch.setattr(
+        prepare_corpus, "convert_iob", lambda path, *a, **k: read.append(path) or real_convert(path, *a, **k)
+    )
     monkeypatch.setattr(prepare_corpus, "read_iob", lambda path, *a, **k: read.append(path) or real_read(path, *a, **k))
     sample = ROOT / "assets"
     # the user's export put in place of the sample's train file, beside the sample's dev and test
     assets = tmp_path / "assets"
     shutil.copytree(sample, assets)
     write_export(assets / "train.tsv", 30)
-    record, _ = prepare(train=assets / "train.tsv", dev="auto", test="auto", output=tmp_path / "corpus",
-                        manifest=assets / "sample.json")
+    record, _ = prepare(
+        train=assets / "train.tsv", dev="auto", test="auto", output=tmp_path / "corpus", manifest=assets / "sample.json"
+    )
     assert record["carved"] == ["dev", "test"] and set(read) == {assets / "train.tsv"}
     read.clear()
     record, _ = prepare(train=sample / "train.tsv", dev="auto", test="auto", output=tmp_path / "sample")
@@ -113,14 +118,23 @@ def test_dev_equal_to_test_is_refused_unless_asked(tmp_path):
 
 def test_input_errors_say_what_to_change(tmp_path):
     tiny = write_export(tmp_path / "tiny.tsv", 2)
-    with pytest.raises(SplitError, match=r"tiny.tsv holds 2 document\(s\): too few to carve dev and test from; annotate "
-                                          r"more documents, or pass dev and test files"):
+    with pytest.raises(
+        SplitError,
+        match=r"tiny.tsv holds 2 document\(s\): too few to carve dev and test from; annotate "
+        r"more documents, or pass dev and test files",
+    ):
         prepare(train=tiny, dev="auto", test="auto", output=tmp_path / "corpus")
     with pytest.raises(SetupError, match="the dev file nowhere.tsv does not exist"):
         prepare(train=tiny, dev="nowhere.tsv", test="auto", output=tmp_path / "corpus")
     with pytest.raises(SplitError, match="leave nothing to train on"):
-        prepare(train=write_export(tmp_path / "t.tsv", 20), dev="auto", test="auto", output=tmp_path / "c",
-                dev_share=0.5, test_share=0.5)
+        prepare(
+            train=write_export(tmp_path / "t.tsv", 20),
+            dev="auto",
+            test="auto",
+            output=tmp_path / "c",
+            dev_share=0.5,
+            test_share=0.5,
+        )
     assert not (tmp_path / "corpus").exists()
 
 

@@ -1,4 +1,5 @@
 """End to end: `spacy project run all` on the sample (CPU, few steps), reruns, and the outputs' content."""
+
 import json
 import os
 import shutil
@@ -11,8 +12,20 @@ import spacy
 from conftest import ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.slow
-GENERATED = ("corpus", "training", "packages", "project.lock", ".git", ".pytest_cache", ".hypothesis", "__pycache__",
-             "*.egg-info", ".venv", "venv", "build")
+GENERATED = (
+    "corpus",
+    "training",
+    "packages",
+    "project.lock",
+    ".git",
+    ".pytest_cache",
+    ".hypothesis",
+    "__pycache__",
+    "*.egg-info",
+    ".venv",
+    "venv",
+    "build",
+)
 COMMANDS = ["convert", "create-config", "debug-data", "train", "evaluate", "report"]
 
 
@@ -22,8 +35,13 @@ def copy_project(target: Path) -> Path:
 
 
 def run_project(project: Path, *args: str, env=None) -> str:
-    result = subprocess.run([sys.executable, "-m", "spacy", "project", "run", *args], cwd=project,
-                            capture_output=True, text=True, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return output
@@ -44,9 +62,19 @@ def sample_project(tmp_path_factory):
 def test_all_runs_on_the_sample_and_leaves_every_output(sample_project):
     project, output = sample_project
     training = project / "training"
-    for name in ("model-best", "model-last", "metrics-dev.json", "metrics-test.json", "report.md",
-                 "learning-curve.png", "per-label-f.png", "errors.html", "debug-data.txt", "log.jsonl",
-                 "calibration.json"):
+    for name in (
+        "model-best",
+        "model-last",
+        "metrics-dev.json",
+        "metrics-test.json",
+        "report.md",
+        "learning-curve.png",
+        "per-label-f.png",
+        "errors.html",
+        "debug-data.txt",
+        "log.jsonl",
+        "calibration.json",
+    ):
         assert (training / name).exists(), name
     assert "Training on CPU" in output
 
@@ -71,7 +99,10 @@ def test_metrics_count_every_gold_entity(sample_project):
         report = json.loads((project / "corpus" / f"{split}.report.json").read_text())
         assert metrics["gold_entities"] == report["entities_total"]
         assert sum(s["support"] for s in metrics["per_label"].values()) == report["entities_total"]
-        assert sum(sum(row.values()) for gold, row in metrics["confusion"].items() if gold != "(spurious)") >= report["entities_total"]
+        assert (
+            sum(sum(row.values()) for gold, row in metrics["confusion"].items() if gold != "(spurious)")
+            >= report["entities_total"]
+        )
         assert 0.0 <= metrics["typed"]["f"] <= metrics["untyped"]["f"] <= 1.0
 
 
@@ -119,7 +150,9 @@ def test_a_package_change_reruns_everything_and_a_docs_change_nothing(sample_pro
     output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
     assert would_run(output) == {"convert"}  # convert always runs (no_skip); nothing else
     module = project / "src" / "iob_ner" / "metrics.py"
-    module.write_text(module.read_text(encoding="utf8") + "\n# a change to one module of the package\n", encoding="utf8")
+    module.write_text(
+        module.read_text(encoding="utf8") + "\n# a change to one module of the package\n", encoding="utf8"
+    )
     output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
     assert would_run(output) == set(COMMANDS)
 
@@ -164,9 +197,27 @@ def test_ctrl_c_during_a_retrain_keeps_the_previous_model_best(sample_project, t
         return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
 
     before = digest()
-    process = subprocess.Popen([sys.executable, "-m", "spacy", "project", "run", "train", ".", "--force",
-                                "--vars.max_steps", "100000", "--vars.eval_frequency", "5"], cwd=project,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "project",
+            "run",
+            "train",
+            ".",
+            "--force",
+            "--vars.max_steps",
+            "100000",
+            "--vars.eval_frequency",
+            "5",
+        ],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     step0 = project / "training" / ".run.tmp" / "model-best" / "meta.json"
     deadline = time.monotonic() + 300
     while not step0.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -192,10 +243,18 @@ def test_paths_and_names_with_spaces_reach_the_scripts_whole(tmp_path):
     export.write_bytes((project / "assets" / "train.tsv").read_bytes() + b"\r\n-DOCSTART- -X- O O\r\nNiO\tB-MAT")
     run_project(project, "convert", ".", "--vars.train", "my data/job ads.tsv")
     split = json.loads((project / "corpus" / "split.json").read_text())
-    assert split["sources"] == {"train": "my data/job ads.tsv", "dev": "my data/job ads.tsv", "test": "my data/job ads.tsv"}
+    assert split["sources"] == {
+        "train": "my data/job ads.tsv",
+        "dev": "my data/job ads.tsv",
+        "test": "my data/job ads.tsv",
+    }
     (project / "training" / "model-best").mkdir(parents=True)
-    result = subprocess.run([sys.executable, "-m", "spacy", "project", "run", "package", ".", "--vars.package_name",
-                             "my model"], cwd=project, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", "package", ".", "--vars.package_name", "my model"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 1 and "package name 'my model'" in output and "Traceback" not in output
     assert not (project / "packages").exists() or not any((project / "packages").iterdir())
@@ -211,19 +270,37 @@ def test_all_on_ncbi_disease_with_a_model_folder_that_is_gone_afterwards(tmp_pat
     model_copy = tmp_path / "minilm"
     shutil.copytree(resolve_transformer("embedded"), model_copy)
     data = SHARED_DATA / "ncbi-disease"
-    run_project(project, "all", ".", "--vars.train", str(data / "train.tsv"),
-                "--vars.test", str(data / "test.tsv"), "--vars.max_steps", "50", "--vars.eval_frequency", "50",
-                "--vars.transformer", str(model_copy))
+    run_project(
+        project,
+        "all",
+        ".",
+        "--vars.train",
+        str(data / "train.tsv"),
+        "--vars.test",
+        str(data / "test.tsv"),
+        "--vars.max_steps",
+        "50",
+        "--vars.eval_frequency",
+        "50",
+        "--vars.transformer",
+        str(model_copy),
+    )
     metrics = json.loads((project / "training" / "metrics-test.json").read_text())
     assert metrics["gold_entities"] == 960 and list(metrics["per_label"]) == ["Disease"]  # test untouched
     split = json.loads((project / "corpus" / "split.json").read_text())
     assert split["carved"] == ["dev"] and split["documents_per_split"]["test"] == 940
     assert split["entities"]["train"]["Disease"] + split["entities"]["dev"]["Disease"] == 5134
     shutil.rmtree(model_copy)
-    check = ("import spacy; nlp = spacy.load('training/model-best'); "
-             "print(len(nlp('Hereditary breast cancer is common .')))")
-    result = subprocess.run([sys.executable, "-c", check], cwd=project, capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    check = (
+        "import spacy; nlp = spacy.load('training/model-best'); print(len(nlp('Hereditary breast cancer is common .')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "6"
 
@@ -236,7 +313,7 @@ def test_predict_writes_jsonl_and_iob_that_convert_reads_back(sample_project, tm
     assert len(records) == 4 and {r["id"] for r in records} >= {"a1", "a2", "a3"}
     for record in records:
         for ent in record["entities"]:
-            assert record["text"][ent["start"]:ent["end"]] == ent["text"]
+            assert record["text"][ent["start"] : ent["end"]] == ent["text"]
     from iob_ner.corpus import convert_iob
     from iob_ner.iob import read_iob
 
@@ -245,8 +322,10 @@ def test_predict_writes_jsonl_and_iob_that_convert_reads_back(sample_project, tm
     docs = list(read_iob(iob, strict=True))
     back = [sorted((" ".join(d.words[s:e]), label) for s, e, label in d.spans) for d in docs]
     nlp = spacy.load(project / "training" / "model-best")
-    want = [sorted((" ".join(t.text for t in ent if not t.is_space), ent.label_) for ent in nlp(r["text"]).ents)
-            for r in records]
+    want = [
+        sorted((" ".join(t.text for t in ent if not t.is_space), ent.label_) for ent in nlp(r["text"]).ents)
+        for r in records
+    ]
     assert [len(w) for w in want] == [len(r["entities"]) for r in records]
     assert back == want
     report = convert_iob(iob, tmp_path / "again")
@@ -257,11 +336,15 @@ def test_predict_reports_bad_jsonl_lines_and_goes_on(sample_project, tmp_path):
     project, _ = sample_project
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "ZnO films were grown ."}\n{"text": broken\n{"title": "no text"}\n{"text": "NiO ."}\n')
-    result = subprocess.run([sys.executable, "scripts/predict.py", "training/model-best", str(source), str(tmp_path / "out.jsonl")],
-                            cwd=project, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/predict.py", "training/model-best", str(source), str(tmp_path / "out.jsonl")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     log = (result.stdout + result.stderr).replace("\n", " ")
-    assert f"{source}:2: skipped, not JSON" in log and f"{source}:3: skipped, no \"text\" string" in log
+    assert f"{source}:2: skipped, not JSON" in log and f'{source}:3: skipped, no "text" string' in log
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
 
 
@@ -274,20 +357,32 @@ def test_package_installs_in_a_fresh_venv_and_loads_by_name_offline(sample_proje
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     torch_version = __import__("torch").__version__.split("+")[0]
-    install = subprocess.run([python, "-m", "pip", "install", "-q", f"torch=={torch_version}", str(wheels[0])],
-                             capture_output=True, text=True)
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", f"torch=={torch_version}", str(wheels[0])],
+        capture_output=True,
+        text=True,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
-    check = ("import spacy; nlp = spacy.load('en_ner_model'); doc = nlp('LiFePO4 was made by a sol-gel route .'); "
-             "print(nlp.pipe_names, [(e.text, e.label_) for e in doc.ents]); "
-             "print(nlp.get_pipe('ner').temperature, [round(float(s), 4) for s in doc.spans['token_ner'].attrs['scores']])")
-    result = subprocess.run([python, "-c", check], cwd=tmp_path, capture_output=True, text=True,
-                            env={"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    check = (
+        "import spacy; nlp = spacy.load('en_ner_model'); doc = nlp('LiFePO4 was made by a sol-gel route .'); "
+        "print(nlp.pipe_names, [(e.text, e.label_) for e in doc.ents]); "
+        "print(nlp.get_pipe('ner').temperature, [round(float(s), 4) for s in doc.spans['token_ner'].attrs['scores']])"
+    )
+    result = subprocess.run(
+        [python, "-c", check],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("['transformer', 'ner']")
     # the fitted temperature and the entity probabilities come through `spacy package` unchanged
     here = spacy.load(project / "training" / "model-best")
     doc = here("LiFePO4 was made by a sol-gel route .")
-    expected = f"{here.get_pipe('ner').temperature} {[round(float(s), 4) for s in doc.spans['token_ner'].attrs['scores']]}"
+    expected = (
+        f"{here.get_pipe('ner').temperature} {[round(float(s), 4) for s in doc.spans['token_ner'].attrs['scores']]}"
+    )
     assert result.stdout.splitlines()[1] == expected
     listing = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True).stdout
     assert "iob-ner" not in listing  # the component came inside the package

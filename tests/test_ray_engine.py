@@ -6,6 +6,7 @@ The pipeline is tests/test_token_ner.py's tiny token_ner on spaCy's CPU tok2vec,
 finds entities (checked, so that equal outputs are not trivially equal) at thousands of documents a second.
 Ray starts once for the module (ray.init in a fixture), as a caller that already runs Ray would.
 """
+
 import json
 import random
 from pathlib import Path
@@ -17,8 +18,10 @@ ray = pytest.importorskip("ray", reason="the Ray engine's tests need Ray: pip in
 from iob_ner.inference import predict  # noqa: E402
 from iob_ner.inference import ray_engine as predict_ray  # noqa: E402
 
-WORDS = ("LiFePO4 ZnO TiO2 NiO CuO films grown by pulsed laser deposition we measured X-ray diffraction "
-         "Raman spectroscopy sol-gel synthesis was studied the weather is nice today .").split()
+WORDS = (
+    "LiFePO4 ZnO TiO2 NiO CuO films grown by pulsed laser deposition we measured X-ray diffraction "
+    "Raman spectroscopy sol-gel synthesis was studied the weather is nice today ."
+).split()
 DOCUMENTS = 10_000
 SHARD = 1280  # 8 shards of 20 batches of 64, the last one short: one window of 2 actors x 4 shards
 
@@ -64,8 +67,16 @@ def local_outputs(model, corpus, tmp_path_factory):
 
 
 def run_ray(model, source, folder: Path, **options) -> dict:
-    return predict(model=model, source=source, output=folder / "out.jsonl", iob_output=folder / "out.tsv",
-                   engine="ray", actors=2, shard_size=SHARD, **options)
+    return predict(
+        model=model,
+        source=source,
+        output=folder / "out.jsonl",
+        iob_output=folder / "out.tsv",
+        engine="ray",
+        actors=2,
+        shard_size=SHARD,
+        **options,
+    )
 
 
 def outputs(folder: Path):
@@ -84,8 +95,9 @@ def test_ray_engine_writes_the_local_engines_outputs_byte_for_byte(local_ray, mo
     assert not predict_ray.shard_folder(tmp_path / "out.jsonl").exists()  # the shards are gone once whole
 
 
-def test_an_interrupted_run_resumes_from_its_finished_shards(local_ray, model, corpus, local_outputs, tmp_path,
-                                                             monkeypatch):
+def test_an_interrupted_run_resumes_from_its_finished_shards(
+    local_ray, model, corpus, local_outputs, tmp_path, monkeypatch
+):
     _, jsonl, iob = local_outputs
     write = predict_ray.ShardStore.write
 
@@ -129,20 +141,32 @@ def test_shards_of_another_model_are_not_reused(local_ray, model, corpus, tmp_pa
 
 def test_bad_documents_are_named_skipped_and_counted_as_predict_does(local_ray, model, tmp_path, capsys):
     source = tmp_path / "in.jsonl"
-    good = [json.dumps({"id": f"g{i}", "text": f"ZnO films grown by laser deposition {i}"}).encode() for i in range(300)]
-    lines = good[:100] + [b'{"text": broken', b'{"id": "x", "text": "caf\xe9 ZnO"}', b'{"id": "e", "text": "  "}',
-                          b'{"title": "no text"}'] + good[100:]
+    good = [
+        json.dumps({"id": f"g{i}", "text": f"ZnO films grown by laser deposition {i}"}).encode() for i in range(300)
+    ]
+    lines = (
+        good[:100]
+        + [
+            b'{"text": broken',
+            b'{"id": "x", "text": "caf\xe9 ZnO"}',
+            b'{"id": "e", "text": "  "}',
+            b'{"title": "no text"}',
+        ]
+        + good[100:]
+    )
     source.write_bytes(b"\n".join(lines) + b"\n")
     local = predict(model=model, source=source, output=tmp_path / "local.jsonl")
     capsys.readouterr()
     # One actor, so a window of 4 shards of 64: the 300 documents take two windows (two actor pools).
-    result = predict(model=model, source=source, output=tmp_path / "ray.jsonl", engine="ray", actors=1,
-                     shard_size=64)
+    result = predict(model=model, source=source, output=tmp_path / "ray.jsonl", engine="ray", actors=1, shard_size=64)
     assert result["shards"] == 5
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     assert result["documents"] == 300 and result["skipped"] == local["skipped"] == 4
-    assert result["skipped_reasons"] == local["skipped_reasons"] == {"not JSON": 1, "not UTF-8": 1, "empty": 1,
-                                                                     'no "text"': 1}
+    assert (
+        result["skipped_reasons"]
+        == local["skipped_reasons"]
+        == {"not JSON": 1, "not UTF-8": 1, "empty": 1, 'no "text"': 1}
+    )
     out = " ".join(capsys.readouterr().out.split())
     assert f"{source}:101: skipped, not JSON" in out and f"{source}:102: skipped, not UTF-8" in out
 
@@ -168,11 +192,14 @@ def test_parquet_input_gives_the_jsonl_inputs_records_and_parquet_output_holds_t
         assert [{k: v for k, v in e.items() if v is not None} for e in got["entities"]] == record["entities"]
 
 
-@pytest.mark.parametrize("address, says", [
-    ("127.0.0.1:1", "cannot reach Ray at 127.0.0.1:1"),
-    ("ray://127.0.0.1:1", "cannot reach Ray at ray://127.0.0.1:1"),
-    ("head-node", "is not HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "address, says",
+    [
+        ("127.0.0.1:1", "cannot reach Ray at 127.0.0.1:1"),
+        ("ray://127.0.0.1:1", "cannot reach Ray at ray://127.0.0.1:1"),
+        ("head-node", "is not HOST:PORT"),
+    ],
+)
 def test_an_address_nothing_answers_on_fails_at_once_instead_of_retrying_for_minutes(address, says):
     from iob_ner.runtime import SetupError
 

@@ -5,6 +5,7 @@ The expected document scores are computed here independently: nlp.pipe over the 
 component's token_confidence, the lowest per document. The pipeline is tests/test_token_ner.py's tiny
 token_ner (shared with tests/test_predict.py, trained once per session).
 """
+
 import subprocess
 import sys
 import weakref
@@ -22,8 +23,13 @@ from iob_ner.iob import read_iob
 from iob_ner.runtime import SetupError
 
 MATERIALS = ["ZnO", "NiO", "TiO2", "CuO", "LiFePO4", "Fe2O3", "MgO", "SnO2", "WO3", "Co3O4"]
-METHODS = ["by X-ray diffraction", "by Raman spectroscopy", "by pulsed laser deposition", "by sol-gel synthesis",
-           "grown on glass"]
+METHODS = [
+    "by X-ray diffraction",
+    "by Raman spectroscopy",
+    "by pulsed laser deposition",
+    "by sol-gel synthesis",
+    "grown on glass",
+]
 MANY = [f"{m} films {how}" for how in METHODS for m in MATERIALS]  # 50 documents
 
 
@@ -37,7 +43,7 @@ def doc_scores(model: Path, texts, max_length=None) -> list:
     lows = [float(c.min()) for c in nlp.get_pipe("ner").token_confidence(list(nlp.pipe(flat)))]
     scores, at = [], 0
     for cs in chunks:
-        scores.append(min(lows[at:at + len(cs)]))
+        scores.append(min(lows[at : at + len(cs)]))
         at += len(cs)
     return scores
 
@@ -74,12 +80,15 @@ def test_review_writes_the_n_least_sure_documents_by_the_rule(scored_model, tmp_
     assert [r["rank"] for r in written] == [1, 2, 3, 4]
     assert [r["doc_score"] for r in written] == pytest.approx([scores[i] for i in want], abs=1e-4)
     assert all(r["doc_score_rule"] == RULE for r in written)
-    assert result["score_min"] == pytest.approx(scores[want[0]]) and result["score_max"] == pytest.approx(scores[want[-1]])
+    assert result["score_min"] == pytest.approx(scores[want[0]]) and result["score_max"] == pytest.approx(
+        scores[want[-1]]
+    )
     assert max(scores[i] for i in want) <= min(s for i, s in enumerate(scores) if i not in want)
     nlp = spacy.load(scored_model)
     for record in written:  # predict's record shape: entities with offsets and their calibrated scores
-        assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == \
-            [(s, e, label, round(score, 4)) for s, e, label, score in scored_entities(nlp, record["text"])]
+        assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == [
+            (s, e, label, round(score, 4)) for s, e, label, score in scored_entities(nlp, record["text"])
+        ]
     check_iob_matches_jsonl(nlp, written, iob)
     text = summary(result, [out, iob])
     assert f"4 of {len(texts)} document(s) written, least sure first" in text and "doc scores" in text
@@ -139,26 +148,32 @@ def test_a_long_text_is_split_and_scored_by_its_least_sure_chunk(scored_model, t
     assert record["doc_score"] == pytest.approx(scores[1], abs=1e-4)
     nlp = spacy.load(scored_model)
     nlp.max_length = 80
-    assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == \
-        [(s + offset, e + offset, label, round(score, 4))
-         for offset, chunk in split_text(long_text, 80) for s, e, label, score in scored_entities(nlp, chunk)]
-    assert all(long_text[e["start"]:e["end"]] == e["text"] for e in record["entities"])
+    assert [(e["start"], e["end"], e["label"], e["score"]) for e in record["entities"]] == [
+        (s + offset, e + offset, label, round(score, 4))
+        for offset, chunk in split_text(long_text, 80)
+        for s, e, label, score in scored_entities(nlp, chunk)
+    ]
+    assert all(long_text[e["start"] : e["end"]] == e["text"] for e in record["entities"])
     check_iob_matches_jsonl(spacy.load(scored_model), written, iob)
 
 
 def test_bad_inputs_are_named_skipped_and_counted(scored_model, tmp_path, capsys):
     source = tmp_path / "in.jsonl"
-    source.write_bytes(b'{"id": "a", "text": "ZnO films by Raman spectroscopy"}\n{"text": broken\n'
-                       b'{"id": "b", "text": "caf\xe9 ZnO"}\n{"id": "c", "text": "  "}\n{"title": "x"}\n'
-                       b'{"id": "d", "text": "NiO grown on glass"}\n')
-    result = review(model=scored_model, source=source, output_jsonl=tmp_path / "r.jsonl",
-                    output_iob=tmp_path / "r.tsv", n=5)
+    source.write_bytes(
+        b'{"id": "a", "text": "ZnO films by Raman spectroscopy"}\n{"text": broken\n'
+        b'{"id": "b", "text": "caf\xe9 ZnO"}\n{"id": "c", "text": "  "}\n{"title": "x"}\n'
+        b'{"id": "d", "text": "NiO grown on glass"}\n'
+    )
+    result = review(
+        model=scored_model, source=source, output_jsonl=tmp_path / "r.jsonl", output_iob=tmp_path / "r.tsv", n=5
+    )
     assert sorted(r["id"] for r in records(tmp_path / "r.jsonl")) == ["a", "d"]
     assert result["read"] == 2 and result["written"] == 2 and result["skipped"] == 4
     assert result["skipped_reasons"] == {"not JSON": 1, "not UTF-8": 1, "empty": 1, 'no "text"': 1}
     assert f"{source}:2: skipped, not JSON" in " ".join(capsys.readouterr().out.split())
-    assert "4 input(s) skipped (1 empty, 1 no \"text\", 1 not JSON, 1 not UTF-8)" in \
-        summary(result, [tmp_path / "r.jsonl"])
+    assert '4 input(s) skipped (1 empty, 1 no "text", 1 not JSON, 1 not UTF-8)' in summary(
+        result, [tmp_path / "r.jsonl"]
+    )
 
 
 def test_a_pipeline_without_scores_is_refused_with_one_sentence(models, transition_model, tmp_path):
@@ -166,9 +181,12 @@ def test_a_pipeline_without_scores_is_refused_with_one_sentence(models, transiti
     source = write_jsonl(tmp_path / "in.jsonl", ["ZnO by sputtering ."])
     out, iob = tmp_path / "r.jsonl", tmp_path / "r.tsv"
     for model, who in ((transition_model, "ner (transition)"), (plain, "entity_ruler")):
-        with pytest.raises(SetupError, match=rf"^review ranks documents by the token probabilities of the NER, "
-                                             rf"and the pipeline's {who.replace('(', '[(]').replace(')', '[)]')} "
-                                             rf"gives none"):
+        with pytest.raises(
+            SetupError,
+            match=rf"^review ranks documents by the token probabilities of the NER, "
+            rf"and the pipeline's {who.replace('(', '[(]').replace(')', '[)]')} "
+            rf"gives none",
+        ):
             review(model=model, source=source, output_jsonl=out, output_iob=iob, n=5)
     assert not out.exists() and not iob.exists()
 
@@ -177,8 +195,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "scripts/review.py", *args], cwd=ROOT, capture_output=True, text=True)
 
 
-def test_cli_states_the_rule_and_the_counts_and_stops_cleanly_without_scores(scored_model, transition_model,
-                                                                              tmp_path):
+def test_cli_states_the_rule_and_the_counts_and_stops_cleanly_without_scores(scored_model, transition_model, tmp_path):
     source = write_jsonl(tmp_path / "in.jsonl", SCORED_TEXTS)
     out, iob = tmp_path / "r.jsonl", tmp_path / "r.tsv"
     done = run_cli(str(scored_model), str(source), str(out), str(iob), "--n", "3")
@@ -190,6 +207,8 @@ def test_cli_states_the_rule_and_the_counts_and_stops_cleanly_without_scores(sco
     failed = run_cli(str(transition_model), str(source), str(tmp_path / "r2.jsonl"), str(tmp_path / "r2.tsv"))
     log = " ".join((failed.stdout + failed.stderr).split())
     assert failed.returncode == 1 and "Traceback" not in log, log
-    assert "review ranks documents by the token probabilities of the NER, and the pipeline's ner (transition) " \
-           "gives none" in log
+    assert (
+        "review ranks documents by the token probabilities of the NER, and the pipeline's ner (transition) "
+        "gives none" in log
+    )
     assert not (tmp_path / "r2.jsonl").exists()

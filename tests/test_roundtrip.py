@@ -1,5 +1,6 @@
 """Property: any valid document, written as IOB2, IOB1, IOBES or BILOU (with or without BOM, CRLF and
 -DOCSTART-), converts to a DocBin and back to IOB2 unchanged."""
+
 import io
 
 import spacy
@@ -9,8 +10,11 @@ from hypothesis import strategies as st
 from iob_ner.corpus import convert_iob, read_docs
 from iob_ner.iob import ReadReport, read_iob, spans_to_tags, write_iob
 
-WORD = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\t\ufeff\x85"),
-               min_size=1, max_size=8).filter(lambda w: not w.startswith("-DOCSTART-") and w.strip() == w)
+WORD = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\t\ufeff\x85"),
+    min_size=1,
+    max_size=8,
+).filter(lambda w: not w.startswith("-DOCSTART-") and w.strip() == w)
 LABEL = st.sampled_from(["MAT", "HARD SKILLS", "Disease", "b-x", "X-Y-Z"])
 
 
@@ -29,11 +33,18 @@ def documents(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(docs=st.lists(documents(), min_size=1, max_size=5), scheme=st.sampled_from(["IOB2", "IOB1", "IOBES", "BILOU"]),
-       bom=st.booleans(), crlf=st.booleans(), docstart=st.booleans())
+@given(
+    docs=st.lists(documents(), min_size=1, max_size=5),
+    scheme=st.sampled_from(["IOB2", "IOB1", "IOBES", "BILOU"]),
+    bom=st.booleans(),
+    crlf=st.booleans(),
+    docstart=st.booleans(),
+)
 def test_iob_to_docbin_and_back(tmp_path, docs, scheme, bom, crlf, docstart):
     buffer = io.StringIO()
-    write_iob(buffer, [(w, s, [0]) for w, s in docs], scheme=scheme, docstart=docstart, newline="\r\n" if crlf else "\n")
+    write_iob(
+        buffer, [(w, s, [0]) for w, s in docs], scheme=scheme, docstart=docstart, newline="\r\n" if crlf else "\n"
+    )
     path = tmp_path / "in.tsv"
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + buffer.getvalue().encode("utf8"))
     report = convert_iob(path, tmp_path / "out", strict=True)
@@ -46,11 +57,18 @@ def test_iob_to_docbin_and_back(tmp_path, docs, scheme, bom, crlf, docstart):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(docs=st.lists(documents(), min_size=1, max_size=4), scheme=st.sampled_from(["IOB2", "IOB1", "IOBES", "BILOU"]),
-       docstart=st.booleans(), sentence_limit=st.integers(1, 6), document_limit=st.integers(1, 15),
-       sents_per_doc=st.integers(1, 3), lower_case=st.booleans())
-def test_cutting_long_sentences_keeps_every_token_and_entity(tmp_path, docs, scheme, docstart, sentence_limit,
-                                                            document_limit, sents_per_doc, lower_case):
+@given(
+    docs=st.lists(documents(), min_size=1, max_size=4),
+    scheme=st.sampled_from(["IOB2", "IOB1", "IOBES", "BILOU"]),
+    docstart=st.booleans(),
+    sentence_limit=st.integers(1, 6),
+    document_limit=st.integers(1, 15),
+    sents_per_doc=st.integers(1, 3),
+    lower_case=st.booleans(),
+)
+def test_cutting_long_sentences_keeps_every_token_and_entity(
+    tmp_path, docs, scheme, docstart, sentence_limit, document_limit, sents_per_doc, lower_case
+):
     """Each written document is one sentence without blank lines; read with small limits, the pieces hold
     the same tokens and entities, and only a piece that is one entity may pass the sentence limit.
     Lower-case prefixes (b-MAT, o) read the same, one repair a line."""
@@ -62,8 +80,15 @@ def test_cutting_long_sentences_keeps_every_token_and_entity(tmp_path, docs, sch
     path = tmp_path / "in.tsv"
     path.write_text(text, encoding="utf8")
     report = ReadReport(path=str(path))
-    read = list(read_iob(path, max_sentence_tokens=sentence_limit, max_document_tokens=document_limit,
-                         sents_per_doc=sents_per_doc, report=report))
+    read = list(
+        read_iob(
+            path,
+            max_sentence_tokens=sentence_limit,
+            max_document_tokens=document_limit,
+            sents_per_doc=sents_per_doc,
+            report=report,
+        )
+    )
     lower_case_lines = sum(r["count"] for k, r in report.repairs.items() if k.startswith("lower_case"))
     assert lower_case_lines == (sum(len(w) for w, _ in docs) if lower_case else 0)
     assert [w for doc in read for w in doc.words] == [w for words, _ in docs for w in words]

@@ -1,4 +1,5 @@
 """Transformer and device selection fail with one sentence that says what to do."""
+
 import pytest
 
 from iob_ner.runtime import EMBEDDED, SetupError, parse_bool, parse_gpu_id, resolve_transformer, select_device

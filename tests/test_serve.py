@@ -1,6 +1,7 @@
 """serve: the real server on a free loopback port. Entities equal nlp(text).ents, every limit and malformed
 body gets its 4xx and the server goes on, micro-batching batches, timeouts answer 503, Ctrl-C finishes
 the queued requests. Needs requirements-serve.txt (CI installs it)."""
+
 import asyncio
 import json
 import re
@@ -61,8 +62,7 @@ def serving(nlp, limits: Limits = SMALL, batching: Batching = Batching()):
 
 def post(url: str, body, **kwargs) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(f"{url}/ner", content=content, headers={"content-type": "application/json"}, timeout=30,
-                      **kwargs)
+    return httpx.post(f"{url}/ner", content=content, headers={"content-type": "application/json"}, timeout=30, **kwargs)
 
 
 def test_entities_and_scores_equal_the_pipelines_own(scored_model):
@@ -71,10 +71,11 @@ def test_entities_and_scores_equal_the_pipelines_own(scored_model):
         for text in SCORED_TEXTS:
             got = post(url, {"text": text}).json()["entities"]
             doc = nlp(text)
-            assert [(e["start"], e["end"], e["label"]) for e in got] == \
-                [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+            assert [(e["start"], e["end"], e["label"]) for e in got] == [
+                (e.start_char, e.end_char, e.label_) for e in doc.ents
+            ]
             assert [e["score"] for e in got] == [round(s, 4) for *_, s in scored_entities(nlp, text)]
-            assert all(text[e["start"]:e["end"]] == e["text"] for e in got)
+            assert all(text[e["start"] : e["end"]] == e["text"] for e in got)
         many = post(url, {"texts": SCORED_TEXTS}).json()["results"]
         assert [r["entities"] for r in many] == [post(url, {"text": t}).json()["entities"] for t in SCORED_TEXTS]
         assert sum(len(r["entities"]) for r in many) > 0  # the comparison is not between empty lists
@@ -85,22 +86,25 @@ def test_entities_and_scores_equal_the_pipelines_own(scored_model):
         assert "/ner" in httpx.get(f"{url}/openapi.json").json()["paths"]
 
 
-@pytest.mark.parametrize("body, status, says", [
-    (b'{"text": "unclosed', 422, "not JSON"),
-    (b'{"text": "caf\xe9"}', 400, "not UTF-8"),
-    ({"text": 42}, 422, "valid string"),
-    ({"texts": "one string"}, 422, "valid list"),
-    ({"txt": "typo"}, 422, "Extra inputs"),
-    ({"text": "a", "texts": ["b"]}, 422, "either 'text'"),
-    ({}, 422, "either 'text'"),
-    ([1, 2], 422, "dictionary"),
-    (b"", 422, "not JSON"),
-    ({"text": "word " * 41}, 413, "the limit is 200"),
-    ({"texts": ["a", "b", "c", "d"]}, 413, "4 texts"),
-    (b'{"text": "' + b"x" * 3_000 + b'"}', 413, "limit is 2,000"),
-    (b'{"text": "ZnO \\ud800 films"}', 422, "unpaired surrogate \\ud800 at character 4"),
-    (b'{"texts": ["ok", "\\udfff"]}', 422, "text 1 holds an unpaired surrogate"),
-])
+@pytest.mark.parametrize(
+    "body, status, says",
+    [
+        (b'{"text": "unclosed', 422, "not JSON"),
+        (b'{"text": "caf\xe9"}', 400, "not UTF-8"),
+        ({"text": 42}, 422, "valid string"),
+        ({"texts": "one string"}, 422, "valid list"),
+        ({"txt": "typo"}, 422, "Extra inputs"),
+        ({"text": "a", "texts": ["b"]}, 422, "either 'text'"),
+        ({}, 422, "either 'text'"),
+        ([1, 2], 422, "dictionary"),
+        (b"", 422, "not JSON"),
+        ({"text": "word " * 41}, 413, "the limit is 200"),
+        ({"texts": ["a", "b", "c", "d"]}, 413, "4 texts"),
+        (b'{"text": "' + b"x" * 3_000 + b'"}', 413, "limit is 2,000"),
+        (b'{"text": "ZnO \\ud800 films"}', 422, "unpaired surrogate \\ud800 at character 4"),
+        (b'{"texts": ["ok", "\\udfff"]}', 422, "text 1 holds an unpaired surrogate"),
+    ],
+)
 def test_each_limit_and_malformed_body_gets_its_4xx_and_the_server_goes_on(body, status, says):
     with serving(make_pipeline(False)) as url:
         answer = post(url, body)
@@ -121,11 +125,13 @@ def test_a_chunked_body_over_the_limit_is_refused_without_content_length():
 
 def test_a_text_the_pipeline_fails_on_fails_only_its_own_request():
     with serving(make_pipeline(True), batching=Batching(max_batch_size=8, max_wait_ms=200)) as url:
+
         async def both():
             async with httpx.AsyncClient(timeout=30) as client:
                 return await asyncio.gather(
                     client.post(f"{url}/ner", json={"text": "BOOM ZnO"}),
-                    client.post(f"{url}/ner", json={"texts": ["ZnO", "NiO by sputtering"]}))
+                    client.post(f"{url}/ner", json={"texts": ["ZnO", "NiO by sputtering"]}),
+                )
 
         failed, fine = asyncio.run(both())
         assert failed.status_code == 500 and "BOOM" in failed.json()["detail"]
@@ -136,6 +142,7 @@ def test_a_text_the_pipeline_fails_on_fails_only_its_own_request():
 def test_concurrent_requests_run_in_batches_with_the_same_answers():
     texts = [f"sample {i} of ZnO by sputtering on NiO" for i in range(24)]
     with serving(make_pipeline(False), Limits(), Batching(max_batch_size=8, max_wait_ms=300)) as url:
+
         async def all_at_once():
             async with httpx.AsyncClient(timeout=30) as client:
                 return await asyncio.gather(*(client.post(f"{url}/ner", json={"text": t}) for t in texts))
@@ -143,9 +150,10 @@ def test_concurrent_requests_run_in_batches_with_the_same_answers():
         answers = asyncio.run(all_at_once())
         health = httpx.get(f"{url}/health").json()
     nlp = make_pipeline(False)
-    assert [a.json()["entities"] for a in answers] == \
-        [[{"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char} for e in nlp(t).ents]
-         for t in texts]
+    assert [a.json()["entities"] for a in answers] == [
+        [{"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char} for e in nlp(t).ents]
+        for t in texts
+    ]
     # batched, not one call each (at least two texts a call on average, even on a loaded machine)
     assert health["texts"] == 24 and health["batches"] <= 12, health
 
@@ -163,6 +171,7 @@ def test_a_full_queue_answers_503_at_once():
     nlp = make_pipeline(False)
     nlp.add_pipe("slow_on_marker")
     with serving(nlp, Limits(max_queue=2, max_texts=3), Batching(max_batch_size=1)) as url:
+
         async def flood():
             async with httpx.AsyncClient(timeout=30) as client:
                 first = asyncio.ensure_future(client.post(f"{url}/ner", json={"text": "SLOW"}))
@@ -187,9 +196,22 @@ def test_new_words_do_not_grow_the_vocab(scored_model):
 
 def test_serve_command_finishes_queued_requests_on_ctrl_c(scored_model):
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve.py"), str(scored_model), "--port",
-                               str(port), "--gpu-id", "cpu", "--max-wait-ms", "300"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "serve.py"),
+            str(scored_model),
+            "--port",
+            str(port),
+            "--gpu-id",
+            "cpu",
+            "--max-wait-ms",
+            "300",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -216,8 +238,12 @@ def test_serve_command_finishes_queued_requests_on_ctrl_c(scored_model):
 
 
 def test_serve_command_names_a_missing_model_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     said = " ".join(result.stdout.split())  # wasabi wraps long lines
     assert result.returncode == 1 and "is neither a pipeline folder nor an installed pipeline package" in said
     assert "Traceback" not in result.stdout + result.stderr
@@ -234,8 +260,17 @@ def test_request_mix_holds_every_malformed_kind_and_the_good_texts():
 def test_loadtest_runs_both_settings_and_every_malformed_request_gets_a_4xx(scored_model, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(SCORED_TEXTS) + "\n", encoding="utf8")
-    result = run_loadtest(serve_script=ROOT / "scripts" / "serve.py", model=str(scored_model), texts=texts, requests=60, malformed=16, unbatched_requests=20,
-                      concurrency=4, gpu_id="cpu", time_cap_s=120)
+    result = run_loadtest(
+        serve_script=ROOT / "scripts" / "serve.py",
+        model=str(scored_model),
+        texts=texts,
+        requests=60,
+        malformed=16,
+        unbatched_requests=20,
+        concurrency=4,
+        gpu_id="cpu",
+        time_cap_s=120,
+    )
     batched, unbatched = result["runs"]["batched"], result["runs"]["unbatched"]
     assert batched["sent"] == 76 and unbatched["sent"] == 20
     assert batched["statuses"]["good"] == {"200": 60} and unbatched["statuses"]["good"] == {"200": 20}
@@ -251,8 +286,10 @@ def test_a_body_shorter_than_its_content_length_gets_408_not_a_hung_connection()
     with serving(make_pipeline(False), Limits(timeout_s=1)) as url:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                           b"Content-Length: 5000\r\n\r\n{\"text\": \"only this\"}")
+            client.sendall(
+                b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 5000\r\n\r\n{"text": "only this"}'
+            )
             answer = b""
             while b"did not arrive" not in answer:  # headers and body may come in separate segments
                 chunk = client.recv(4096)
@@ -263,13 +300,20 @@ def test_a_body_shorter_than_its_content_length_gets_408_not_a_hung_connection()
         assert post(url, {"text": "ZnO"}).status_code == 200
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--port", "70000"], "port must be between 1 and 65535, not 70000"),
-    (["--min-score", "2"], "min_score must be a probability between 0 and 1, not 2"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--port", "70000"], "port must be between 1 and 65535, not 70000"),
+        (["--min-score", "2"], "min_score must be a probability between 0 and 1, not 2"),
+    ],
+)
 def test_serve_refuses_impossible_settings_in_one_line(scored_model, args, says):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve.py"), str(scored_model), *args],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "serve.py"), str(scored_model), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     said = " ".join(result.stdout.split())
     assert result.returncode == 1 and says in said and "Traceback" not in result.stdout + result.stderr, said
 
@@ -281,17 +325,24 @@ def test_serve_names_a_port_in_use_before_loading_the_model(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere"),
-                                 "--port", str(port)], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     said = " ".join(result.stdout.split())
     assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in said and "Serving" not in said
     assert "neither a pipeline folder" not in said  # refused before the model is even looked at
 
 
-@pytest.mark.parametrize("content, says", [
-    (b"\x97\x00binary", "is not UTF-8 text (byte 0)"),
-    (b"not a docbin", "cannot be read as a .spacy corpus"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"\x97\x00binary", "is not UTF-8 text (byte 0)"),
+        (b"not a docbin", "cannot be read as a .spacy corpus"),
+    ],
+)
 def test_loadtest_names_unreadable_texts_in_one_sentence(tmp_path, content, says):
     from iob_ner.runtime import SetupError
     from iob_ner.serving.loadtest import read_sentences
@@ -312,19 +363,25 @@ def test_deeply_nested_json_gets_422_not_a_500():
         assert post(url, {"text": "ZnO"}).status_code == 200
 
 
-@pytest.mark.parametrize("script, args, says", [
-    ("serve.py", [], "serving needs uvicorn"),
-    ("loadtest.py", ["--texts", str(ROOT / "README.md")], "needs httpx"),
-])
+@pytest.mark.parametrize(
+    "script, args, says",
+    [
+        ("serve.py", [], "serving needs uvicorn"),
+        ("loadtest.py", ["--texts", str(ROOT / "README.md")], "needs httpx"),
+    ],
+)
 def test_without_the_serving_stack_the_commands_say_what_to_install(script, args, says):
     """As after `pip install -r requirements.txt` alone: the optional packages made unimportable."""
-    code = ("import runpy, sys\n"
-            "for name in ('uvicorn', 'fastapi', 'starlette', 'httpx'):\n"
-            "    sys.modules[name] = None\n"
-            f"sys.argv = {[script, *args]!r}\n"
-            f"runpy.run_path({str(ROOT / 'scripts' / script)!r}, run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=ROOT / "scripts")
+    code = (
+        "import runpy, sys\n"
+        "for name in ('uvicorn', 'fastapi', 'starlette', 'httpx'):\n"
+        "    sys.modules[name] = None\n"
+        f"sys.argv = {[script, *args]!r}\n"
+        f"runpy.run_path({str(ROOT / 'scripts' / script)!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT / "scripts"
+    )
     said = " ".join(result.stdout.split())
     assert result.returncode == 1 and says in said and "requirements-serve.txt" in said, said + result.stderr
     assert "Traceback" not in result.stdout + result.stderr

@@ -1,4 +1,5 @@
 """The real corpora beside the project (../shared/data) convert with their published entity counts."""
+
 import pytest
 from conftest import SHARED_DATA
 
@@ -25,8 +26,10 @@ def test_matscholar_repairs_are_reported():
     assert dev.repairs["entity_starts_inside"]["count"] == 1
 
 
-@pytest.mark.parametrize("split,sentences,tokens,entities", [
-    ("train", 5424, 135701, 5134), ("dev", 923, 23969, 787), ("test", 940, 24497, 960)])
+@pytest.mark.parametrize(
+    "split,sentences,tokens,entities",
+    [("train", 5424, 135701, 5134), ("dev", 923, 23969, 787), ("test", 940, 24497, 960)],
+)
 def test_ncbi_disease_exact_counts(tmp_path, split, sentences, tokens, entities):
     report = convert_iob(SHARED_DATA / "ncbi-disease" / f"{split}.tsv", tmp_path / split)
     assert (report.sentences, report.tokens, dict(report.entities)) == (sentences, tokens, {"Disease": entities})

@@ -1,4 +1,5 @@
 """Stratified document splits and folds: disjoint, complete, seeded, every label spread where it can be."""
+
 import random
 from collections import Counter
 
@@ -13,8 +14,10 @@ LABELS = "ABCDEFG"
 
 def corpus(seed: int, n: int, most_labels: int = 3):
     rng = random.Random(seed)
-    return [Counter({label: rng.randint(1, 4) for label in rng.sample(LABELS, rng.randint(0, most_labels))})
-            for _ in range(n)]
+    return [
+        Counter({label: rng.randint(1, 4) for label in rng.sample(LABELS, rng.randint(0, most_labels))})
+        for _ in range(n)
+    ]
 
 
 @settings(max_examples=60, deadline=None)
@@ -38,7 +41,10 @@ def test_several_labels_a_document_leave_gaps_only_where_none_can_be_filled_by_o
         for i in (i for i, c in enumerate(labels) if label in c):
             moved = list(part)
             moved[i] = p
-            assert len(missing_labels(labels, moved, k)) >= len(missing_labels(labels, part, k)) or Counter(part)[part[i]] == 1
+            assert (
+                len(missing_labels(labels, moved, k)) >= len(missing_labels(labels, part, k))
+                or Counter(part)[part[i]] == 1
+            )
 
 
 def test_three_documents_with_two_labels_each_cannot_fill_two_parts_and_say_so():

@@ -1,4 +1,5 @@
 """token_ner: constrained decoding, learning, scoring and serialisation, on spaCy's CPU tok2vec (fast)."""
+
 import random
 
 import numpy

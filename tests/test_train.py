@@ -1,5 +1,6 @@
 """train's checks before spaCy trains: no silent document drops, a schedule that fits max_steps, and
 one sentence (no traceback) for settings and inputs that cannot train."""
+
 import subprocess
 import sys
 
@@ -35,21 +36,28 @@ def test_a_training_corpus_without_entities_stops_with_one_sentence(tmp_path):
 def test_schedule_fits_max_steps():
     config = load_config(ROOT / "configs" / "base_config.cfg", interpolate=False)
     assert schedule_overrides(config, 300, 0.1) == {
-        "training.optimizer.learn_rate.total_steps": 300, "training.optimizer.learn_rate.warmup_steps": 30}
+        "training.optimizer.learn_rate.total_steps": 300,
+        "training.optimizer.learn_rate.warmup_steps": 30,
+    }
     config["training"]["optimizer"]["learn_rate"] = 1e-4
     assert schedule_overrides(config, 300, 0.1) == {}
 
 
-@pytest.mark.parametrize("steps,frequency,warmup,message", [
-    (0, 25, 0.1, "max_steps must be a positive number of training steps, not 0"),
-    (-5, 25, 0.1, "max_steps must be a positive number of training steps, not -5"),
-    (100, 0, 0.1, "eval_frequency must be a positive number of steps, not 0"),
-    (100, 25, 1.0, "warmup_ratio must be at least 0 and below 1, not 1.0"),
-])
+@pytest.mark.parametrize(
+    "steps,frequency,warmup,message",
+    [
+        (0, 25, 0.1, "max_steps must be a positive number of training steps, not 0"),
+        (-5, 25, 0.1, "max_steps must be a positive number of training steps, not -5"),
+        (100, 0, 0.1, "eval_frequency must be a positive number of steps, not 0"),
+        (100, 25, 1.0, "warmup_ratio must be at least 0 and below 1, not 1.0"),
+    ],
+)
 def test_step_settings_that_cannot_train_are_refused(steps, frequency, warmup, message):
     with pytest.raises(SetupError, match=message):
         check_steps(steps, frequency, warmup)
-    with pytest.raises(SetupError, match="confidence_samples must be 0 .one pass. or a number of dropout passes, not -1"):
+    with pytest.raises(
+        SetupError, match="confidence_samples must be 0 .one pass. or a number of dropout passes, not -1"
+    ):
         check_steps(100, 25, 0.1, confidence_samples=-1)
 
 
@@ -89,9 +97,25 @@ def test_train_script_fails_in_one_line_without_training(tmp_path, fixture_path)
     """max_steps 0 would train forever in spaCy: the script stops at once, exit 1, no traceback."""
     convert_iob(fixture_path("iobes.tsv"), tmp_path / "c")
     result = subprocess.run(
-        [sys.executable, "scripts/train.py", "configs/config.cfg", str(tmp_path / "training"), "--train",
-         str(tmp_path / "c.spacy"), "--dev", str(tmp_path / "c.spacy"), "--max-steps", "0", "--gpu-id", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "scripts/train.py",
+            "configs/config.cfg",
+            str(tmp_path / "training"),
+            "--train",
+            str(tmp_path / "c.spacy"),
+            "--dev",
+            str(tmp_path / "c.spacy"),
+            "--max-steps",
+            "0",
+            "--gpu-id",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "max_steps must be a positive number" in result.stdout and "Traceback" not in result.stderr
     assert not (tmp_path / "training").exists()
@@ -117,8 +141,7 @@ def test_ctrl_c_is_answered_within_a_quarter_second_even_inside_one_long_torch_o
 
     script = tmp_path / "child.py"
     script.write_text(CTRL_C_CHILD, encoding="utf8")
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert child.stdout.readline().strip() == "inside"
     time.sleep(0.5)
     child.send_signal(signal.SIGINT)

@@ -5,6 +5,7 @@ least sure of (the `review` rule: lowest token confidence first) or `add` random
 scratch with the same steps, and score both on the test set. The gold annotations of the pool stand in
 for the annotator's corrections.
 """
+
 from __future__ import annotations
 
 import random
@@ -30,28 +31,34 @@ def least_sure_in_pool(model: Path, pool: Sequence[Doc], n: int, batch_size: int
     nlp = spacy.load(model)
     scorer = scoring_ner(nlp)
     if scorer is None:
-        raise SetupError(f"the active-learning simulation ranks by token probabilities, and {unscored_ner(nlp)} gives none")
+        raise SetupError(
+            f"the active-learning simulation ranks by token probabilities, and {unscored_ner(nlp)} gives none"
+        )
     ner = scorer.pipe
     texts = [Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in pool]
     scores: List[float] = []
     for start in range(0, len(texts), batch_size):
-        docs = list(nlp.pipe(texts[start:start + batch_size], batch_size=batch_size))
+        docs = list(nlp.pipe(texts[start : start + batch_size], batch_size=batch_size))
         scores += [float(c.min()) if len(c) else 1.0 for c in ner.token_confidence(docs)]
     return sorted(range(len(pool)), key=lambda i: (scores[i], i))[:n]
 
 
-def one_seed(seed: int, docs: Sequence[Doc], test: Path, dev: Path, work: Path, start: int, add: int,
-             **train_options) -> dict:
+def one_seed(
+    seed: int, docs: Sequence[Doc], test: Path, dev: Path, work: Path, start: int, add: int, **train_options
+) -> dict:
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     base, pool = [docs[i] for i in order[:start]], [docs[i] for i in order[start:]]
     run = work / f"seed-{seed}"
     base_path = save_docs(base, run / "base.spacy")
     msg.divider(f"seed {seed}: {start} documents")
-    first = train_and_score(run_dir=run / "base", train=base_path, dev=dev, score_on=test, seed=seed,
-                            keep_model=True, **train_options)
-    picked = {"review": least_sure_in_pool(run / "base" / "model-best", pool, add),
-              "random": random.Random(seed + 1).sample(range(len(pool)), add)}
+    first = train_and_score(
+        run_dir=run / "base", train=base_path, dev=dev, score_on=test, seed=seed, keep_model=True, **train_options
+    )
+    picked = {
+        "review": least_sure_in_pool(run / "base" / "model-best", pool, add),
+        "random": random.Random(seed + 1).sample(range(len(pool)), add),
+    }
     result = {"seed": seed, "base_test_f": first["typed"]["f"]}
     for arm, indices in picked.items():
         msg.divider(f"seed {seed}: {start} + {add} documents chosen by {arm}")
@@ -80,8 +87,7 @@ def main(
     if start + add > len(docs):
         msg.fail(f"{train} holds {len(docs)} documents: fewer than start + add ({start + add})", exits=1)
     began = time.perf_counter()
-    options = {"config": config, "max_steps": max_steps, "eval_frequency": eval_frequency,
-               "transformer": transformer}
+    options = {"config": config, "max_steps": max_steps, "eval_frequency": eval_frequency, "transformer": transformer}
     try:
         options["gpu_id"] = parse_gpu_id(gpu_id)
         with tempfile.TemporaryDirectory() as tmp:
@@ -89,10 +95,23 @@ def main(
     except SetupError as err:
         msg.fail(str(err), exits=1)
     summary = {arm: mean_sd([r[f"{arm}_test_f"] for r in results]) for arm in ("base", "review", "random")}
-    write_json(output, {"cpu": cpu_name(), "start": start, "add": add, "max_steps": max_steps, "results": results,
-                        "summary": summary, "seconds": round(time.perf_counter() - began, 1)})
-    msg.table([(arm, f"{s['mean']:.3f} ± {s['sd']:.3f}") for arm, s in summary.items()],
-              header=("documents", "test F (mean ± sd)"), divider=True)
+    write_json(
+        output,
+        {
+            "cpu": cpu_name(),
+            "start": start,
+            "add": add,
+            "max_steps": max_steps,
+            "results": results,
+            "summary": summary,
+            "seconds": round(time.perf_counter() - began, 1),
+        },
+    )
+    msg.table(
+        [(arm, f"{s['mean']:.3f} ± {s['sd']:.3f}") for arm, s in summary.items()],
+        header=("documents", "test F (mean ± sd)"),
+        divider=True,
+    )
     msg.good(f"{len(results)} seeds in {time.perf_counter() - began:.0f} s -> {output}")
 
 

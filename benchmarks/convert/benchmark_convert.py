@@ -2,6 +2,7 @@
 
 Each conversion runs in its own process, so its peak resident memory is its own (os.wait4).
 """
+
 import os
 import subprocess
 import sys
@@ -54,20 +55,29 @@ def make_synthetic(source: Path, target: Path, tokens: int) -> int:
 
 def main(
     input_path: Path = typer.Argument(..., exists=True, help="A token<TAB>tag file, e.g. NCBI-disease train.tsv"),
-    synthetic_tokens: int = typer.Option(10_000_000, help="Size of the synthetic file built from INPUT_PATH; 0 skips it"),
+    synthetic_tokens: int = typer.Option(
+        10_000_000, help="Size of the synthetic file built from INPUT_PATH; 0 skips it"
+    ),
     spacy_on_synthetic: bool = typer.Option(True, help="Also run spacy convert on the synthetic file (about 6 GB)"),
 ) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        files = [(input_path, sum(1 for l in input_path.open(encoding="utf-8-sig") if l.strip() and not l.startswith("-DOCSTART-")))]
+        files = [
+            (
+                input_path,
+                sum(1 for l in input_path.open(encoding="utf-8-sig") if l.strip() and not l.startswith("-DOCSTART-")),
+            )
+        ]
         if synthetic_tokens:
             synthetic = tmp / f"synthetic-{synthetic_tokens // 1_000_000}M.tsv"
             files.append((synthetic, make_synthetic(input_path, synthetic, synthetic_tokens)))
         for path, tokens in files:
             runs = [("this project (DocBin)", [sys.executable, "-c", OURS, str(path), str(tmp / "ours"), "nojson"])]
             if path == input_path:
-                runs.append(("this project (DocBin + JSON)", [sys.executable, "-c", OURS, str(path), str(tmp / "ours"), "json"]))
+                runs.append(
+                    ("this project (DocBin + JSON)", [sys.executable, "-c", OURS, str(path), str(tmp / "ours"), "json"])
+                )
             if path == input_path or spacy_on_synthetic:
                 out = tmp / "spacy"
                 out.mkdir(exist_ok=True)
@@ -79,10 +89,23 @@ def main(
             spacy_seconds = next((s for n, s, _, _ in results if n.startswith("spacy")), None)
             for name, seconds, process_seconds, peak in results:
                 ratio = f"{spacy_seconds / seconds:.1f}x" if spacy_seconds else "-"
-                rows.append((path.name, f"{tokens:,}", name, f"{seconds:.2f}", f"{tokens / seconds:,.0f}", ratio,
-                             f"{process_seconds:.1f}", f"{peak:,.0f}"))
-    msg.table(rows, header=("file", "tokens", "converter", "seconds", "tokens/s", "speed vs spacy",
-                            "process s", "peak MB"), divider=True)
+                rows.append(
+                    (
+                        path.name,
+                        f"{tokens:,}",
+                        name,
+                        f"{seconds:.2f}",
+                        f"{tokens / seconds:,.0f}",
+                        ratio,
+                        f"{process_seconds:.1f}",
+                        f"{peak:,.0f}",
+                    )
+                )
+    msg.table(
+        rows,
+        header=("file", "tokens", "converter", "seconds", "tokens/s", "speed vs spacy", "process s", "peak MB"),
+        divider=True,
+    )
     msg.good(f"{cpu_name()}; 'seconds' times the conversion alone, 'process s' includes Python's start and imports")
 
 

@@ -26,6 +26,7 @@ machine; its default of 500 words per batch is the recipe's CPU batch, the issue
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/host_time/benchmark_host_time.py --corpus corpus/ncbi/train.spacy \
         --output training/host-time-ncbi.json
 """
+
 import cProfile
 import functools
 import io
@@ -89,13 +90,16 @@ class AreaClock:
                 return func(*args, **kwargs)
             finally:
                 self.leave()
+
         return timed
 
     def wrap_layer(self, area: str, func: Callable) -> Callable:
         """A thinc layer function whose forward and returned backprop both count for `area`."""
+
         def forward(model, X, is_train):
             Y, backprop = self.wrap(area, func)(model, X, is_train)
             return Y, self.wrap(area, backprop)
+
         return forward
 
 
@@ -143,13 +147,16 @@ def instrumented(nlp, clock: AreaClock) -> Iterator[None]:
         setattr(owner, name, clock.wrap(area, old))
         undo.append(lambda: setattr(owner, name, old) if had else delattr(owner, name))
 
-    for owner, name, area in ((torch.autograd, "backward", "torch"),
-                              (thinc.optimizers.Optimizer, "__call__", "optimizer_adam"),
-                              (thinc.model.Model, "finish_update", "optimizer_other"),
-                              (TokenNER, "update", "token_ner"), (TokenNER, "get_loss", "token_ner_gold"),
-                              (SequenceCategoricalCrossentropy, "__call__", "token_ner_loss"),
-                              (Transformer, "update", "spacy_transformers"),
-                              (PreTrainedTokenizerBase, "__call__", "hf_tokenizer")):
+    for owner, name, area in (
+        (torch.autograd, "backward", "torch"),
+        (thinc.optimizers.Optimizer, "__call__", "optimizer_adam"),
+        (thinc.model.Model, "finish_update", "optimizer_other"),
+        (TokenNER, "update", "token_ner"),
+        (TokenNER, "get_loss", "token_ner_gold"),
+        (SequenceCategoricalCrossentropy, "__call__", "token_ner_loss"),
+        (Transformer, "update", "spacy_transformers"),
+        (PreTrainedTokenizerBase, "__call__", "hf_tokenizer"),
+    ):
         patch(owner, name, area)
     for hf_model in _hf_models(nlp):
         patch(hf_model, "forward", "torch")  # on the instance: nn.Module.__call__ finds it first
@@ -167,20 +174,36 @@ def instrumented(nlp, clock: AreaClock) -> Iterator[None]:
 def _hf_models(nlp) -> List[Any]:
     from thinc.api import PyTorchShim
 
-    shims = {id(s): s for _, pipe in nlp.pipeline if hasattr(pipe, "model")
-             for node in pipe.model.walk() for s in node.shims if isinstance(s, PyTorchShim)}
+    shims = {
+        id(s): s
+        for _, pipe in nlp.pipeline
+        if hasattr(pipe, "model")
+        for node in pipe.model.walk()
+        for s in node.shims
+        if isinstance(s, PyTorchShim)
+    }
     return [shim._model for shim in shims.values()]
 
 
 def _listener_layers(nlp) -> List[Any]:
     """The NER head's tok2vec layer (the transformer listener and its pooling): spacy-transformers code that
     runs inside TokenNER.update, forward and backprop."""
-    return [pipe.model.get_ref("tok2vec") for _, pipe in nlp.pipeline
-            if hasattr(pipe, "model") and pipe.model.has_ref("tok2vec")]
+    return [
+        pipe.model.get_ref("tok2vec")
+        for _, pipe in nlp.pipeline
+        if hasattr(pipe, "model") and pipe.model.has_ref("tok2vec")
+    ]
 
 
-def measure_host_time(*, corpus: Path, steps: int = 60, warmup: int = 3, transformer: str = "embedded",
-                      batch_words: Optional[int] = None, profile: Optional[Path] = None) -> Dict[str, Any]:
+def measure_host_time(
+    *,
+    corpus: Path,
+    steps: int = 60,
+    warmup: int = 3,
+    transformer: str = "embedded",
+    batch_words: Optional[int] = None,
+    profile: Optional[Path] = None,
+) -> Dict[str, Any]:
     """Train the default recipe with a tiny random BERT for `warmup` + `steps` steps (and `steps` more under
     cProfile with `profile`); the figures of the timed steps."""
     import torch
@@ -190,7 +213,9 @@ def measure_host_time(*, corpus: Path, steps: int = 60, warmup: int = 3, transfo
     source = resolve_transformer(transformer)
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny_bert(source, Path(tmp) / "tiny-bert")
-        nlp, examples, optimizer, dropout, batcher = tiny_training_setup(ROOT / "configs" / "config.cfg", corpus, model, batch_words)
+        nlp, examples, optimizer, dropout, batcher = tiny_training_setup(
+            ROOT / "configs" / "config.cfg", corpus, model, batch_words
+        )
         draw = batches(examples, batcher)
         train_steps(nlp, draw, optimizer, dropout, warmup)
         clock = AreaClock()
@@ -199,10 +224,19 @@ def measure_host_time(*, corpus: Path, steps: int = 60, warmup: int = 3, transfo
         top = profile_steps(nlp, draw, optimizer, dropout, steps, profile) if profile else None
         batch_words = nlp.config["training"]["batcher"]["size"]["rate"]
     report = summarize(seconds, words, steps, dict(clock.totals))
-    report.update({"warmup_steps": warmup, "batch_words": batch_words, "corpus": str(corpus),
-                   "corpus_documents": len(examples),
-                   "transformer": {"vocabulary_of": source, **TINY_BERT}, "precision": "fp32",
-                   "torch_threads": torch.get_num_threads(), "cpu": cpu_name(), "versions": _versions()})
+    report.update(
+        {
+            "warmup_steps": warmup,
+            "batch_words": batch_words,
+            "corpus": str(corpus),
+            "corpus_documents": len(examples),
+            "transformer": {"vocabulary_of": source, **TINY_BERT},
+            "precision": "fp32",
+            "torch_threads": torch.get_num_threads(),
+            "cpu": cpu_name(),
+            "versions": _versions(),
+        }
+    )
     if top is not None:
         report["profile"] = {"path": str(profile), "top_own_time": top}
     return report
@@ -215,17 +249,28 @@ def summarize(seconds: float, words: int, steps: int, totals: Dict[str, float]) 
     host_ms = step_ms - torch_ms
     areas = {name: 1000 * totals.get(name, 0.0) / steps for name in AREAS}
     areas["other"] = step_ms - sum(areas.values())  # nlp.update's own loops, validation, step_schedules
-    return {"steps": steps, "words_per_step": round(words / steps, 1), "step_ms": round(step_ms, 2),
-            "torch_ms": round(torch_ms, 2), "host_ms": round(host_ms, 2),
-            "host_ms_per_1000_words": round(1000 * host_ms / (words / steps), 2),
-            "host_percent_of_step": round(100 * host_ms / step_ms, 1),
-            "areas": {name: {"ms_per_step": round(ms, 2), "percent_of_step": round(100 * ms / step_ms, 1),
-                             "holds": AREAS.get(name, "everything else in the step")}
-                      for name, ms in areas.items()}}
+    return {
+        "steps": steps,
+        "words_per_step": round(words / steps, 1),
+        "step_ms": round(step_ms, 2),
+        "torch_ms": round(torch_ms, 2),
+        "host_ms": round(host_ms, 2),
+        "host_ms_per_1000_words": round(1000 * host_ms / (words / steps), 2),
+        "host_percent_of_step": round(100 * host_ms / step_ms, 1),
+        "areas": {
+            name: {
+                "ms_per_step": round(ms, 2),
+                "percent_of_step": round(100 * ms / step_ms, 1),
+                "holds": AREAS.get(name, "everything else in the step"),
+            }
+            for name, ms in areas.items()
+        },
+    }
 
 
-def profile_steps(nlp, draw: Iterator[List], optimizer, dropout: float, steps: int, path: Path,
-                  top: int = 25) -> List[Dict[str, Any]]:
+def profile_steps(
+    nlp, draw: Iterator[List], optimizer, dropout: float, steps: int, path: Path, top: int = 25
+) -> List[Dict[str, Any]]:
     """`steps` more steps under cProfile, saved to `path` (pstats); the functions with the most own time."""
     profiler = cProfile.Profile()
     profiler.enable()
@@ -235,45 +280,66 @@ def profile_steps(nlp, draw: Iterator[List], optimizer, dropout: float, steps: i
     profiler.dump_stats(str(path))
     stats = pstats.Stats(profiler, stream=io.StringIO())
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
-    return [{"function": f"{Path(file).name}:{line}({name})", "calls_per_step": round(nc / steps, 1),
-             "own_percent": round(100 * tt / seconds, 1), "cumulative_percent": round(100 * ct / seconds, 1)}
-            for (file, line, name), (cc, nc, tt, ct, _) in rows]
+    return [
+        {
+            "function": f"{Path(file).name}:{line}({name})",
+            "calls_per_step": round(nc / steps, 1),
+            "own_percent": round(100 * tt / seconds, 1),
+            "cumulative_percent": round(100 * ct / seconds, 1),
+        }
+        for (file, line, name), (cc, nc, tt, ct, _) in rows
+    ]
 
 
 def _versions() -> Dict[str, str]:
     from importlib.metadata import version
 
-    return {"python": platform.python_version(), **{
-        name: version(name) for name in ("spacy", "spacy-transformers", "thinc", "torch", "transformers")}}
+    return {
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("spacy", "spacy-transformers", "thinc", "torch", "transformers")},
+    }
 
 
 def show(report: Dict[str, Any]) -> None:
-    msg.info(f"{report['steps']} steps of {report['words_per_step']:.0f} words: {report['step_ms']:.1f} ms per "
-             f"step, torch {report['torch_ms']:.1f} ms, host {report['host_ms']:.1f} ms "
-             f"({report['host_percent_of_step']:.0f} %)")
-    rows = [(name, f"{area['ms_per_step']:.2f}", f"{area['percent_of_step']:.1f}")
-            for name, area in sorted(report["areas"].items(), key=lambda kv: -kv[1]["ms_per_step"])]
+    msg.info(
+        f"{report['steps']} steps of {report['words_per_step']:.0f} words: {report['step_ms']:.1f} ms per "
+        f"step, torch {report['torch_ms']:.1f} ms, host {report['host_ms']:.1f} ms "
+        f"({report['host_percent_of_step']:.0f} %)"
+    )
+    rows = [
+        (name, f"{area['ms_per_step']:.2f}", f"{area['percent_of_step']:.1f}")
+        for name, area in sorted(report["areas"].items(), key=lambda kv: -kv[1]["ms_per_step"])
+    ]
     msg.table(rows, header=("area", "ms per step", "% of step"), divider=True)
     for row in report.get("profile", {}).get("top_own_time", [])[:15]:
-        print(f"  {row['own_percent']:5.1f} % own  {row['cumulative_percent']:5.1f} % cum  "
-              f"{row['calls_per_step']:8.1f} calls/step  {row['function']}")
+        print(
+            f"  {row['own_percent']:5.1f} % own  {row['cumulative_percent']:5.1f} % cum  "
+            f"{row['calls_per_step']:8.1f} calls/step  {row['function']}"
+        )
     msg.good(f"host time: {report['host_ms_per_1000_words']:.1f} ms per 1,000 training words")
 
 
 def main(
-    corpus: Path = typer.Option(Path("corpus/train.spacy"), exists=True, help="Training corpus (.spacy file or folder)"),
+    corpus: Path = typer.Option(
+        Path("corpus/train.spacy"), exists=True, help="Training corpus (.spacy file or folder)"
+    ),
     steps: int = typer.Option(60, min=1, help="Timed training steps"),
     warmup: int = typer.Option(3, min=0, help="Untimed steps first"),
     transformer: str = typer.Option("embedded", help="Model whose vocabulary and tokenizer the tiny BERT takes"),
-    batch_words: Optional[int] = typer.Option(None, min=1, help="Words per batch instead of the config's 500 (the optimizer's cost is per step, so it shrinks per word with bigger batches)"),
+    batch_words: Optional[int] = typer.Option(
+        None,
+        min=1,
+        help="Words per batch instead of the config's 500 (the optimizer's cost is per step, so it shrinks per word with bigger batches)",
+    ),
     profile: Optional[Path] = typer.Option(None, help="Also run the steps under cProfile and save the stats here"),
     output: Optional[Path] = typer.Option(None, help="Write the figures as JSON here"),
 ) -> None:
     """Host time per 1,000 training words of the default recipe, outside the transformer's forward and
     backward (a tiny random BERT makes those nearly free), with a breakdown by area."""
     try:
-        report = measure_host_time(corpus=corpus, steps=steps, warmup=warmup, transformer=transformer,
-                                   batch_words=batch_words, profile=profile)
+        report = measure_host_time(
+            corpus=corpus, steps=steps, warmup=warmup, transformer=transformer, batch_words=batch_words, profile=profile
+        )
     except SetupError as err:
         msg.fail(str(err), exits=1)
     show(report)

@@ -5,6 +5,7 @@ A UBIAI export writes a whole document without blank lines. This writes such a f
 CRLF), converts each with scripts/convert_file.py in its own process (JSON and DocBin, as the project's
 convert command does) and prints tokens, documents, the longest document, seconds and peak memory.
 """
+
 import json
 import os
 import re
@@ -50,8 +51,9 @@ def measure(command: List[str]) -> Tuple[float, float, str]:
     """(seconds, peak resident MB, output) of one command, which must succeed."""
     with tempfile.TemporaryFile("w+") as out:
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, "ANSI_COLORS_DISABLED": "1"})
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, text=True, env={**os.environ, "ANSI_COLORS_DISABLED": "1"}
+        )
         _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
         seconds = time.perf_counter() - start
         out.seek(0)
@@ -72,22 +74,53 @@ def main(
             path = tmp / f"{shape.replace(' ', '-')}.tsv"
             written = write_long_file(path, tokens, periods, documents)
             msg.info(f"{shape}: converting {path.stat().st_size / 1e6:.0f} MB, {tokens:,} tokens, {written:,} entities")
-            command = [sys.executable, str(CONVERT), str(path), str(tmp / "corpus"),
-                       "--max-sentence-tokens", str(max_sentence_tokens)]
+            command = [
+                sys.executable,
+                str(CONVERT),
+                str(path),
+                str(tmp / "corpus"),
+                "--max-sentence-tokens",
+                str(max_sentence_tokens),
+            ]
             seconds, peak, output = measure(command)
             for repair in re.findall(r"repaired \d+x: .*?\(first lines: [0-9, ]+\)", " ".join(output.split())):
                 msg.warn(repair)  # what convert printed, unwrapped
             report = json.loads((tmp / "corpus.report.json").read_text(encoding="utf8"))
             assert report["entities_total"] == written, f"{shape}: {report['entities_total']} of {written} entities"
             converted = re.search(r"entities in ([0-9.]+) s", " ".join(output.split()))
-            rows.append((shape, f"{report['tokens']:,}", f"{report['entities_total']:,}", f"{report['sentences']:,}",
-                         f"{report['documents']:,}", f"{report['longest_document']:,}",
-                         converted.group(1) if converted else "-", f"{seconds:.1f}", f"{peak:,.0f}"))
+            rows.append(
+                (
+                    shape,
+                    f"{report['tokens']:,}",
+                    f"{report['entities_total']:,}",
+                    f"{report['sentences']:,}",
+                    f"{report['documents']:,}",
+                    f"{report['longest_document']:,}",
+                    converted.group(1) if converted else "-",
+                    f"{seconds:.1f}",
+                    f"{peak:,.0f}",
+                )
+            )
             worst_peak = max(worst_peak, peak)
-    msg.table(rows, header=("file", "tokens", "entities", "sentences", "documents", "longest document",
-                            "convert s", "process s", "peak MB"), divider=True)
-    line = (f"{cpu_name()}; {len(rows)} files of {tokens:,} tokens without a blank line, every entity kept; "
-            f"peak {worst_peak:,.0f} MB")
+    msg.table(
+        rows,
+        header=(
+            "file",
+            "tokens",
+            "entities",
+            "sentences",
+            "documents",
+            "longest document",
+            "convert s",
+            "process s",
+            "peak MB",
+        ),
+        divider=True,
+    )
+    line = (
+        f"{cpu_name()}; {len(rows)} files of {tokens:,} tokens without a blank line, every entity kept; "
+        f"peak {worst_peak:,.0f} MB"
+    )
     if worst_peak >= PEAK_LIMIT_MB:
         msg.fail(f"{line}, over the {PEAK_LIMIT_MB} MB budget", exits=1)
     msg.good(line)

@@ -10,6 +10,7 @@ Ray rows include Ray's start and the actors' pipeline loading. Peak memory is sa
 this process and all its descendants (Ray's services and actors): the sum of resident sets, an upper
 bound (the object store's shared pages count once per process that maps them).
 """
+
 import json
 import random
 import tempfile
@@ -27,8 +28,10 @@ from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import cpu_name
 
 ROOT = Path(__file__).resolve().parents[2]
-WORDS = ("LiFePO4 ZnO TiO2 NiO CuO films grown by pulsed laser deposition we measured X-ray diffraction "
-         "Raman spectroscopy sol-gel synthesis was studied the weather is nice today .").split()
+WORDS = (
+    "LiFePO4 ZnO TiO2 NiO CuO films grown by pulsed laser deposition we measured X-ray diffraction "
+    "Raman spectroscopy sol-gel synthesis was studied the weather is nice today ."
+).split()
 
 
 def synthetic_jsonl(path: Path, documents: int, seed: int = 0) -> int:
@@ -50,9 +53,11 @@ def fast_pipeline(path: Path) -> Path:
 
     nlp = spacy.blank("en")
     nlp.add_pipe("token_ner", name="ner")
-    train = [("ZnO films grown by pulsed laser deposition".split(), [(0, 1, "MAT"), (4, 7, "SMT")]),
-             ("we measured TiO2 by X-ray diffraction".split(), [(2, 3, "MAT"), (4, 6, "CMT")]),
-             ("NiO was studied by Raman spectroscopy".split(), [(0, 1, "MAT"), (4, 6, "CMT")])]
+    train = [
+        ("ZnO films grown by pulsed laser deposition".split(), [(0, 1, "MAT"), (4, 7, "SMT")]),
+        ("we measured TiO2 by X-ray diffraction".split(), [(2, 3, "MAT"), (4, 6, "CMT")]),
+        ("NiO was studied by Raman spectroscopy".split(), [(0, 1, "MAT"), (4, 6, "CMT")]),
+    ]
     examples = []
     for words, spans in train:
         gold = Doc(nlp.vocab, words=words)
@@ -130,30 +135,55 @@ def main(
         words = synthetic_jsonl(source, documents)
         rows = []
         for engine, actors in (("local", 0), ("ray", 1), ("ray", 2)) if documents else ():
-            seconds, result, peak, _ = timed(lambda: predict(model=chosen, source=source, output=work / "out.jsonl",
-                                                          gpu_id=-1, engine=engine, actors=actors))
-            rows.append({"engine": engine, "actors": actors, "documents": result["documents"], "words": words,
-                         "seconds": round(seconds, 1), "words_per_s": round(words / seconds), "peak_mb": peak})
-            msg.info(f"{engine} ({actors or 1} process{'es' if actors > 1 else ''}): {words / seconds:,.0f} words/s "
-                     f"({seconds:.1f} s, {result['documents']} documents, peak {peak} MB)")
+            seconds, result, peak, _ = timed(
+                lambda: predict(
+                    model=chosen, source=source, output=work / "out.jsonl", gpu_id=-1, engine=engine, actors=actors
+                )
+            )
+            rows.append(
+                {
+                    "engine": engine,
+                    "actors": actors,
+                    "documents": result["documents"],
+                    "words": words,
+                    "seconds": round(seconds, 1),
+                    "words_per_s": round(words / seconds),
+                    "peak_mb": peak,
+                }
+            )
+            msg.info(
+                f"{engine} ({actors or 1} process{'es' if actors > 1 else ''}): {words / seconds:,.0f} words/s "
+                f"({seconds:.1f} s, {result['documents']} documents, peak {peak} MB)"
+            )
         figures = {"cpu": cpu_name(), "pipeline": which, "speed": rows}
         if million:
             big = work / "million.jsonl"
             big_words = synthetic_jsonl(big, million, seed=1)
-            msg.info(f"{million:,} documents ({big.stat().st_size / 2**20:,.0f} MB, {big_words:,} words), Ray, 2 actors")
-            seconds, result, peak, memory = timed(lambda: predict(model=tiny, source=big, output=work / "million-out.jsonl",
-                                                          gpu_id=-1, engine="ray", actors=2))
-            figures["million"] = {"documents": result["documents"], "input_mb": round(big.stat().st_size / 2**20),
-                                  "seconds": round(seconds, 1), "words_per_s": round(big_words / seconds),
-                                  "peak_mb_process_tree": peak, "shards": result["shards"],
-                                  "peak_mb_by_quarter": [memory.peak_within(q / 4, (q + 1) / 4) for q in range(4)]}
-            msg.info(f"peak resident memory of the process tree: {peak:,} MB for an input of "
-                     f"{big.stat().st_size / 2**20:,.0f} MB ({seconds:.0f} s, {big_words / seconds:,.0f} words/s); "
-                     f"by quarter of the run: {figures['million']['peak_mb_by_quarter']} MB")
+            msg.info(
+                f"{million:,} documents ({big.stat().st_size / 2**20:,.0f} MB, {big_words:,} words), Ray, 2 actors"
+            )
+            seconds, result, peak, memory = timed(
+                lambda: predict(
+                    model=tiny, source=big, output=work / "million-out.jsonl", gpu_id=-1, engine="ray", actors=2
+                )
+            )
+            figures["million"] = {
+                "documents": result["documents"],
+                "input_mb": round(big.stat().st_size / 2**20),
+                "seconds": round(seconds, 1),
+                "words_per_s": round(big_words / seconds),
+                "peak_mb_process_tree": peak,
+                "shards": result["shards"],
+                "peak_mb_by_quarter": [memory.peak_within(q / 4, (q + 1) / 4) for q in range(4)],
+            }
+            msg.info(
+                f"peak resident memory of the process tree: {peak:,} MB for an input of "
+                f"{big.stat().st_size / 2**20:,.0f} MB ({seconds:.0f} s, {big_words / seconds:,.0f} words/s); "
+                f"by quarter of the run: {figures['million']['peak_mb_by_quarter']} MB"
+            )
     if output:
         write_text_atomic(output, json.dumps(figures, indent=2) + "\n")
-    msg.good(f"pipeline: {which}; CPU: {figures['cpu']}; {len(rows)} speed runs"
-             f"{', 1 memory run' if million else ''}")
+    msg.good(f"pipeline: {which}; CPU: {figures['cpu']}; {len(rows)} speed runs{', 1 memory run' if million else ''}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The library of the spaCy transformer NER project template: IOB import, the token_ner component, training,
 evaluation, reports, inference and serving. The commands in scripts/ are thin layers over it."""
+
 import sys
 
 # project.yml makes every command depend on this folder as a whole (weasel hashes a folder's files), so

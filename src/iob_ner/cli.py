@@ -4,6 +4,7 @@ The commands in scripts/ are thin: they parse options with Typer, call one libra
 `user_errors()`, and print its result. Library functions stay quiet about failures: they raise a
 `UserError` (iob_ner.errors) and this is the one place that turns it into a message.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -40,11 +41,19 @@ def user_errors(*also: Type[BaseException], prefix: str = "", interrupted: Optio
 def print_read_report(report: "ReadReport") -> None:
     """What the converter read and repaired in one IOB file (convert and convert-file print it)."""
     msg.table(
-        [("documents", report.documents), ("sentences", report.sentences), ("tokens", report.tokens),
-         ("longest document (tokens)", report.longest_document),
-         ("scheme", report.scheme), ("separator", f"{report.separator}, {report.columns} columns"),
-         ("encoding", "UTF-8 with BOM" if report.bom else "UTF-8"), ("line endings", report.line_endings)],
-        header=("", Path(report.path).name), divider=True)
+        [
+            ("documents", report.documents),
+            ("sentences", report.sentences),
+            ("tokens", report.tokens),
+            ("longest document (tokens)", report.longest_document),
+            ("scheme", report.scheme),
+            ("separator", f"{report.separator}, {report.columns} columns"),
+            ("encoding", "UTF-8 with BOM" if report.bom else "UTF-8"),
+            ("line endings", report.line_endings),
+        ],
+        header=("", Path(report.path).name),
+        divider=True,
+    )
     entities = sorted(report.entities.items(), key=lambda item: -item[1])
     msg.table(entities + [("total", sum(report.entities.values()))], header=("label", "entities"), divider=True)
     for repair in report.repairs.values():

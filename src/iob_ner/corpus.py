@@ -1,4 +1,5 @@
 """IOB file -> spaCy JSON training file + DocBin (.spacy) + conversion report, written together."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -20,13 +21,13 @@ DOCBIN_ATTRS = ["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"]
 SHARD_TOKENS = 1_000_000  # a DocBin holds ~50 bytes a token in memory: shard big corpora
 
 
-
 def to_doc(vocab: Vocab, document: IobDocument) -> Doc:
     sent_starts = [False] * len(document.words)
     for start in document.sent_starts:
         sent_starts[start] = True
-    return Doc(vocab, words=document.words, sent_starts=sent_starts,
-               ents=spans_to_tags(document.spans, len(document.words)))
+    return Doc(
+        vocab, words=document.words, sent_starts=sent_starts, ents=spans_to_tags(document.spans, len(document.words))
+    )
 
 
 _IOB_B, _IOB_I, _IOB_O = 3, 1, 2  # spaCy's ENT_IOB codes
@@ -51,7 +52,7 @@ def add_to_docbin(docbin: DocBin, document: IobDocument) -> None:
     types = numpy.zeros(n, dtype="uint64")
     for start, end, label in document.spans:
         iob[start] = _IOB_B
-        iob[start + 1:end] = _IOB_I
+        iob[start + 1 : end] = _IOB_I
         types[start:end] = get_string_id(label)
         docbin.strings.add(label)
     array[:, columns[ENT_IOB]] = iob
@@ -137,8 +138,14 @@ def convert_iob(
     input_path, stem = Path(input_path), Path(output_stem)
     finals = [stem.with_suffix(".spacy"), stem.with_suffix(".json"), stem.with_suffix(".report.json")]
     report = ReadReport(path=str(input_path))
-    documents = read_iob(input_path, sents_per_doc=sents_per_doc, strict=strict, report=report,
-                         max_sentence_tokens=max_sentence_tokens, max_document_tokens=max_document_tokens)
+    documents = read_iob(
+        input_path,
+        sents_per_doc=sents_per_doc,
+        strict=strict,
+        report=report,
+        max_sentence_tokens=max_sentence_tokens,
+        max_document_tokens=max_document_tokens,
+    )
     with atomic_outputs(*finals) as (spacy_tmp, json_tmp, report_tmp):
         docbin = _ShardedDocBin(spacy_tmp, shard_tokens)
         with _progress(input_path, progress) as bar:
@@ -162,8 +169,10 @@ def convert_iob(
             kept.settle()
         if require_entities and not report.entities:
             # why: raised inside atomic_outputs, so the temporaries go and earlier outputs stay
-            raise CorpusError(f"{input_path} holds no entities: a training file needs annotated entities "
-                              f"(check that the tag column is the last one)")
+            raise CorpusError(
+                f"{input_path} holds no entities: a training file needs annotated entities "
+                f"(check that the tag column is the last one)"
+            )
         docbin.close()
         report.write(report_tmp)
     if not write_json:

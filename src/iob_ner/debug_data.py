@@ -6,6 +6,7 @@ component is replaced by the transition `ner` of ner_transition.cfg beside the c
 trained. The project's own checks add what spaCy does not look at: the test split, and labels of dev or
 test that train never shows (the model can never predict them).
 """
+
 import copy
 import os
 import re
@@ -62,7 +63,7 @@ def split_stats(name: str, docs: Iterable) -> SplitStats:
             stats.labels[ent.label_] += 1
             # spaCy's transition ner cannot predict these (no entity may span a sentence start), and the
             # converter never writes them: one means a corpus built elsewhere, or split sentences.
-            if (starts[ent.start + 1:ent.end] == 1).any():
+            if (starts[ent.start + 1 : ent.end] == 1).any():
                 stats.crossing += 1
                 if len(stats.crossing_examples) < SHOWN:
                     stats.crossing_examples.append(f"{ent.text!r} ({ent.label_}, doc {index})")
@@ -82,8 +83,9 @@ def gather_split_stats(name: str, path: Path) -> SplitStats:
     except OSError as err:
         raise DataError(f"cannot read the {name} corpus {path}: {err.strerror or err}") from None
     except Exception:  # spaCy's E1014, zlib, msgpack and KeyError alike mean "not a DocBin"
-        raise DataError(f"the {name} corpus {path} is not a spaCy DocBin (.spacy) file: make it with "
-                        f"`spacy project run convert`") from None
+        raise DataError(
+            f"the {name} corpus {path} is not a spaCy DocBin (.spacy) file: make it with `spacy project run convert`"
+        ) from None
     if stats.docs == 0:
         raise DataError(f"the {name} corpus {path} holds no documents: check its IOB file and rerun convert")
     return stats
@@ -103,21 +105,41 @@ def ner_findings(splits: Dict[str, SplitStats]) -> List[Finding]:
     for stats in (s for name, s in splits.items() if name != "train"):
         unseen = {label: n for label, n in stats.labels.items() if label not in train.labels}
         if unseen:
-            findings.append(("warn", f"{stats.name}: {sum(unseen.values())} entities with label(s) never seen in "
-                             f"train: {_listing(unseen)}; the model can never predict them, and they lower "
-                             f"{stats.name} recall"))
+            findings.append(
+                (
+                    "warn",
+                    f"{stats.name}: {sum(unseen.values())} entities with label(s) never seen in "
+                    f"train: {_listing(unseen)}; the model can never predict them, and they lower "
+                    f"{stats.name} recall",
+                )
+            )
         absent = {label: n for label, n in train.labels.items() if label not in stats.labels}
         if absent and stats.labels:
-            findings.append(("info", f"{stats.name}: no entity of label(s) {', '.join(sorted(absent))}: "
-                             f"{stats.name} scores say nothing about them"))
+            findings.append(
+                (
+                    "info",
+                    f"{stats.name}: no entity of label(s) {', '.join(sorted(absent))}: "
+                    f"{stats.name} scores say nothing about them",
+                )
+            )
     rare = {label: n for label, n in train.labels.items() if n <= NEW_LABEL_THRESHOLD}
     if rare:
-        findings.append(("warn", f"train: few examples for {len(rare)} label(s), spaCy advises more than "
-                         f"{NEW_LABEL_THRESHOLD} each: {_listing(rare)}"))
+        findings.append(
+            (
+                "warn",
+                f"train: few examples for {len(rare)} label(s), spaCy advises more than "
+                f"{NEW_LABEL_THRESHOLD} each: {_listing(rare)}",
+            )
+        )
     for stats in splits.values():
         if stats.crossing:
-            findings.append(("warn", f"{stats.name}: {stats.crossing} entities cross a sentence boundary, "
-                             f"e.g. {'; '.join(stats.crossing_examples)}"))
+            findings.append(
+                (
+                    "warn",
+                    f"{stats.name}: {stats.crossing} entities cross a sentence boundary, "
+                    f"e.g. {'; '.join(stats.crossing_examples)}",
+                )
+            )
     if not any(level == "warn" for level, _ in findings):
         findings.append(("good", "every dev/test label occurs in train, none is rare, none crosses a sentence"))
     return findings
@@ -164,8 +186,20 @@ def run_spacy_debug_data(*, config_text: str, train: Path, dev: Path, model: str
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.cfg"
         path.write_text(config_text, encoding="utf8")
-        command = [sys.executable, "-m", "spacy", "debug", "data", str(path), "--paths.train", str(train),
-                   "--paths.dev", str(dev), "--paths.transformer", model]
+        command = [
+            sys.executable,
+            "-m",
+            "spacy",
+            "debug",
+            "data",
+            str(path),
+            "--paths.train",
+            str(train),
+            "--paths.dev",
+            str(dev),
+            "--paths.transformer",
+            model,
+        ]
         # Log-friendly wasabi: no spinner frames in the saved report; no tokenizers fork warnings either.
         env = {**os.environ, "WASABI_LOG_FRIENDLY": "1", "TOKENIZERS_PARALLELISM": "false"}
         result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -174,8 +208,12 @@ def run_spacy_debug_data(*, config_text: str, train: Path, dev: Path, model: str
 
 def project_section(splits: Dict[str, SplitStats], findings: List[Finding]) -> str:
     header, rows = counts_table(splits)
-    lines = ["NER data checks (scripts/debug_data.py): entities per label and split", "",
-             table(rows, header=header, divider=True, aligns=["l"] + ["r"] * (len(header) - 1)).strip("\n"), ""]
+    lines = [
+        "NER data checks (scripts/debug_data.py): entities per label and split",
+        "",
+        table(rows, header=header, divider=True, aligns=["l"] + ["r"] * (len(header) - 1)).strip("\n"),
+        "",
+    ]
     lines += [f"{ICONS[level]} {text}" for level, text in findings]
     return "\n".join(lines) + "\n"
 
@@ -183,14 +221,16 @@ def project_section(splits: Dict[str, SplitStats], findings: List[Finding]) -> s
 @dataclass
 class ProjectChecks:
     """The project's own checks of the corpus, made before spaCy's: what `debug-data` prints first."""
+
     config_text: str  # the config as spaCy's debug data reads it (token_ner swapped for the transition ner)
     swapped: List[str]
     splits: Dict[str, SplitStats]
     findings: List[Finding]
 
 
-def project_checks(*, config: Path, train: Path, dev: Path, test: Optional[Path],
-                   transition_block: Optional[Path] = None) -> ProjectChecks:
+def project_checks(
+    *, config: Path, train: Path, dev: Path, test: Optional[Path], transition_block: Optional[Path] = None
+) -> ProjectChecks:
     """Read every split once and check it; one DataError for anything that cannot be read."""
     if not config.is_file():
         raise DataError(f"the config {config} does not exist: run `spacy project run create-config` first")
@@ -203,8 +243,9 @@ def project_checks(*, config: Path, train: Path, dev: Path, test: Optional[Path]
     return ProjectChecks(config_text, swapped, splits, ner_findings(splits))
 
 
-def spacy_checks(checks: ProjectChecks, *, config: Path, train: Path, dev: Path, output: Path,
-                 transformer: str) -> Tuple[List[str], List[str]]:
+def spacy_checks(
+    checks: ProjectChecks, *, config: Path, train: Path, dev: Path, output: Path, transformer: str
+) -> Tuple[List[str], List[str]]:
     """Run `spacy debug data` on train and dev, save the report with the project's checks; returns spaCy's
     (errors, advice)."""
     try:
@@ -212,8 +253,12 @@ def spacy_checks(checks: ProjectChecks, *, config: Path, train: Path, dev: Path,
     except SetupError as err:
         raise DataError(str(err)) from None
     report, returncode = run_spacy_debug_data(config_text=checks.config_text, train=train, dev=dev, model=model)
-    note = (f"spacy debug data, on a copy of {config} in which {', '.join(checks.swapped)} (token_ner) is spaCy's "
-            f"transition ner, for its NER checks only:\n" if checks.swapped else f"spacy debug data on {config}:\n")
+    note = (
+        f"spacy debug data, on a copy of {config} in which {', '.join(checks.swapped)} (token_ner) is spaCy's "
+        f"transition ner, for its NER checks only:\n"
+        if checks.swapped
+        else f"spacy debug data on {config}:\n"
+    )
     write_text_atomic(output, project_section(checks.splits, checks.findings) + "\n" + note + report)
     errors, advice = classify(report)
     if returncode != 0 and not errors and not advice:

@@ -4,6 +4,7 @@ A `UserError`'s message is one sentence that names the file (and line, where the
 change. The commands turn it into one `msg.fail` line (`iob_ner.cli.user_errors`), never a traceback;
 anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,4 +58,4 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     """An exception's first line, short enough for a one-line message."""
     lines = str(err).strip().splitlines()
     text = lines[0] if lines else type(err).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

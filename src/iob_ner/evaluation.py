@@ -1,5 +1,6 @@
 """Scoring a trained pipeline on a corpus: metrics JSON (overall, per label, untyped, confusion, entity confidence)
 and predictions."""
+
 import json
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -25,10 +26,12 @@ from .runtime import select_device
 from .scoring import scoring_ner, switched_off_scorer
 
 NO_SCORES = "the NER head gives no entity scores (spaCy's transition-based `ner` has none): no calibration to measure"
-CONFIDENCE_NOTE = (f"Scores: each predicted entity's probability at the component's temperature ('after') and at T = 1 "
-                   f"('before'). ECE = sum over {ECE_BINS} equal-width score bins of n_b/N * |accuracy_b - mean score_b|. "
-                   f"AUROC: P(a correct entity scores above a wrong one), ties half. Thresholds: P/R/F of the entities "
-                   f"with score >= min_score, R against all gold entities.")
+CONFIDENCE_NOTE = (
+    f"Scores: each predicted entity's probability at the component's temperature ('after') and at T = 1 "
+    f"('before'). ECE = sum over {ECE_BINS} equal-width score bins of n_b/N * |accuracy_b - mean score_b|. "
+    f"AUROC: P(a correct entity scores above a wrong one), ties half. Thresholds: P/R/F of the entities "
+    f"with score >= min_score, R against all gold entities."
+)
 
 
 def confidence_metrics(nlp, examples: List, n_gold: int) -> Tuple[Optional[dict], Optional[str]]:
@@ -63,8 +66,15 @@ def confidence_metrics(nlp, examples: List, n_gold: int) -> Tuple[Optional[dict]
     }, None
 
 
-def evaluate_pipeline(*, model: Path, corpus: Path, output: Path, predictions: Optional[Path] = None,
-                      gpu_id: Optional[int] = -1, batch_size: int = 128) -> dict:
+def evaluate_pipeline(
+    *,
+    model: Path,
+    corpus: Path,
+    output: Path,
+    predictions: Optional[Path] = None,
+    gpu_id: Optional[int] = -1,
+    batch_size: int = 128,
+) -> dict:
     _, device = select_device(gpu_id)
     nlp = spacy.load(model)
     try:
@@ -76,8 +86,15 @@ def evaluate_pipeline(*, model: Path, corpus: Path, output: Path, predictions: O
     examples, seconds = predict_gold(nlp, gold, batch_size=batch_size)
     metrics = entity_metrics(examples)
     words = sum(len(doc) for doc in gold)
-    metrics.update({"model": str(model), "corpus": str(corpus), "device": device, "words": words,
-                    "words_per_second": round(words / seconds, 1)})
+    metrics.update(
+        {
+            "model": str(model),
+            "corpus": str(corpus),
+            "device": device,
+            "words": words,
+            "words_per_second": round(words / seconds, 1),
+        }
+    )
     # null, never zeros, where there is nothing to measure: a reader must not take it for a perfect calibration
     metrics["confidence"], note = confidence_metrics(nlp, examples, metrics["gold_entities"])
     if note is not None:

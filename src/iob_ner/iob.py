@@ -5,6 +5,7 @@ a `ReadReport`, `strict=True` turns each repair into an `IobError`, and anything
 meaning is an `IobError` naming the file and line. Sentences and documents over a length limit (an
 export without blank lines) are cut outside every entity and counted like repairs.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ MAX_SENTENCE_TOKENS = 5_000
 MAX_DOCUMENT_TOKENS = 100_000
 # Tokens after which a sentence may end, where an over-long sentence is cut first: . ! ? ; ... and the
 # ellipsis, the CJK full stop, exclamation, question mark and semicolon, the Arabic question mark, the danda.
-SENTENCE_ENDS = frozenset({".", "!", "?", ";", "...", "\u2026", "\u3002", "\uff01", "\uff1f", "\uff1b", "\u061f",
-                           "\u0964"})
+SENTENCE_ENDS = frozenset(
+    {".", "!", "?", ";", "...", "\u2026", "\u3002", "\uff01", "\uff1f", "\uff1b", "\u061f", "\u0964"}
+)
 _NO_LIMIT = 1 << 62
 # What each repair does; the keys appear in the report.
 REPAIRS = {
@@ -45,7 +47,6 @@ REPAIRS = {
 # Written schemes, with the prefixes that end an entity and mark a one-token entity (BILUO is spaCy's name).
 SCHEME_END_TAGS = {"IOB2": None, "IOB1": None, "IOBES": ("E", "S"), "BILOU": ("L", "U"), "BILUO": ("L", "U")}
 Span = Tuple[int, int, str]  # token start, token end (exclusive), label
-
 
 
 @dataclass
@@ -136,7 +137,7 @@ def _scan_layout(path: Path, chunk_size: int = 1 << 20) -> _FileLayout:
             window = tail + chunk
             docstarts += window.count(marker)
             has_tab = has_tab or b"\t" in chunk
-            tail = window[-(len(marker) - 1):]
+            tail = window[-(len(marker) - 1) :]
             chunk = f.read(chunk_size)
     return _FileLayout(has_tab, bom, crlf, docstarts, first, _usual_columns(body, has_tab))
 
@@ -181,7 +182,7 @@ def _split_whitespace(path: Path, lineno: int, line: str, columns: int) -> Tuple
         if len(fields) == 1:
             return line, ""
         tag = fields[1]
-        return stripped[: len(stripped) - len(tag) - 1], line[len(stripped) - len(tag):]
+        return stripped[: len(stripped) - len(tag) - 1], line[len(stripped) - len(tag) :]
     fields = line.split()
     if len(fields) != columns:
         raise IobError(path, lineno, f"{len(fields)} columns where the file has {columns}: {line!r}")
@@ -246,9 +247,9 @@ class _TagState:
     def _mixed_schemes(self, lineno: int, tag: str) -> None:
         line, prefixed = self.first_prefixed or (0, "")
         raise IobError(
-            self.path, lineno,
-            f"tag {tag!r} is neither O nor a B-/I-/E-/L-/S-/U- tag, which this file uses "
-            f"(line {line}: {prefixed!r})",
+            self.path,
+            lineno,
+            f"tag {tag!r} is neither O nor a B-/I-/E-/L-/S-/U- tag, which this file uses (line {line}: {prefixed!r})",
         )
 
     def step(self, index: int, prefix: str, label: str, lineno: int) -> None:
@@ -374,8 +375,15 @@ class _DocumentBuilder:
     Every cut falls at a sentence start, where no entity is open.
     """
 
-    def __init__(self, path: Path, report: ReadReport, tags: _TagState, strict: bool,
-                 max_sentence_tokens: int, max_document_tokens: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        report: ReadReport,
+        tags: _TagState,
+        strict: bool,
+        max_sentence_tokens: int,
+        max_document_tokens: int,
+    ) -> None:
         self.path, self.report, self.tags, self.strict = path, report, tags, strict
         self.sentence_limit = max_sentence_tokens or _NO_LIMIT
         # why: a document must hold a whole sentence piece, so its limit is never below the sentence limit
@@ -444,15 +452,19 @@ class _DocumentBuilder:
             self.long_entity_noted = True
             self.report.notes.append(
                 f"the sentence piece from line {self.piece_line} holds an entity over {self.sentence_limit} "
-                f"tokens: kept whole, the piece is longer than {self.sentence_limit} tokens")
+                f"tokens: kept whole, the piece is longer than {self.sentence_limit} tokens"
+            )
         self.piece_start, self.piece_line = cut, self._line_of(cut)
         self.sent_starts.append(cut)
         self.report.sentences += 1
 
     def _repair(self, kind: str, line: int, limit: int) -> None:
         if self.strict:
-            fix = ("add blank lines between its sentences or raise max_sentence_tokens" if kind == "long_sentence"
-                   else f"add {DOCSTART} lines between its documents or raise max_document_tokens")
+            fix = (
+                "add blank lines between its sentences or raise max_sentence_tokens"
+                if kind == "long_sentence"
+                else f"add {DOCSTART} lines between its documents or raise max_document_tokens"
+            )
             what = "sentence" if kind == "long_sentence" else "document"
             raise IobError(self.path, line, f"{what} over {limit} tokens (strict mode allows no repairs): {fix}")
         self.report.add_repair(kind, line, limit)
@@ -492,8 +504,9 @@ class _DocumentBuilder:
         return doc
 
 
-def _repair_fields(path: Path, lineno: int, line: str, token: str, tag: str, report: ReadReport,
-                   strict: bool) -> Tuple[str, str]:
+def _repair_fields(
+    path: Path, lineno: int, line: str, token: str, tag: str, report: ReadReport, strict: bool
+) -> Tuple[str, str]:
     """(token, tag) of a line with surrounding whitespace, an empty token ("": drop it) or an empty tag."""
     stripped_token, stripped_tag = token.strip(), tag.strip()
     if len(stripped_token) != len(token) or len(stripped_tag) != len(tag):
@@ -514,8 +527,15 @@ def _repair_fields(path: Path, lineno: int, line: str, token: str, tag: str, rep
     return token, tag
 
 
-def _read_lines(path: Path, lines: Iterable[str], layout: _FileLayout, report: ReadReport,
-                docs: _DocumentBuilder, group: int, strict: bool) -> Generator[IobDocument, None, int]:
+def _read_lines(
+    path: Path,
+    lines: Iterable[str],
+    layout: _FileLayout,
+    report: ReadReport,
+    docs: _DocumentBuilder,
+    group: int,
+    strict: bool,
+) -> Generator[IobDocument, None, int]:
     """The hot loop: lines to (token, tag) to the document being built; returns the last line number.
 
     Repairs and cuts are calls out of the loop: a clean token line costs no call but the tag cache's.

@@ -1,5 +1,6 @@
 """Entity-level scores beyond spaCy's Scorer: untyped F, error kinds, a label confusion table, and the calibration
 and ranking quality of the predicted entities' scores (reliability bins, ECE, AUROC, a threshold table)."""
+
 from __future__ import annotations
 
 import time
@@ -101,6 +102,7 @@ THRESHOLDS = tuple(round(0.1 * i, 2) for i in range(10)) + (0.95,)
 class EntityScores(NamedTuple):
     """Every predicted entity of a corpus, in document order: its score at the component's temperature, at T = 1,
     and whether it is exactly (span and label) a gold entity."""
+
     scores: numpy.ndarray
     scores_t1: numpy.ndarray
     correct: numpy.ndarray
@@ -129,13 +131,21 @@ def reliability(scores: Sequence[float], correct: Sequence[bool], bins: int = EC
     for b in range(bins):
         inside = index == b
         n = int(inside.sum())
-        rows.append({"lo": b / bins, "hi": (b + 1) / bins, "count": n,
-                     "confidence": float(s[inside].mean()) if n else None,
-                     "accuracy": float(c[inside].mean()) if n else None})
+        rows.append(
+            {
+                "lo": b / bins,
+                "hi": (b + 1) / bins,
+                "count": n,
+                "confidence": float(s[inside].mean()) if n else None,
+                "accuracy": float(c[inside].mean()) if n else None,
+            }
+        )
     return rows
 
 
-def expected_calibration_error(scores: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS) -> Optional[float]:
+def expected_calibration_error(
+    scores: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS
+) -> Optional[float]:
     """ECE = Σ_b (n_b / N) · |accuracy_b − mean score_b| over `bins` equal-width bins of [0, 1] (10: the usual).
 
     The average gap between how sure the scores are and how often they are right; 0 is perfectly
@@ -144,8 +154,13 @@ def expected_calibration_error(scores: Sequence[float], correct: Sequence[bool],
     s, c = _scores_and_flags(scores, correct)
     if not s.size:
         return None
-    return float(sum(row["count"] / s.size * abs(row["accuracy"] - row["confidence"])
-                     for row in reliability(s, c, bins) if row["count"]))
+    return float(
+        sum(
+            row["count"] / s.size * abs(row["accuracy"] - row["confidence"])
+            for row in reliability(s, c, bins)
+            if row["count"]
+        )
+    )
 
 
 def auroc(scores: Sequence[float], correct: Sequence[bool]) -> Optional[float]:
@@ -166,8 +181,9 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> Optional[float]:
     return float(u / (n_pos * n_neg))
 
 
-def threshold_table(scores: Sequence[float], correct: Sequence[bool], n_gold: int,
-                    thresholds: Sequence[float] = THRESHOLDS) -> List[dict]:
+def threshold_table(
+    scores: Sequence[float], correct: Sequence[bool], n_gold: int, thresholds: Sequence[float] = THRESHOLDS
+) -> List[dict]:
     """For each min_score: the predicted entities kept (score >= min_score), how many are correct, and their
     precision, recall (against all `n_gold` gold entities, also those never predicted) and F.
 
@@ -179,8 +195,9 @@ def threshold_table(scores: Sequence[float], correct: Sequence[bool], n_gold: in
         kept = s >= threshold
         tp = int((kept & c).sum())
         n_kept = int(kept.sum())
-        rows.append({"min_score": float(threshold), "kept": n_kept, "correct": tp,
-                     **_prf(tp, n_kept - tp, max(0, n_gold - tp))})
+        rows.append(
+            {"min_score": float(threshold), "kept": n_kept, "correct": tp, **_prf(tp, n_kept - tp, max(0, n_gold - tp))}
+        )
     return rows
 
 

@@ -3,6 +3,7 @@
 An error or a Ctrl-C while a command writes leaves the previous output in place, never a half-written
 or empty file that looks like a result.
 """
+
 from __future__ import annotations
 
 import shutil

@@ -6,6 +6,7 @@ model (sha256 over the model folder's files): rebuilding the same model is fine,
 a name and version that already exist is refused unless forced, because pip treats two wheels with one
 name and version as the same release and would keep whichever it installed first.
 """
+
 import hashlib
 import json
 import re
@@ -31,17 +32,22 @@ TAIL_LINES = 10
 def check_name_and_version(name: str, version: str) -> None:
     """Refuse what `spacy package` or `build` would reject only after creating a folder (or never)."""
     if not NAME.fullmatch(name):
-        raise PackageError(f"package name {name!r} is not usable: use ASCII letters, digits and single "
-                           f"underscores, starting with a letter (--vars.package_name)")
+        raise PackageError(
+            f"package name {name!r} is not usable: use ASCII letters, digits and single "
+            f"underscores, starting with a letter (--vars.package_name)"
+        )
     try:
         normal = str(Version(version))
     except InvalidVersion:
-        raise PackageError(f"package version {version!r} is not a PEP 440 version: use one like 0.1.0, "
-                           f"1.0b1 or 2.0.post1 (--vars.package_version)") from None
+        raise PackageError(
+            f"package version {version!r} is not a PEP 440 version: use one like 0.1.0, "
+            f"1.0b1 or 2.0.post1 (--vars.package_version)"
+        ) from None
     # spaCy names the folder after the version as given, the wheel after its normal form: keep them one.
     if normal != version:
-        raise PackageError(f"package version {version!r} is valid but not in its normal form: "
-                           f"use {normal!r} (--vars.package_version)")
+        raise PackageError(
+            f"package version {version!r} is valid but not in its normal form: use {normal!r} (--vars.package_version)"
+        )
 
 
 def model_fingerprint(model: Path) -> str:
@@ -69,22 +75,40 @@ def run_step(command: List[str], what: str) -> None:
     if result.returncode != 0:
         lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
         last = lines[-1].strip() if lines else "no output"
-        raise PackageError(f"{what} failed (exit status {result.returncode}): {last}",
-                           "\n".join(lines[-TAIL_LINES:]))
+        raise PackageError(f"{what} failed (exit status {result.returncode}): {last}", "\n".join(lines[-TAIL_LINES:]))
 
 
 def read_lang(model: Path) -> str:
     try:
         return json.loads((model / "meta.json").read_text(encoding="utf8"))["lang"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise PackageError(f"{model / 'meta.json'} is missing or has no \"lang\": is {model} a trained "
-                           f"pipeline (`spacy project run train` writes training/model-best)?") from None
+        raise PackageError(
+            f'{model / "meta.json"} is missing or has no "lang": is {model} a trained '
+            f"pipeline (`spacy project run train` writes training/model-best)?"
+        ) from None
 
 
 def build_package(*, model: Path, staging: Path, name: str, version: str, model_name: str) -> Path:
     """`spacy package --code token_ner.py` into `staging`, minus the requirement on this project, and its wheel."""
-    run_step([sys.executable, "-m", "spacy", "package", str(model), str(staging), "--name", name,
-              "--version", version, "--code", str(COMPONENT_CODE), "--build", "none"], "spacy package")
+    run_step(
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "package",
+            str(model),
+            str(staging),
+            "--name",
+            name,
+            "--version",
+            version,
+            "--code",
+            str(COMPONENT_CODE),
+            "--build",
+            "none",
+        ],
+        "spacy package",
+    )
     package_dir = staging / f"{model_name}-{version}"
     for meta_path in [package_dir / "meta.json", *package_dir.glob(f"{model_name}/meta.json")]:
         meta = json.loads(meta_path.read_text(encoding="utf8"))
@@ -109,8 +133,9 @@ def existing_status(final: Path, fingerprint: str, force: bool) -> str:
     return "replaced a different model, as forced"
 
 
-def package_pipeline(*, model: Path, output_dir: Path, name: str, version: str,
-                     force: bool = False) -> Tuple[Path, str]:
+def package_pipeline(
+    *, model: Path, output_dir: Path, name: str, version: str, force: bool = False
+) -> Tuple[Path, str]:
     """Build `output_dir/<lang>_<name>-<version>` with its wheel; returns (wheel, what happened)."""
     check_name_and_version(name, version)
     lang = read_lang(model)

@@ -17,6 +17,7 @@ A training-time setting only: `train` sets it through spaCy's `[initialize] afte
 pipeline's initialization and the training loop, and the saved pipelines' configs keep the plain string and
 not the hook, so they load without this module (they predict in float32).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,9 @@ def check_config(path: Path, config: Mapping[str, Any], overrides: Optional[Mapp
             section = key.rsplit(".", 1)[0]
             raise SetupError(
                 f"{path} sets mixed_precision = true in [{section}], spaCy's fp16 training, which stops learning "
-                f"(dev F 0.02 on an H100): set it to false and use [system] precision = \"bf16\" instead "
-                f"(\"auto\", the default, picks bf16 on GPUs that support it)")
+                f'(dev F 0.02 on an H100): set it to false and use [system] precision = "bf16" instead '
+                f'("auto", the default, picks bf16 on GPUs that support it)'
+            )
     setting = values.get(KEY, DEFAULT)
     if setting not in SETTINGS:
         raise SetupError(f"[system] precision in {path} must be one of {', '.join(SETTINGS)}, not {setting!r}")
@@ -50,7 +52,7 @@ def check_config(path: Path, config: Mapping[str, Any], overrides: Optional[Mapp
 
 
 def choose(setting: str, gpu: int) -> str:
-    """"bf16" or "fp32" for `setting` on the active device (`gpu`: its id, or -1 for the CPU)."""
+    """ "bf16" or "fp32" for `setting` on the active device (`gpu`: its id, or -1 for the CPU)."""
     if setting == "fp32" or (setting == "auto" and gpu < 0):
         return "fp32"
     if gpu < 0:
@@ -58,8 +60,10 @@ def choose(setting: str, gpu: int) -> str:
     if setting == "auto":
         return "bf16" if _gpu_has_bf16(gpu, native=True) else "fp32"
     if not _gpu_has_bf16(gpu, native=False):
-        raise SetupError(f"[system] precision = \"bf16\" was asked for, but GPU {gpu} has no bf16 support "
-                         f"in torch: use \"fp32\" (or \"auto\")")
+        raise SetupError(
+            f'[system] precision = "bf16" was asked for, but GPU {gpu} has no bf16 support '
+            f'in torch: use "fp32" (or "auto")'
+        )
     return "bf16"
 
 
@@ -67,9 +71,9 @@ def describe(chosen: str, setting: str, gpu: int) -> str:
     """One line for train.py to print."""
     where = "the CPU" if gpu < 0 else f"GPU {gpu}"
     if chosen == "bf16":
-        return f"Precision: bf16 autocast around the transformer on {where}, float32 weights ([system] precision = \"{setting}\")"
+        return f'Precision: bf16 autocast around the transformer on {where}, float32 weights ([system] precision = "{setting}")'
     why = ": bf16 only on a GPU that supports it" if setting == "auto" else ""
-    return f"Precision: fp32 on {where} ([system] precision = \"{setting}\"{why})"
+    return f'Precision: fp32 on {where} ([system] precision = "{setting}"{why})'
 
 
 def set_precision(nlp: Any, precision: str) -> int:
@@ -80,8 +84,14 @@ def set_precision(nlp: Any, precision: str) -> int:
     """
     from thinc.api import PyTorchShim
 
-    shims = {id(shim): shim for _, pipe in nlp.pipeline if hasattr(pipe, "model")
-             for node in pipe.model.walk() for shim in node.shims if isinstance(shim, PyTorchShim)}
+    shims = {
+        id(shim): shim
+        for _, pipe in nlp.pipeline
+        if hasattr(pipe, "model")
+        for node in pipe.model.walk()
+        for shim in node.shims
+        if isinstance(shim, PyTorchShim)
+    }
     for shim in shims.values():
         plain = shim.__class__.__dict__.get("_fp32_class", shim.__class__)
         shim.__class__ = _bf16_class(plain) if precision == "bf16" else plain
@@ -94,6 +104,7 @@ CALLBACK = "iob_ner.precision.v1"  # the [initialize] after_init callback that s
 def make_precision_callback(precision: str, then: Optional[Callable[[Any], Any]] = None) -> Callable[[Any], None]:
     """spaCy's `[initialize] after_init` hook: set `precision` on the initialized pipeline, before the training
     loop starts; `then` is the config's own after_init callback, which runs first."""
+
     def after_init(nlp: Any) -> None:
         if then is not None:
             then(nlp)

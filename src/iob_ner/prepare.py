@@ -5,6 +5,7 @@ train), or train, dev and test. Carving takes whole documents, seeded and strati
 corpus/split.json lists where each source document went. The shipped sample is the one train file
 that comes with its own dev and test files (assets/sample.json): a user's file is never paired with them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,6 +29,7 @@ SAMPLE_MANIFEST = Path("assets") / "sample.json"  # the shipped sample's own dev
 @dataclass
 class Plan:
     """Where each split comes from: a file of its own, or carved from the train file."""
+
     files: Dict[str, Path]  # split -> the file it is converted from (carved splits: the train file)
     carved: List[str]  # splits carved from the train file
     note: str  # one sentence: what was decided and why
@@ -52,19 +54,24 @@ def sample_pair(train: Path, manifest: Path = SAMPLE_MANIFEST) -> Optional[Dict[
     return pair if all(path.exists() for path in pair.values()) else None
 
 
-def plan_splits(train: Path, dev: str, test: str, *, dev_is_test: bool = False,
-                manifest: Path = SAMPLE_MANIFEST) -> Plan:
+def plan_splits(
+    train: Path, dev: str, test: str, *, dev_is_test: bool = False, manifest: Path = SAMPLE_MANIFEST
+) -> Plan:
     """Decide where train, dev and test come from; refuses a dev set that is the test set unless asked."""
     given = {"dev": dev, "test": test}
     for split, value in given.items():
         if value != AUTO and not Path(value).is_file():
-            raise SetupError(f"the {split} file {value} does not exist: pass an IOB file, or {AUTO!r} to carve "
-                             f"{split} documents from the train file")
+            raise SetupError(
+                f"the {split} file {value} does not exist: pass an IOB file, or {AUTO!r} to carve "
+                f"{split} documents from the train file"
+            )
     note = ""
     if dev == AUTO and test == AUTO:
         pair = sample_pair(train, manifest)
         if pair is not None:
-            return Plan({"train": train, **pair}, [], f"{train} is the shipped sample: its own dev and test files are used")
+            return Plan(
+                {"train": train, **pair}, [], f"{train} is the shipped sample: its own dev and test files are used"
+            )
     files = {"train": train}
     carved = [split for split, value in given.items() if value == AUTO]
     for split, value in given.items():
@@ -83,9 +90,11 @@ def _check_dev_is_not_test(files: Dict[str, Path], carved: Sequence[str], dev_is
         return
     same = files["dev"].resolve() == files["test"].resolve() or sha256(files["dev"]) == sha256(files["test"])
     if same and not dev_is_test:
-        raise SetupError(f"the dev file and the test file hold the same data ({files['dev']}): the best "
-                         f"checkpoint would be chosen on the test set. Pass --vars.dev auto to carve dev from "
-                         f"train, or --vars.dev_is_test true to accept an optimistic test score")
+        raise SetupError(
+            f"the dev file and the test file hold the same data ({files['dev']}): the best "
+            f"checkpoint would be chosen on the test set. Pass --vars.dev auto to carve dev from "
+            f"train, or --vars.dev_is_test true to accept an optimistic test score"
+        )
     if not same and dev_is_test:
         raise SetupError("dev_is_test is true, but the dev and test files differ: drop the setting")
 
@@ -102,13 +111,18 @@ def document_labels(path: Path, **read_options) -> Tuple[List[Counter], List[int
 def carve(plan: Plan, labels: List[Counter], *, dev_share: float, test_share: float, seed: int) -> List[str]:
     """The split of each train-file document."""
     parts = ["train"] + plan.carved
-    shares = {"train": 1.0 - dev_share * ("dev" in plan.carved) - test_share * ("test" in plan.carved),
-              "dev": dev_share, "test": test_share}
+    shares = {
+        "train": 1.0 - dev_share * ("dev" in plan.carved) - test_share * ("test" in plan.carved),
+        "dev": dev_share,
+        "test": test_share,
+    }
     if shares["train"] <= 0:
         raise SplitError(f"dev_share {dev_share} and test_share {test_share} leave nothing to train on: lower them")
     if len(labels) < len(parts):
-        raise SplitError(f"{plan.files['train']} holds {len(labels)} document(s): too few to carve "
-                         f"{' and '.join(plan.carved)} from; annotate more documents, or pass dev and test files")
+        raise SplitError(
+            f"{plan.files['train']} holds {len(labels)} document(s): too few to carve "
+            f"{' and '.join(plan.carved)} from; annotate more documents, or pass dev and test files"
+        )
     index = stratified_parts(labels, [shares[p] for p in parts], seed)
     assigned = [parts[i] for i in index]
     trained = set().union(*(labels[i] for i, split in enumerate(assigned) if split == "train"))
@@ -117,8 +131,10 @@ def carve(plan: Plan, labels: List[Counter], *, dev_share: float, test_share: fl
         # rare: a label with fewer documents than splits goes to train first, but a later repair move of the
         # stratification may take its last train document
         if missing:
-            raise SplitError(f"the {split} split would hold label(s) {', '.join(missing)} that train lacks: "
-                             f"change --vars.seed or annotate more documents with them")
+            raise SplitError(
+                f"the {split} split would hold label(s) {', '.join(missing)} that train lacks: "
+                f"change --vars.seed or annotate more documents with them"
+            )
     return assigned
 
 
@@ -133,16 +149,24 @@ def write_corpus(plan: Plan, assigned: List[str], output: Path, **read_options) 
         if plan.carved and (split == "train" or split in plan.carved):
             keep = {i for i, s in enumerate(assigned) if s == split}
             select = keep.__contains__
-        reports[split] = convert_iob(plan.files[split], output / split, select=select,
-                                     require_entities=split == "train", **read_options)
+        reports[split] = convert_iob(
+            plan.files[split], output / split, select=select, require_entities=split == "train", **read_options
+        )
     return reports
 
 
-def split_record(plan: Plan, assigned: List[str], first_lines: List[int], reports: Dict[str, ReadReport],
-                 seed: int) -> dict:
+def split_record(
+    plan: Plan, assigned: List[str], first_lines: List[int], reports: Dict[str, ReadReport], seed: int
+) -> dict:
     """corpus/split.json: which source documents went where, with entities per label and split."""
-    documents = [{"file": str(plan.files["train"]), "first_line": line, "split": split}
-                 for line, split in zip(first_lines, assigned)] if plan.carved else []
+    documents = (
+        [
+            {"file": str(plan.files["train"]), "first_line": line, "split": split}
+            for line, split in zip(first_lines, assigned)
+        ]
+        if plan.carved
+        else []
+    )
     return {
         "note": plan.note,
         "seed": seed,
@@ -154,26 +178,45 @@ def split_record(plan: Plan, assigned: List[str], first_lines: List[int], report
     }
 
 
-def prepare_corpus(*, train: Path, dev: str, test: str, output: Path, seed: int = 0, dev_share: float = 0.1,
-                   test_share: float = 0.1, dev_is_test: bool = False, sents_per_doc: int = 1, strict: bool = False,
-                   max_sentence_tokens: int = MAX_SENTENCE_TOKENS, max_document_tokens: int = MAX_DOCUMENT_TOKENS,
-                   manifest: Path = SAMPLE_MANIFEST) -> Tuple[dict, Dict[str, ReadReport]]:
+def prepare_corpus(
+    *,
+    train: Path,
+    dev: str,
+    test: str,
+    output: Path,
+    seed: int = 0,
+    dev_share: float = 0.1,
+    test_share: float = 0.1,
+    dev_is_test: bool = False,
+    sents_per_doc: int = 1,
+    strict: bool = False,
+    max_sentence_tokens: int = MAX_SENTENCE_TOKENS,
+    max_document_tokens: int = MAX_DOCUMENT_TOKENS,
+    manifest: Path = SAMPLE_MANIFEST,
+) -> Tuple[dict, Dict[str, ReadReport]]:
     plan = plan_splits(train, dev, test, dev_is_test=dev_is_test, manifest=manifest)
     # the label pass and the conversion must cut documents alike, so that their indices match
-    read_options = {"sents_per_doc": sents_per_doc, "strict": strict, "max_sentence_tokens": max_sentence_tokens,
-                    "max_document_tokens": max_document_tokens}
+    read_options = {
+        "sents_per_doc": sents_per_doc,
+        "strict": strict,
+        "max_sentence_tokens": max_sentence_tokens,
+        "max_document_tokens": max_document_tokens,
+    }
     labels, first_lines = document_labels(train, **read_options) if plan.carved else ([], [])
     assigned = carve(plan, labels, dev_share=dev_share, test_share=test_share, seed=seed) if plan.carved else []
     reports = write_corpus(plan, assigned, output, **read_options)
     record = split_record(plan, assigned, first_lines, reports, seed)
     record["dev_is_test"] = dev_is_test
-    record["labels_missing_from_a_split"] = [
-        {"label": label, "split": split} for label, split in _gaps(reports)]
+    record["labels_missing_from_a_split"] = [{"label": label, "split": split} for label, split in _gaps(reports)]
     write_text_atomic(output / "split.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return record, reports
 
 
 def _gaps(reports: Dict[str, ReadReport]) -> List[Tuple[str, str]]:
     """Train labels that dev or test lacks: their score there is unmeasured."""
-    return [(label, split) for label in sorted(reports["train"].entities) for split in ("dev", "test")
-            if not reports[split].entities.get(label)]
+    return [
+        (label, split)
+        for label in sorted(reports["train"].entities)
+        for split in ("dev", "test")
+        if not reports[split].entities.get(label)
+    ]

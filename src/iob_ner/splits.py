@@ -8,6 +8,7 @@ per part appears in each part. Documents that hold several labels can make that 
 documents labelled {A, B}, {B, C}, {A, C} cannot give two parts all three labels): `missing_labels`
 names what is left, for the caller to report.
 """
+
 from __future__ import annotations
 
 import random
@@ -62,8 +63,14 @@ def stratified_parts(labels: Sequence[Counter], shares: Sequence[float], seed: i
     return part
 
 
-def _place(i: int, p: int, part: List[int], labels: Sequence[Counter], label_want: Dict[str, List[float]],
-           docs_want: List[float]) -> None:
+def _place(
+    i: int,
+    p: int,
+    part: List[int],
+    labels: Sequence[Counter],
+    label_want: Dict[str, List[float]],
+    docs_want: List[float],
+) -> None:
     part[i] = p
     docs_want[p] -= 1
     for label in labels[i]:
@@ -160,5 +167,6 @@ def missing_labels(labels: Sequence[Counter], part: Sequence[int], k: int) -> Li
     present = [set() for _ in range(k)]
     for counter, p in zip(labels, part):
         present[p].update(counter)
-    return [(label, p) for label in sorted(docs_with) if docs_with[label] >= k for p in range(k)
-            if label not in present[p]]
+    return [
+        (label, p) for label in sorted(docs_with) if docs_with[label] >= k for p in range(k) if label not in present[p]
+    ]

@@ -1,6 +1,7 @@
 """A tiny random transformer (1 BERT layer of width 64) with a real model's vocabulary and tokenizer, and a
 training setup around it: the CPU stand-in for a real transformer in tests and in the host-time benchmark,
 where what is measured is everything but the transformer's own arithmetic."""
+
 from __future__ import annotations
 
 from pathlib import Path

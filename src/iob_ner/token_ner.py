@@ -63,6 +63,7 @@ Entity = Tuple[int, int, str]  # token start, token end (exclusive), label
 
 class DocPrediction(NamedTuple):
     """What `TokenNER.predict` finds for one doc, and `set_annotations` writes."""
+
     tag_ids: numpy.ndarray  # the Viterbi BILUO tag ids
     entities: List[Entity]  # the entities they spell, in order
     scores: Optional[numpy.ndarray]  # each entity's marginal probability at the component's temperature
@@ -76,6 +77,7 @@ class Lattice(NamedTuple):
     included); beta[t, y]: log-sum over valid suffixes t+1.. that may follow y (the end constraint included);
     log_z: log-sum over all valid paths. `potentials` are the per-token scores logit / T.
     """
+
     potentials: numpy.ndarray
     alpha: numpy.ndarray
     beta: numpy.ndarray
@@ -85,8 +87,16 @@ class Lattice(NamedTuple):
 class TokenNER(TrainablePipe):
     """Per-token BILUO classifier that writes `doc.ents`."""
 
-    def __init__(self, vocab: Vocab, model: Model, name: str = "token_ner", *, learn_rate_scale: float = 1.0,
-                 scorer: Optional[Callable] = None, spans_key: Optional[str] = SPANS_KEY):
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "token_ner",
+        *,
+        learn_rate_scale: float = 1.0,
+        scorer: Optional[Callable] = None,
+        spans_key: Optional[str] = SPANS_KEY,
+    ):
         self.vocab, self.model, self.name = vocab, model, name
         # The temperature lives in cfg, not in the config: it is fitted after training, like a weight, and
         # cfg travels with to_disk/from_disk, to_bytes and `spacy package`. Pipelines saved before it read 1.0.
@@ -177,8 +187,11 @@ class TokenNER(TrainablePipe):
         raw = self.decoder.mean_entity_probabilities(logits, entities, temperature=1.0)
         # T does not move the Viterbi path (a positive scale), only the probabilities: one more pass if T != 1.
         temperature = self.score_temperature
-        calibrated = raw if temperature == 1.0 else \
-            self.decoder.mean_entity_probabilities(logits, entities, temperature=temperature)
+        calibrated = (
+            raw
+            if temperature == 1.0
+            else self.decoder.mean_entity_probabilities(logits, entities, temperature=temperature)
+        )
         return [DocPrediction(*row) for row in zip(paths, entities, calibrated, raw)]
 
     def _sampled_logits(self, docs: Sequence[Doc], samples: int) -> List[List[numpy.ndarray]]:
@@ -205,20 +218,24 @@ class TokenNER(TrainablePipe):
 
     def _sampling_transformer(self):
         """The spacy-transformers component this head listens to, in the pipeline that made this component."""
-        for _, pipe in (self._nlp.pipeline if self._nlp is not None else []):
+        for _, pipe in self._nlp.pipeline if self._nlp is not None else []:
             if pipe is self:
                 break
             if type(pipe).__name__ == "Transformer" and self.name in getattr(pipe, "listener_map", {}):
                 return pipe
-        raise ValueError(f"{self.name}: dropout samples need a transformer component that this head listens to "
-                         f"(spacy-transformers' TransformerListener), in the pipeline that holds it; set samples = 0")
+        raise ValueError(
+            f"{self.name}: dropout samples need a transformer component that this head listens to "
+            f"(spacy-transformers' TransformerListener), in the pipeline that holds it; set samples = 0"
+        )
 
     def _model_scores(self, docs: Sequence[Doc]) -> numpy.ndarray:
         """The head's output for every token of `docs`, one doc after another (tokens x tags), on the CPU,
         with whitespace tokens barred from beginning or ending an entity."""
         scores = self.model.predict(docs)
         xp = get_array_module(scores[0])
-        flat = self.model.ops.to_numpy(xp.concatenate(scores)) if len(scores) > 1 else self.model.ops.to_numpy(scores[0])
+        flat = (
+            self.model.ops.to_numpy(xp.concatenate(scores)) if len(scores) > 1 else self.model.ops.to_numpy(scores[0])
+        )
         return self._no_space_boundaries(flat, docs)
 
     def _no_space_boundaries(self, flat: numpy.ndarray, docs: Sequence[Doc]) -> numpy.ndarray:
@@ -249,8 +266,12 @@ class TokenNER(TrainablePipe):
             spans = [Span(doc, start, end, label) for start, end, label in prediction.entities]
             doc.set_ents(spans, default="outside")
             if self.spans_key and prediction.scores is not None:
-                doc.spans[self.spans_key] = SpanGroup(doc, name=self.spans_key, spans=spans, attrs={
-                    "scores": prediction.scores, "scores_t1": prediction.scores_t1})
+                doc.spans[self.spans_key] = SpanGroup(
+                    doc,
+                    name=self.spans_key,
+                    spans=spans,
+                    attrs={"scores": prediction.scores, "scores_t1": prediction.scores_t1},
+                )
 
     def get_loss(self, examples: Iterable[Example], scores: List) -> Tuple[float, List]:
         validate_examples(examples, "TokenNER.get_loss")
@@ -261,8 +282,13 @@ class TokenNER(TrainablePipe):
             raise ValueError(f"{self.name}: the loss is NaN")
         return float(loss), d_scores
 
-    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
-                   labels: Optional[Sequence[str]] = None) -> None:
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
         validate_get_examples(get_examples, "TokenNER.initialize")
         if labels is None:
             labels = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
@@ -275,12 +301,21 @@ class TokenNER(TrainablePipe):
         for example in islice(get_examples(), 10):
             doc_sample.append(example.x)
             gold = example.get_aligned_ner()
-            label_sample.append(self.model.ops.asarray(
-                [[1.0 if tag == name else 0.0 for name in names] for tag in gold], dtype="float32"))
+            label_sample.append(
+                self.model.ops.asarray(
+                    [[1.0 if tag == name else 0.0 for name in names] for tag in gold], dtype="float32"
+                )
+            )
         self.model.initialize(X=doc_sample, Y=label_sample)
 
-    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd: Optional[Optimizer] = None,
-               losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
@@ -327,19 +362,31 @@ class TokenNER(TrainablePipe):
         if not self.samples:
             logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
             lattices = self.decoder.forward_backward(logits, self.temperature)
-            return [numpy.minimum(1.0, _tag_marginals(lattice)[numpy.arange(len(path)), path])
-                    for lattice, path in zip(lattices, paths)]
+            return [
+                numpy.minimum(1.0, _tag_marginals(lattice)[numpy.arange(len(path)), path])
+                for lattice, path in zip(lattices, paths)
+            ]
         found = [numpy.zeros((0,)) for _ in docs]
         busy = [i for i, doc in enumerate(docs) if len(doc)]
         for i, stack in zip(busy, self._sampled_logits([docs[i] for i in busy], self.samples)):
             tags = numpy.arange(len(paths[i])), paths[i]
-            marginals = [_tag_marginals(lattice)[tags] for lattice in self.decoder.forward_backward(stack, self.score_temperature)]
+            marginals = [
+                _tag_marginals(lattice)[tags]
+                for lattice in self.decoder.forward_backward(stack, self.score_temperature)
+            ]
             found[i] = numpy.minimum(1.0, numpy.mean(marginals, axis=0))
         return found
 
-    def fit_temperature(self, nlp: Language, gold: Iterable[Union[Doc, Example]], *,
-                        grid: Optional[Sequence[float]] = None, apply: bool = True,
-                        batch_size: int = 64, samples: Optional[int] = None) -> Dict[str, Any]:
+    def fit_temperature(
+        self,
+        nlp: Language,
+        gold: Iterable[Union[Doc, Example]],
+        *,
+        grid: Optional[Sequence[float]] = None,
+        apply: bool = True,
+        batch_size: int = 64,
+        samples: Optional[int] = None,
+    ) -> Dict[str, Any]:
         """Choose the temperature that makes the predicted entities' probabilities honest on `gold`.
 
         `gold`: annotated Docs (their words are re-read, their ents are the truth) or Examples. Runs the
@@ -362,8 +409,15 @@ class TokenNER(TrainablePipe):
         temperatures = numpy.union1d(TEMPERATURE_GRID if grid is None else numpy.asarray(grid, dtype="float64"), [1.0])
         n_entities, n_correct = sum(map(len, correct)), sum(map(sum, correct))
         if not n_entities:
-            return {"temperature": self.temperature, "bce_before": float("nan"), "bce_after": float("nan"),
-                    "entities": 0, "correct": 0, "at_grid_edge": False, "samples": self.samples}
+            return {
+                "temperature": self.temperature,
+                "bce_before": float("nan"),
+                "bce_after": float("nan"),
+                "entities": 0,
+                "correct": 0,
+                "at_grid_edge": False,
+                "samples": self.samples,
+            }
         found = {"": _best_temperature(self.decoder, logits, entities, correct, temperatures)}
         if samples:
             busy = [i for i, ents in enumerate(entities) if ents]
@@ -398,7 +452,7 @@ class TokenNER(TrainablePipe):
         names = [name for name, pipe in nlp.pipeline if pipe is self]
         if not names:
             raise ValueError(f"{self.name}: fit_temperature needs the nlp that holds this component")
-        upstream = nlp.pipe_names[:nlp.pipe_names.index(names[0])]
+        upstream = nlp.pipe_names[: nlp.pipe_names.index(names[0])]
         with nlp.select_pipes(enable=upstream):
             return list(nlp.pipe(docs, batch_size=batch_size))
 
@@ -487,19 +541,33 @@ def _stack(logits: Union[numpy.ndarray, Sequence[numpy.ndarray]]) -> List[numpy.
     return [logits] if isinstance(logits, numpy.ndarray) else list(logits)
 
 
-def _best_temperature(decoder: "_BiluoDecoder", logits: Sequence[Any], entities: Sequence[List[Entity]],
-                      correct: Sequence[Sequence[bool]], temperatures: numpy.ndarray) -> Dict[str, Any]:
+def _best_temperature(
+    decoder: "_BiluoDecoder",
+    logits: Sequence[Any],
+    entities: Sequence[List[Entity]],
+    correct: Sequence[Sequence[bool]],
+    temperatures: numpy.ndarray,
+) -> Dict[str, Any]:
     """The temperature of `temperatures` with the lowest `temperature_bce`, that loss at T = 1 and at it."""
     bce = temperature_bce(decoder, logits, entities, correct, temperatures)
     best = float(temperatures[int(numpy.argmin(bce))])
     # at_grid_edge: the best T may lie beyond the grid (widen it); typical of tiny or toy dev sets.
-    return {"temperature": best, "bce_before": float(bce[temperatures == 1.0][0]), "bce_after": float(bce.min()),
-            "at_grid_edge": best in (float(temperatures[0]), float(temperatures[-1]))}
+    return {
+        "temperature": best,
+        "bce_before": float(bce[temperatures == 1.0][0]),
+        "bce_after": float(bce.min()),
+        "at_grid_edge": best in (float(temperatures[0]), float(temperatures[-1])),
+    }
 
 
-def temperature_bce(decoder: "_BiluoDecoder", logits: Sequence[Any], entities: Sequence[List[Entity]],
-                    correct: Sequence[Sequence[bool]], temperatures: Sequence[float],
-                    max_cells: int = 8_000_000) -> numpy.ndarray:
+def temperature_bce(
+    decoder: "_BiluoDecoder",
+    logits: Sequence[Any],
+    entities: Sequence[List[Entity]],
+    correct: Sequence[Sequence[bool]],
+    temperatures: Sequence[float],
+    max_cells: int = 8_000_000,
+) -> numpy.ndarray:
     """The binary cross-entropy of the entities' marginals against `correct`, at each temperature.
 
     `logits[i]`: doc i's logit matrix, or a list of them (dropout samples: the marginals are averaged).
@@ -523,7 +591,7 @@ def temperature_bce(decoder: "_BiluoDecoder", logits: Sequence[Any], entities: S
         found = decoder.mean_entity_probabilities(scaled, [entities[i] for _ in temperatures for i in chunk])
         for k in range(len(temperatures)):
             for j, i in enumerate(chunk):
-                probs[k, offsets[i]:offsets[i + 1]] = found[k * len(chunk) + j]
+                probs[k, offsets[i] : offsets[i + 1]] = found[k * len(chunk) + j]
     probs = numpy.clip(probs, 1e-12, 1 - 1e-12)  # why: one certain mistake must not make the loss infinite
     return -(truth * numpy.log(probs) + (1 - truth) * numpy.log1p(-probs)).mean(axis=1)
 
@@ -563,7 +631,7 @@ class _BiluoDecoder:
         logp = numpy.zeros((batch, max(longest, 1), n_tags), dtype="float32")
         offset = 0
         for i, length in enumerate(lengths):
-            rows = scores[offset:offset + length]
+            rows = scores[offset : offset + length]
             logp[i, :length] = numpy.log(rows + 1e-12) if probabilities else rows
             offset += length
         lengths_arr = numpy.asarray(lengths)
@@ -591,8 +659,9 @@ class _BiluoDecoder:
         return _entities_from_biluo([self.names[i] for i in tag_ids])
 
     @staticmethod
-    def log_potentials(scores: numpy.ndarray, lengths: Sequence[int],
-                       probabilities: bool = True) -> List[numpy.ndarray]:
+    def log_potentials(
+        scores: numpy.ndarray, lengths: Sequence[int], probabilities: bool = True
+    ) -> List[numpy.ndarray]:
         """`decode`'s input as one float64 (tokens x tags) logit matrix per doc: logs of probabilities as `decode`
         takes them; logits as they are (per-token log-softmax differs by a constant per token: same distribution)."""
         rows = numpy.log(scores.astype("float64") + 1e-12) if probabilities else scores.astype("float64")
@@ -605,7 +674,7 @@ class _BiluoDecoder:
         potentials = numpy.zeros((batch, longest, n_tags))
         for i, x in enumerate(logits):
             if len(x):  # why: subtracting each token's max changes no path's probability, keeps sums near 0
-                potentials[i, :len(x)] = (x - x.max(axis=1, keepdims=True)) / temperature
+                potentials[i, : len(x)] = (x - x.max(axis=1, keepdims=True)) / temperature
         start, end = self.start.astype("float64"), self.end.astype("float64")
         alpha, beta = numpy.empty_like(potentials), numpy.empty_like(potentials)
         alpha[:, 0] = potentials[:, 0] + start
@@ -617,8 +686,10 @@ class _BiluoDecoder:
             beta[:, t] = numpy.where(t < last, self._out_of(potentials[:, t + 1] + beta[:, t + 1]), end)
         final = alpha[numpy.arange(batch), numpy.maximum(lengths - 1, 0)] + end
         log_z = _logsumexp(final, axis=1)
-        return [Lattice(potentials[i, :n], alpha[i, :n], beta[i, :n], float(log_z[i]) if n else 0.0)
-                for i, n in enumerate(lengths)]
+        return [
+            Lattice(potentials[i, :n], alpha[i, :n], beta[i, :n], float(log_z[i]) if n else 0.0)
+            for i, n in enumerate(lengths)
+        ]
 
     def span_log_probability(self, lattice: Lattice, start: int, end: int, label: str) -> float:
         """log P(tokens [start, end) are exactly one `label` entity): U-label, or B-label I-label.. L-label.
@@ -630,29 +701,43 @@ class _BiluoDecoder:
             u = self.index[f"U-{label}"]
             return float(lattice.alpha[start, u] + lattice.beta[start, u] - lattice.log_z)
         b, i, l = self.index[f"B-{label}"], self.index[f"I-{label}"], self.index[f"L-{label}"]
-        inside = lattice.potentials[start + 1:end - 1, i].sum()
-        return float(lattice.alpha[start, b] + inside + lattice.potentials[end - 1, l] + lattice.beta[end - 1, l]
-                     - lattice.log_z)
+        inside = lattice.potentials[start + 1 : end - 1, i].sum()
+        return float(
+            lattice.alpha[start, b] + inside + lattice.potentials[end - 1, l] + lattice.beta[end - 1, l] - lattice.log_z
+        )
 
     def span_probability(self, lattice: Lattice, start: int, end: int, label: str) -> float:
         return min(1.0, float(numpy.exp(self.span_log_probability(lattice, start, end, label))))
 
-    def mean_entity_probabilities(self, logits: Sequence[Any], entities: Sequence[Sequence[Entity]],
-                                  temperature: float = 1.0, max_cells: int = 8_000_000) -> List[numpy.ndarray]:
+    def mean_entity_probabilities(
+        self,
+        logits: Sequence[Any],
+        entities: Sequence[Sequence[Entity]],
+        temperature: float = 1.0,
+        max_cells: int = 8_000_000,
+    ) -> List[numpy.ndarray]:
         """`entity_probabilities` where `logits[i]` may also be a list of matrices (dropout samples of doc i):
         the mean of each entity's marginals over them."""
         stacks = [_stack(x) for x in logits]
-        found = self.entity_probabilities([x for stack in stacks for x in stack],
-                                          [ents for stack, ents in zip(stacks, entities) for _ in stack],
-                                          temperature=temperature, max_cells=max_cells)
+        found = self.entity_probabilities(
+            [x for stack in stacks for x in stack],
+            [ents for stack, ents in zip(stacks, entities) for _ in stack],
+            temperature=temperature,
+            max_cells=max_cells,
+        )
         means, at = [], 0
         for stack, ents in zip(stacks, entities):
-            means.append(numpy.mean(found[at:at + len(stack)], axis=0) if len(ents) else numpy.zeros((0,)))
+            means.append(numpy.mean(found[at : at + len(stack)], axis=0) if len(ents) else numpy.zeros((0,)))
             at += len(stack)
         return means
 
-    def entity_probabilities(self, logits: Sequence[numpy.ndarray], entities: Sequence[Sequence[Entity]],
-                             temperature: float = 1.0, max_cells: int = 8_000_000) -> List[numpy.ndarray]:
+    def entity_probabilities(
+        self,
+        logits: Sequence[numpy.ndarray],
+        entities: Sequence[Sequence[Entity]],
+        temperature: float = 1.0,
+        max_cells: int = 8_000_000,
+    ) -> List[numpy.ndarray]:
         """The marginal probability of each given entity (e.g. the Viterbi path's) of each doc, at `temperature`.
 
         Docs without entities skip the forward-backward pass (most sentences of a corpus have none); the
@@ -667,8 +752,14 @@ class _BiluoDecoder:
         return found
 
 
-def make_token_ner(nlp: Language, name: str, model: Model, learn_rate_scale: float,
-                   scorer: Optional[Callable], spans_key: Optional[str] = SPANS_KEY) -> TokenNER:
+def make_token_ner(
+    nlp: Language,
+    name: str,
+    model: Model,
+    learn_rate_scale: float,
+    scorer: Optional[Callable],
+    spans_key: Optional[str] = SPANS_KEY,
+) -> TokenNER:
     pipe = TokenNER(nlp.vocab, model, name, learn_rate_scale=learn_rate_scale, scorer=scorer, spans_key=spans_key)
     # why keep nlp (as spaCy's entity_ruler does): dropout samples rerun the transformer this head listens to
     pipe._nlp = nlp
@@ -689,8 +780,12 @@ if not catalogue.check_exists("spacy", "internal_factories", "token_ner"):
     Language.factory(
         "token_ner",
         assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
-        default_config={"model": Config().from_str(DEFAULT_MODEL)["model"], "learn_rate_scale": 1.0,
-                        "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "spans_key": SPANS_KEY},
+        default_config={
+            "model": Config().from_str(DEFAULT_MODEL)["model"],
+            "learn_rate_scale": 1.0,
+            "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+            "spans_key": SPANS_KEY,
+        },
         default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
     )(make_token_ner)
 if not catalogue.check_exists("spacy", "scorers", "iob_ner.ner_scorer.v1"):

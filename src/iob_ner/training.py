@@ -5,6 +5,7 @@ stops, also on Ctrl-C. So the run trains into a hidden folder and its pipelines 
 `training/model-best` and `training/model-last` only when it ends; an interrupted or failed retrain
 leaves the previous pipelines, and the log they came with, as they were.
 """
+
 import os
 import signal
 import sys
@@ -50,12 +51,16 @@ def check_training_corpus(config: Config, train_path: Path) -> None:
         if limit and len(doc) > limit:
             long_docs.append((i, len(doc)))
     if not entities:
-        raise SetupError(f"{train_path} holds no entities: there is nothing to learn (check the training "
-                         f"file's tag column, or pass your annotated file with --vars.train FILE)")
+        raise SetupError(
+            f"{train_path} holds no entities: there is nothing to learn (check the training "
+            f"file's tag column, or pass your annotated file with --vars.train FILE)"
+        )
     if long_docs:
         shown = ", ".join(f"#{i} ({n} tokens)" for i, n in long_docs[:5])
-        msg.warn(f"corpora.train.max_length = {limit} in the config leaves {len(long_docs)} training "
-                 f"document(s) out: {shown}. Set it to 0 to train on every document.")
+        msg.warn(
+            f"corpora.train.max_length = {limit} in the config leaves {len(long_docs)} training "
+            f"document(s) out: {shown}. Set it to 0 to train on every document."
+        )
 
 
 def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> Dict[str, int]:
@@ -72,19 +77,32 @@ def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> D
 def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float, confidence_samples: int = 0) -> None:
     """spaCy reads max_steps = 0 as "no limit": here it would train forever, so it is an error."""
     if max_steps <= 0:
-        raise SetupError(f"max_steps must be a positive number of training steps, not {max_steps} "
-                         f"(--vars.max_steps 2000, say)")
+        raise SetupError(
+            f"max_steps must be a positive number of training steps, not {max_steps} (--vars.max_steps 2000, say)"
+        )
     if eval_frequency <= 0:
         raise SetupError(f"eval_frequency must be a positive number of steps, not {eval_frequency}")
     if not 0 <= warmup_ratio < 1:
         raise SetupError(f"warmup_ratio must be at least 0 and below 1, not {warmup_ratio}")
     if confidence_samples < 0:
-        raise SetupError(f"confidence_samples must be 0 (one pass) or a number of dropout passes, not {confidence_samples}")
+        raise SetupError(
+            f"confidence_samples must be 0 (one pass) or a number of dropout passes, not {confidence_samples}"
+        )
 
 
 def train_pipeline(
-    *, config: Path, output: Path, train: Path, dev: Path, transformer: str, gpu_id: Optional[int],
-    max_steps: int, eval_frequency: int, seed: int, warmup_ratio: float = 0.1, log_file: Optional[Path] = None,
+    *,
+    config: Path,
+    output: Path,
+    train: Path,
+    dev: Path,
+    transformer: str,
+    gpu_id: Optional[int],
+    max_steps: int,
+    eval_frequency: int,
+    seed: int,
+    warmup_ratio: float = 0.1,
+    log_file: Optional[Path] = None,
     confidence_samples: int = 0,
 ) -> None:
     check_steps(max_steps, eval_frequency, warmup_ratio, confidence_samples)
@@ -100,8 +118,12 @@ def train_pipeline(
     msg.info(f"Training on {device}, transformer {model}")
     msg.info(precision.describe(chosen, precision_setting, gpu))
     overrides = {
-        "paths.train": str(train), "paths.dev": str(dev), "paths.transformer": model,
-        "training.max_steps": max_steps, "training.eval_frequency": eval_frequency, "system.seed": seed,
+        "paths.train": str(train),
+        "paths.dev": str(dev),
+        "paths.transformer": model,
+        "training.max_steps": max_steps,
+        "training.eval_frequency": eval_frequency,
+        "system.seed": seed,
     }
     overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
     run_dir = temporary_name(output / "run")
@@ -112,8 +134,17 @@ def train_pipeline(
     _train_then_promote(config, run_dir, output, log_file, gpu, overrides, dev, chosen, confidence_samples)
 
 
-def _train_then_promote(config: Path, run_dir: Path, output: Path, log_file: Optional[Path], gpu: int,
-                        overrides: dict, dev: Path, chosen_precision: str = "fp32", confidence_samples: int = 0) -> None:
+def _train_then_promote(
+    config: Path,
+    run_dir: Path,
+    output: Path,
+    log_file: Optional[Path],
+    gpu: int,
+    overrides: dict,
+    dev: Path,
+    chosen_precision: str = "fp32",
+    confidence_samples: int = 0,
+) -> None:
     try:
         with _said_at_once_on_ctrl_c(_interrupted_message(output)):
             # spaCy's own train; the transformer's precision is set by an [initialize] after_init callback
@@ -164,9 +195,11 @@ def calibrate(model_dir: Path, dev: Path, record: Path, samples: int = 0) -> dic
         nlp.to_disk(model_dir)
         prefix = "samples_" if result.get("samples") else ""
         what = f"means over {result['samples']} dropout passes, " if prefix else ""
-        msg.good(f"Entity scores ({what}calibrated on {dev}): temperature {result[prefix + 'temperature']:.3g}, "
-                 f"cross-entropy {result[prefix + 'bce_before']:.3f} -> {result[prefix + 'bce_after']:.3f} over "
-                 f"{result['entities']} predicted entities")
+        msg.good(
+            f"Entity scores ({what}calibrated on {dev}): temperature {result[prefix + 'temperature']:.3g}, "
+            f"cross-entropy {result[prefix + 'bce_before']:.3f} -> {result[prefix + 'bce_after']:.3f} over "
+            f"{result['entities']} predicted entities"
+        )
     record.write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
     return result
 

@@ -3,6 +3,7 @@
 Each run trains with `iob_ner.training.train_pipeline` (the same config, checks and schedule as
 `spacy project run train`) and scores with `iob_ner.evaluation.evaluate_pipeline`.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,19 @@ def save_docs(docs: Sequence[Doc], path: Path) -> Path:
     return path
 
 
-def train_and_score(*, run_dir: Path, config: Path, train: Path, dev: Path, score_on: Path, keep_model: bool = False,
-                    **train_options) -> dict:
+def train_and_score(
+    *, run_dir: Path, config: Path, train: Path, dev: Path, score_on: Path, keep_model: bool = False, **train_options
+) -> dict:
     """Train into run_dir, score model-best on `score_on`; returns the metrics with the wall time."""
     start = time.perf_counter()
     train_pipeline(config=config, output=run_dir, train=train, dev=dev, log_file=run_dir / "log.jsonl", **train_options)
     trained = time.perf_counter()
-    metrics = evaluate_pipeline(model=run_dir / "model-best", corpus=score_on, output=run_dir / "metrics.json",
-                                gpu_id=train_options.get("gpu_id"))
+    metrics = evaluate_pipeline(
+        model=run_dir / "model-best",
+        corpus=score_on,
+        output=run_dir / "metrics.json",
+        gpu_id=train_options.get("gpu_id"),
+    )
     metrics["train_seconds"] = round(trained - start, 1)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     if not keep_model:  # ~200 MB a run: the metrics are what an experiment keeps
@@ -55,14 +61,19 @@ def train_and_score(*, run_dir: Path, config: Path, train: Path, dev: Path, scor
 def mean_sd(values: Sequence[float]) -> Dict[str, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     values = list(values)
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def per_label_f(metrics: dict) -> Dict[str, Optional[float]]:
     """F per label, None where the scored documents hold no entity of that label and none was predicted."""
-    return {label: (scores["f"] if scores["support"] or scores["p"] else None)
-            for label, scores in metrics["per_label"].items()}
+    return {
+        label: (scores["f"] if scores["support"] or scores["p"] else None)
+        for label, scores in metrics["per_label"].items()
+    }
 
 
 def write_json(path: Path, data: dict) -> None:

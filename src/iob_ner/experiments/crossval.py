@@ -5,6 +5,7 @@ whole documents, seeded and stratified by label. Each fold is scored by a model 
 folds; that model's best checkpoint is chosen on an inner dev set carved from its own training
 documents, so no fold is ever scored by a model selected on it.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,9 @@ def make_folds(labels, folds: int, seed: int) -> List[int]:
     if folds < 2:
         raise SplitError(f"folds must be 2 or more, not {folds}")
     if folds > len(labels):
-        raise SplitError(f"{folds} folds need at least {folds} documents, and train + dev hold {len(labels)}: "
-                         f"lower --vars.folds")
+        raise SplitError(
+            f"{folds} folds need at least {folds} documents, and train + dev hold {len(labels)}: lower --vars.folds"
+        )
     return stratified_parts(labels, [1.0] * folds, seed)
 
 
@@ -43,9 +45,16 @@ def run_fold(fold: int, docs, labels, assigned: List[int], work: Path, seed: int
     heldout = save_docs(held, run_dir / "heldout.spacy")
     msg.divider(f"Fold {fold + 1}: {len(held)} held-out documents, {len(rest)} to train on")
     metrics = train_and_score(run_dir=run_dir, train=train, dev=dev, score_on=heldout, seed=seed, **options)
-    return {"fold": fold, "documents": len(held), "typed_f": metrics["typed"]["f"],
-            "untyped_f": metrics["untyped"]["f"], "per_label_f": per_label_f(metrics),
-            "gold_entities": metrics["gold_entities"], "seconds": metrics["seconds"], "device": metrics["device"]}
+    return {
+        "fold": fold,
+        "documents": len(held),
+        "typed_f": metrics["typed"]["f"],
+        "untyped_f": metrics["untyped"]["f"],
+        "per_label_f": per_label_f(metrics),
+        "gold_entities": metrics["gold_entities"],
+        "seconds": metrics["seconds"],
+        "device": metrics["device"],
+    }
 
 
 def summarise(results: List[dict]) -> dict:
@@ -54,8 +63,11 @@ def summarise(results: List[dict]) -> dict:
     for label in labels:
         values = [r["per_label_f"].get(label) for r in results]
         per_label[label] = mean_sd([v for v in values if v is not None]) if any(v is not None for v in values) else None
-    return {"typed_f": mean_sd([r["typed_f"] for r in results]),
-            "untyped_f": mean_sd([r["untyped_f"] for r in results]), "per_label_f": per_label}
+    return {
+        "typed_f": mean_sd([r["typed_f"] for r in results]),
+        "untyped_f": mean_sd([r["untyped_f"] for r in results]),
+        "per_label_f": per_label,
+    }
 
 
 def plot(results: List[dict], summary: dict, path: Path) -> None:
@@ -68,8 +80,13 @@ def plot(results: List[dict], summary: dict, path: Path) -> None:
     folds_ax.set(xlabel="fold", ylabel="F on the held-out fold", ylim=(0, 1), xticks=x, title="F per fold")
     folds_ax.legend(fontsize="small", loc="lower right")
     labels = [label for label, s in summary["per_label_f"].items() if s is not None]
-    labels_ax.barh(labels, [summary["per_label_f"][l]["mean"] for l in labels],
-                   xerr=[summary["per_label_f"][l]["sd"] for l in labels], color="tab:green", capsize=3)
+    labels_ax.barh(
+        labels,
+        [summary["per_label_f"][l]["mean"] for l in labels],
+        xerr=[summary["per_label_f"][l]["sd"] for l in labels],
+        color="tab:green",
+        capsize=3,
+    )
     labels_ax.set(xlim=(0, 1), xlabel="F (mean ± sd over folds)", title="F per label")
     fig.tight_layout()
     with atomic_output(path) as tmp:
@@ -80,37 +97,57 @@ def plot(results: List[dict], summary: dict, path: Path) -> None:
 def report_lines(record: dict) -> List[str]:
     s = record["summary"]
     lines = [
-        "# Cross-validation", "",
+        "# Cross-validation",
+        "",
         f"{record['folds']} folds over the {record['documents']} train + dev documents (test untouched), "
         f"seed {record['seed']}, {record['max_steps']} steps per fold, {record['device']}; "
-        f"{record['seconds']:.0f} s in all.", "",
+        f"{record['seconds']:.0f} s in all.",
+        "",
         f"**Typed F {s['typed_f']['mean']:.3f} ± {s['typed_f']['sd']:.3f}**, untyped F "
-        f"{s['untyped_f']['mean']:.3f} ± {s['untyped_f']['sd']:.3f} (mean ± sample sd over folds).", "",
-        "| fold | documents | gold entities | typed F | untyped F | seconds |", "|---|---|---|---|---|---|",
+        f"{s['untyped_f']['mean']:.3f} ± {s['untyped_f']['sd']:.3f} (mean ± sample sd over folds).",
+        "",
+        "| fold | documents | gold entities | typed F | untyped F | seconds |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['fold'] + 1} | {r['documents']} | {r['gold_entities']} | {r['typed_f']:.3f} | "
-              f"{r['untyped_f']:.3f} | {r['seconds']:.0f} |" for r in record["results"]]
+    lines += [
+        f"| {r['fold'] + 1} | {r['documents']} | {r['gold_entities']} | {r['typed_f']:.3f} | "
+        f"{r['untyped_f']:.3f} | {r['seconds']:.0f} |"
+        for r in record["results"]
+    ]
     lines += ["", "| label | F mean | F sd | folds with the label |", "|---|---|---|---|"]
     for label, stats in s["per_label_f"].items():
-        lines.append(f"| {label} | {stats['mean']:.3f} | {stats['sd']:.3f} | {stats['n']} |" if stats
-                     else f"| {label} | - | - | 0 |")
+        lines.append(
+            f"| {label} | {stats['mean']:.3f} | {stats['sd']:.3f} | {stats['n']} |"
+            if stats
+            else f"| {label} | - | - | 0 |"
+        )
     lines += ["", "![F per fold and per label](crossval.png)", ""]
     return lines
 
 
-def crossval(*, config: Path, train: Path, dev: Path, output: Path, folds: int = 5, seed: int = 0,
-             **train_options) -> dict:
+def crossval(
+    *, config: Path, train: Path, dev: Path, output: Path, folds: int = 5, seed: int = 0, **train_options
+) -> dict:
     check_steps(train_options["max_steps"], train_options["eval_frequency"], train_options.get("warmup_ratio", 0.1))
     docs = load_docs([train, dev])
     labels = doc_labels(docs)
     assigned = make_folds(labels, folds, seed)
     start = time.perf_counter()
     work = output / "runs"
-    results = [run_fold(fold, docs, labels, assigned, work, seed, config=config, **train_options)
-               for fold in range(folds)]
-    record = {"folds": folds, "seed": seed, "documents": len(docs), "max_steps": train_options["max_steps"],
-              "device": results[0]["device"], "cpu": cpu_name(), "seconds": round(time.perf_counter() - start, 1),
-              "results": results, "summary": summarise(results)}
+    results = [
+        run_fold(fold, docs, labels, assigned, work, seed, config=config, **train_options) for fold in range(folds)
+    ]
+    record = {
+        "folds": folds,
+        "seed": seed,
+        "documents": len(docs),
+        "max_steps": train_options["max_steps"],
+        "device": results[0]["device"],
+        "cpu": cpu_name(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "results": results,
+        "summary": summarise(results),
+    }
     write_json(output / "crossval.json", record)
     plot(results, record["summary"], output / "crossval.png")
     write_text_atomic(output / "report.md", "\n".join(report_lines(record)))

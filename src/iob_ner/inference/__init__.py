@@ -5,6 +5,7 @@
 Ray is optional). Both read with `inference.inputs`, run with `inference.pipeline` and write with
 `inference.writers`, so their outputs are byte-identical; neither imports the other.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,11 +16,23 @@ from ..errors import SetupError
 ENGINES = ("local", "ray")
 
 
-def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Path] = None,
-            gpu_id: Optional[int] = -1, batch_size: int = 64, lines: bool = False,
-            max_length: Optional[int] = None, min_score: float = 0.0, engine: str = "local",
-            actors: int = 0, shard_size: int = 10_240, ray_address: Optional[str] = None,
-            ray_wheel: Optional[Path] = None) -> dict:
+def predict(
+    *,
+    model: Path,
+    source: Path,
+    output: Path,
+    iob_output: Optional[Path] = None,
+    gpu_id: Optional[int] = -1,
+    batch_size: int = 64,
+    lines: bool = False,
+    max_length: Optional[int] = None,
+    min_score: float = 0.0,
+    engine: str = "local",
+    actors: int = 0,
+    shard_size: int = 10_240,
+    ray_address: Optional[str] = None,
+    ray_wheel: Optional[Path] = None,
+) -> dict:
     """Predict entities for every document of `source`; returns counts. `max_length` (default: the
     pipeline's nlp.max_length) is the longest text processed whole; longer ones are split. Entities
     whose score is under `min_score` are left out (and counted). `engine` "ray" runs on Ray actors
@@ -31,29 +44,58 @@ def predict(*, model: Path, source: Path, output: Path, iob_output: Optional[Pat
     if engine == "ray":
         from .ray_engine import predict_ray  # Ray is optional: imported only when asked for
 
-        return predict_ray(model=model, source=source, output=output, iob_output=iob_output, gpu_id=gpu_id,
-                           batch_size=batch_size, lines=lines, max_length=max_length, min_score=min_score,
-                           actors=actors, shard_size=shard_size, address=ray_address,
-                           wheels=[ray_wheel] if ray_wheel else [])
+        return predict_ray(
+            model=model,
+            source=source,
+            output=output,
+            iob_output=iob_output,
+            gpu_id=gpu_id,
+            batch_size=batch_size,
+            lines=lines,
+            max_length=max_length,
+            min_score=min_score,
+            actors=actors,
+            shard_size=shard_size,
+            address=ray_address,
+            wheels=[ray_wheel] if ray_wheel else [],
+        )
     from .local import predict_local
 
-    return predict_local(model=model, source=source, output=output, iob_output=iob_output, gpu_id=gpu_id,
-                         batch_size=batch_size, lines=lines, max_length=max_length, min_score=min_score)
+    return predict_local(
+        model=model,
+        source=source,
+        output=output,
+        iob_output=iob_output,
+        gpu_id=gpu_id,
+        batch_size=batch_size,
+        lines=lines,
+        max_length=max_length,
+        min_score=min_score,
+    )
 
 
 def skipped_text(result: dict) -> str:
-    """"N input(s) skipped (2 not JSON, 1 not UTF-8)", for the summaries of predict and review."""
+    """ "N input(s) skipped (2 not JSON, 1 not UTF-8)", for the summaries of predict and review."""
     reasons = ", ".join(f"{n} {why}" for why, n in sorted(result["skipped_reasons"].items()))
     return f"{result['skipped']} input(s) skipped{f' ({reasons})' if reasons else ''}"
 
 
 def prediction_summary(result: dict, outputs: Sequence[Path]) -> str:
-    below = (f"{result['below_min_score']} entities under min_score {result['min_score']:g} left out, "
-             if result.get("min_score") else "")
-    unscored = (f"{result['unscored']} entities without a score (set by another component), "
-                if result.get("unscored") else "")
-    shards = (f" ({result['shards']} shard(s), {result['shards_reused']} reused from an earlier run)"
-              if result.get("engine") == "ray" else "")
-    return (f"{result['documents']} document(s) written, {result['entities']} entities, {below}{unscored}"
-            f"{skipped_text(result)}, {result['split']} long "
-            f"text(s) split, on {result['device']}{shards} -> {', '.join(str(p) for p in outputs)}")
+    below = (
+        f"{result['below_min_score']} entities under min_score {result['min_score']:g} left out, "
+        if result.get("min_score")
+        else ""
+    )
+    unscored = (
+        f"{result['unscored']} entities without a score (set by another component), " if result.get("unscored") else ""
+    )
+    shards = (
+        f" ({result['shards']} shard(s), {result['shards_reused']} reused from an earlier run)"
+        if result.get("engine") == "ray"
+        else ""
+    )
+    return (
+        f"{result['documents']} document(s) written, {result['entities']} entities, {below}{unscored}"
+        f"{skipped_text(result)}, {result['split']} long "
+        f"text(s) split, on {result['device']}{shards} -> {', '.join(str(p) for p in outputs)}"
+    )

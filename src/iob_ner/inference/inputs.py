@@ -5,6 +5,7 @@ Nothing is lost at the edges: a document that cannot be read (not UTF-8, not JSO
 file and line, skipped and counted (`InputProblems`), and the reading goes on. Streams: a file is never
 held whole, except a .txt file that is one document.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,6 +43,7 @@ class InputProblems:
 @dataclass
 class Text:
     """One input document."""
+
     id: str
     where: str  # `file:line` or the file, for messages
     text: str
@@ -87,8 +89,9 @@ def decode_utf8(data: bytes, *, whole_file: bool = False) -> Tuple[Optional[str]
         return None, f"not UTF-8 ({err.reason}: 0x{data[err.start]:02x} at {where})"
 
 
-def read_texts(files: Sequence[Path], problems: InputProblems, *, lines: bool = False,
-               root: Optional[Path] = None) -> Iterator[Text]:
+def read_texts(
+    files: Sequence[Path], problems: InputProblems, *, lines: bool = False, root: Optional[Path] = None
+) -> Iterator[Text]:
     """Documents from .jsonl files (a line each), .parquet files (a row each), .txt files (one each, or a
     line each with `lines`)."""
     for path in files:

@@ -1,4 +1,5 @@
 """predict's local engine: the pipeline in this process, a batch of documents at a time."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,17 +10,41 @@ from .pipeline import check_settings, entity_reading, load_pipeline, source_pred
 from .writers import write_outputs
 
 
-def predict_local(*, model: Path, source: Path, output: Path, iob_output: Optional[Path] = None,
-                  gpu_id: Optional[int] = -1, batch_size: int = 64, lines: bool = False,
-                  max_length: Optional[int] = None, min_score: float = 0.0, progress: bool = True) -> dict:
+def predict_local(
+    *,
+    model: Path,
+    source: Path,
+    output: Path,
+    iob_output: Optional[Path] = None,
+    gpu_id: Optional[int] = -1,
+    batch_size: int = 64,
+    lines: bool = False,
+    max_length: Optional[int] = None,
+    min_score: float = 0.0,
+    progress: bool = True,
+) -> dict:
     """predict(engine="local"): the counts of what was written, skipped and on which device."""
     check_settings(batch_size, max_length, min_score)
     _, device = select_device(gpu_id)
     nlp = load_pipeline(model)
     reading = entity_reading(nlp, min_score)
     outputs = [output] + ([iob_output] if iob_output is not None else [])
-    found, problems = source_predictions(nlp, source, outputs, reading, batch_size=batch_size, max_length=max_length,
-                                         lines=lines, progress="predict" if progress else "")
+    found, problems = source_predictions(
+        nlp,
+        source,
+        outputs,
+        reading,
+        batch_size=batch_size,
+        max_length=max_length,
+        lines=lines,
+        progress="predict" if progress else "",
+    )
     counts = write_outputs(found, output, iob_output)
-    return {**counts, "skipped": problems.count, "skipped_reasons": dict(problems.reasons), "device": device,
-            "scored": reading.spans_key is not None, "min_score": min_score}
+    return {
+        **counts,
+        "skipped": problems.count,
+        "skipped_reasons": dict(problems.reasons),
+        "device": device,
+        "scored": reading.spans_key is not None,
+        "min_score": min_score,
+    }

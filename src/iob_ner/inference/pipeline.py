@@ -2,6 +2,7 @@
 read with their scores, a batch at a time, with a one-by-one fallback so that one bad document costs only
 itself. Both engines (local and Ray) and `review` and `serve` go through here.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,6 +27,7 @@ Span = Tuple[int, int, str]  # word start, word end, label
 @dataclass
 class Piece:
     """What the pipeline found in one chunk of a text, without the Doc (which may hold large tensors)."""
+
     entities: List[dict]  # offsets within the chunk
     words: List[str]
     spans: List[Span]
@@ -58,7 +60,7 @@ def split_text(text: str, max_length: int) -> List[Tuple[int, str]]:
     pieces: List[Tuple[int, str]] = []
     start = 0
     while len(text) - start > max_length:
-        window = text[start:start + max_length]
+        window = text[start : start + max_length]
         end = len(window)  # a hard cut when the window holds no whitespace at all
         for pattern in CUTS:
             last = None
@@ -74,6 +76,7 @@ def split_text(text: str, max_length: int) -> List[Tuple[int, str]]:
 
 
 # -- prediction ----------------------------------------------------------------------------------------
+
 
 def doc_piece(doc: Doc, spans_key: Optional[str] = None, min_score: float = 0.0) -> Piece:
     """Entities with character offsets (and scores, from doc.spans[spans_key]); words and entity spans
@@ -108,6 +111,7 @@ class Reading:
     """How a batch of processed docs becomes pieces: entity scores from doc.spans[spans_key] (None: the
     pipeline gives none), entities under `min_score` left out and, with `confidence` (token_ner's
     token_confidence), each chunk's lowest token confidence."""
+
     spans_key: Optional[str] = None
     min_score: float = 0.0
     confidence: Optional[Callable[[List[Doc]], list]] = None
@@ -120,8 +124,9 @@ class Reading:
         return pieces
 
 
-def run_pipeline(nlp: Language, chunks: Sequence[str], batch_size: int, reading: Callable[[List[Doc]], List[Piece]]
-                 ) -> List[Piece]:
+def run_pipeline(
+    nlp: Language, chunks: Sequence[str], batch_size: int, reading: Callable[[List[Doc]], List[Piece]]
+) -> List[Piece]:
     """The pieces of `chunks`, read a batch of docs at a time (token_confidence reruns the head on a batch)."""
     pieces: List[Piece] = []
     for docs in minibatch(nlp.pipe(chunks, batch_size=batch_size), size=batch_size):
@@ -140,14 +145,27 @@ def merge(text: Text, offsets: Sequence[int], pieces: Sequence[Piece]) -> Predic
         words += piece.words
     record = {"id": text.id, "text": text.text, "entities": entities}
     confidences = [p.confidence for p in pieces if p.confidence is not None]
-    return Prediction(text.where, record, words, spans, split=len(pieces) > 1,
-                      dropped=sum(p.dropped for p in pieces), unscored=sum(p.unscored for p in pieces),
-                      confidence=min(confidences) if confidences else None)
+    return Prediction(
+        text.where,
+        record,
+        words,
+        spans,
+        split=len(pieces) > 1,
+        dropped=sum(p.dropped for p in pieces),
+        unscored=sum(p.unscored for p in pieces),
+        confidence=min(confidences) if confidences else None,
+    )
 
 
-def predictions(nlp: Language, texts: Iterable[Text], problems: InputProblems, *, batch_size: int,
-                max_length: int, reading: Optional[Callable[[List[Doc]], List[Piece]]] = None
-                ) -> Iterator[Prediction]:
+def predictions(
+    nlp: Language,
+    texts: Iterable[Text],
+    problems: InputProblems,
+    *,
+    batch_size: int,
+    max_length: int,
+    reading: Optional[Callable[[List[Doc]], List[Piece]]] = None,
+) -> Iterator[Prediction]:
     """Predictions in input order, a batch of documents at a time; `reading` (default: plain Reading())
     turns the processed docs into pieces."""
     reading = reading or Reading()
@@ -166,18 +184,24 @@ def predictions(nlp: Language, texts: Iterable[Text], problems: InputProblems, *
             continue
         at = 0
         for text, chunks in zip(batch, chunked):
-            yield merge(text, [o for o, _ in chunks], pieces[at:at + len(chunks)])
+            yield merge(text, [o for o, _ in chunks], pieces[at : at + len(chunks)])
             at += len(chunks)
 
 
-def _one_by_one(nlp: Language, batch: Sequence[Text], chunked: Sequence[List[Tuple[int, str]]],
-                problems: InputProblems, reading: Callable[[List[Doc]], List[Piece]]) -> Iterator[Prediction]:
+def _one_by_one(
+    nlp: Language,
+    batch: Sequence[Text],
+    chunked: Sequence[List[Tuple[int, str]]],
+    problems: InputProblems,
+    reading: Callable[[List[Doc]], List[Piece]],
+) -> Iterator[Prediction]:
     for text, chunks in zip(batch, chunked):
         try:
             pieces = run_pipeline(nlp, [c for _, c in chunks], len(chunks), reading)
         except Exception as err:
-            problems.skip(text.where, f"the pipeline failed ({type(err).__name__}: {first_line(err)})",
-                          "pipeline error")
+            problems.skip(
+                text.where, f"the pipeline failed ({type(err).__name__}: {first_line(err)})", "pipeline error"
+            )
             continue
         yield merge(text, [o for o, _ in chunks], pieces)
 
@@ -214,16 +238,26 @@ def entity_reading(nlp: Language, min_score: float = 0.0) -> Reading:
     if scorer is None:
         who = unscored_ner(nlp)
         if min_score > 0:
-            raise SetupError(f"min_score {min_score:g} needs entity scores, and {who} gives none "
-                             f"(train with ner_head token, the default, or leave min_score at 0)")
+            raise SetupError(
+                f"min_score {min_score:g} needs entity scores, and {who} gives none "
+                f"(train with ner_head token, the default, or leave min_score at 0)"
+            )
         msg.warn(f"{who} gives no entity scores: records have no score")
         return Reading()
     return Reading(spans_key=scorer.spans_key, min_score=min_score)
 
 
-def source_predictions(nlp: Language, source: Path, outputs: Sequence[Path], reading: Callable[[List[Doc]], List[Piece]],
-                       *, batch_size: int, max_length: Optional[int], lines: bool, progress: str = ""
-                       ) -> Tuple[Iterator[Prediction], InputProblems]:
+def source_predictions(
+    nlp: Language,
+    source: Path,
+    outputs: Sequence[Path],
+    reading: Callable[[List[Doc]], List[Piece]],
+    *,
+    batch_size: int,
+    max_length: Optional[int],
+    lines: bool,
+    progress: str = "",
+) -> Tuple[Iterator[Prediction], InputProblems]:
     """The predictions for every document of `source` (a file or folder, `outputs` never read as input), in
     order, and the problems met reading it; texts over `max_length` (default: nlp.max_length) are split.
     `progress`: a tqdm bar with that name. What predict's local engine and review share."""

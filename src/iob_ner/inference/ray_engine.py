@@ -16,6 +16,7 @@ RAY_ADDRESS it joins that cluster. The code the actors need (the iob_ner package
 their runtime environment; the pipeline must be a folder every node sees or an installed package (the
 wheel of `spacy project run package`, e.g. in the job's runtime_env pip list: README, "Ray").
 """
+
 from __future__ import annotations
 
 import gc
@@ -43,6 +44,7 @@ Skip = Tuple[str, str, str]  # where, why, kind: InputProblems.skip's arguments
 
 # -- the actor -----------------------------------------------------------------------------------------
 
+
 class Recorder(InputProblems):
     """InputProblems that also keeps each skip, so that an actor can hand them to the driver."""
 
@@ -59,8 +61,9 @@ class PipelineActor:
     """Ray Data's callable class: loads the pipeline once, then turns rows (one predict batch of documents
     each, as JSON) into results (one JSON list a row: a prediction or a skip per document, in order)."""
 
-    def __init__(self, model: str, use_gpu: bool, batch_size: int, max_length: int, min_score: float,
-                 iob: bool) -> None:
+    def __init__(
+        self, model: str, use_gpu: bool, batch_size: int, max_length: int, min_score: float, iob: bool
+    ) -> None:
         msg.no_print = True  # the driver reports skips and warnings once, not once per actor
         select_device(0 if use_gpu else -1)  # Ray's CUDA_VISIBLE_DEVICES makes the actor's GPU number 0
         self.nlp = load_pipeline(Path(model) if Path(model).is_dir() else model)
@@ -75,17 +78,26 @@ class PipelineActor:
     def process(self, docs: List[List[str]]) -> str:
         texts = [Text(*doc) for doc in docs]
         problems = Recorder()
-        found = iter(predictions(self.nlp, texts, problems, batch_size=self.batch_size,
-                                       max_length=self.max_length, reading=self.reading))
+        found = iter(
+            predictions(
+                self.nlp, texts, problems, batch_size=self.batch_size, max_length=self.max_length, reading=self.reading
+            )
+        )
         # predictions() yields the good documents in order and skips the others: zip them back.
-        results = [{"skip": problems.skipped[t.where]} if t.where in problems.skipped
-                   else to_result(next(found), self.iob) for t in texts]
+        results = [
+            {"skip": problems.skipped[t.where]} if t.where in problems.skipped else to_result(next(found), self.iob)
+            for t in texts
+        ]
         return json.dumps(results, ensure_ascii=False)
 
 
 def to_result(prediction: Prediction, iob: bool) -> dict:
-    result = {"record": prediction.record, "split": prediction.split, "dropped": prediction.dropped,
-              "unscored": prediction.unscored}
+    result = {
+        "record": prediction.record,
+        "split": prediction.split,
+        "dropped": prediction.dropped,
+        "unscored": prediction.unscored,
+    }
     if iob:
         result.update(words=prediction.words, spans=prediction.spans)
     return result
@@ -93,17 +105,26 @@ def to_result(prediction: Prediction, iob: bool) -> dict:
 
 def from_result(result: dict) -> Prediction:
     spans = [tuple(span) for span in result.get("spans", [])]
-    return Prediction("", result["record"], result.get("words", []), spans, split=result["split"],
-                            dropped=result["dropped"], unscored=result["unscored"])
+    return Prediction(
+        "",
+        result["record"],
+        result.get("words", []),
+        spans,
+        split=result["split"],
+        dropped=result["dropped"],
+        unscored=result["unscored"],
+    )
 
 
 # -- shards on disk --------------------------------------------------------------------------------------
+
 
 @dataclass
 class ShardStore:
     """Finished shards: shard-NNNNN.jsonl (a result a line) written whole, then shard-NNNNN.done (its
     document count, size and skips). A shard is complete when both exist and agree; manifest.json holds
     the fingerprint of the input, pipeline and settings, so a changed one never reuses stale shards."""
+
     folder: Path
     fingerprint: str
     reused: int = 0
@@ -173,6 +194,7 @@ class ShardStore:
 def fingerprint(files: Sequence[Path], model: Path, settings: dict) -> str:
     """A digest of what decides the outputs: the input files and the pipeline (by path, size and
     modification time, not content: cheap on terabytes) and the settings."""
+
     def stat(path: Path) -> list:
         info = path.stat()
         return [str(path.resolve()), info.st_size, info.st_mtime_ns]
@@ -194,6 +216,7 @@ def shard_folder(output: Path) -> Path:
 
 # -- the driver --------------------------------------------------------------------------------------------
 
+
 def shards_of(texts: Iterable[Text], shard_size: int, batch_size: int) -> Iterator[List[List[Text]]]:
     """Consecutive shards of `shard_size` documents, each cut into predict's batches of `batch_size`."""
     texts = iter(texts)
@@ -201,12 +224,13 @@ def shards_of(texts: Iterable[Text], shard_size: int, batch_size: int) -> Iterat
         shard = list(islice(texts, shard_size))
         if not shard:
             return
-        yield [shard[i:i + batch_size] for i in range(0, len(shard), batch_size)]
+        yield [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
 
 
 @dataclass
 class Cluster:
     """Where the actors run: how many, with a GPU each or a CPU each, and a description to print."""
+
     actors: int
     use_gpu: bool
     description: str
@@ -229,8 +253,10 @@ def code_env(wheels: Sequence[Path], started: bool) -> Tuple[dict, dict]:
     if started:
         return {"py_modules": [str(p) for p in CODE + list(wheels)], "excludes": ["__pycache__"]}, {}
     if wheels:
-        raise SetupError("ray_wheel needs a Ray that predict starts itself; install the wheel on the "
-                         "cluster, or call ray.shutdown() first")
+        raise SetupError(
+            "ray_wheel needs a Ray that predict starts itself; install the wheel on the "
+            "cluster, or call ray.shutdown() first"
+        )
     path = os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))
     return {}, {"env_vars": {"PYTHONPATH": path}}
 
@@ -260,8 +286,10 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as err:
-        raise SetupError(f"cannot reach Ray at {address} ({err.strerror or err}): is the cluster up, and is "
-                         f"this its head's address? Leave ray_address and RAY_ADDRESS empty for a local Ray") from None
+        raise SetupError(
+            f"cannot reach Ray at {address} ({err.strerror or err}): is the cluster up, and is "
+            f"this its head's address? Leave ray_address and RAY_ADDRESS empty for a local Ray"
+        ) from None
 
 
 def connect(address: Optional[str], actors: int, gpu_id: Optional[int], wheels: Sequence[Path] = ()) -> Cluster:
@@ -278,8 +306,13 @@ def connect(address: Optional[str], actors: int, gpu_id: Optional[int], wheels: 
     if started:
         # Local: every CPU of this machine (or as many as actors asked), no dashboard, quiet logs.
         local_cpus = None if address else max(os.cpu_count() or 1, actors)
-        ray.init(address=address or "local", num_cpus=local_cpus, include_dashboard=False,
-                 logging_level="ERROR", runtime_env=job_env)
+        ray.init(
+            address=address or "local",
+            num_cpus=local_cpus,
+            include_dashboard=False,
+            logging_level="ERROR",
+            runtime_env=job_env,
+        )
     quiet_ray_data()
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
@@ -292,22 +325,34 @@ def connect(address: Optional[str], actors: int, gpu_id: Optional[int], wheels: 
     return Cluster(count, use_gpu, f"{where}, {count} {kind} actor(s)", started, actor_env)
 
 
-def run_window(todo: List[Tuple[int, List[List[Text]]]], store: ShardStore, problems: InputProblems,
-               cluster: Cluster, actor_args: dict, progress) -> None:
+def run_window(
+    todo: List[Tuple[int, List[List[Text]]]],
+    store: ShardStore,
+    problems: InputProblems,
+    cluster: Cluster,
+    actor_args: dict,
+    progress,
+) -> None:
     """Shards through Ray Data: a row per predict batch; each shard is written as soon as it is whole."""
     import ray
 
-    rows = [{"shard": shard, "index": i,
-             "docs": json.dumps([[t.id, t.where, t.text] for t in batch], ensure_ascii=False)}
-            for shard, batches in todo for i, batch in enumerate(batches)]
+    rows = [
+        {"shard": shard, "index": i, "docs": json.dumps([[t.id, t.where, t.text] for t in batch], ensure_ascii=False)}
+        for shard, batches in todo
+        for i, batch in enumerate(batches)
+    ]
     expected = {shard: len(batches) for shard, batches in todo}
     sizes = {shard: sum(len(b) for b in batches) for shard, batches in todo}
     resources = {"num_gpus": 1} if cluster.use_gpu else {"num_cpus": 1}
     if cluster.runtime_env:
         resources["runtime_env"] = cluster.runtime_env
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        PipelineActor, fn_constructor_kwargs=actor_args, batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=cluster.actors), **resources)
+        PipelineActor,
+        fn_constructor_kwargs=actor_args,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=cluster.actors),
+        **resources,
+    )
     got: Dict[int, Dict[int, str]] = {}
     results = dataset.iter_rows()
     try:
@@ -326,8 +371,9 @@ def run_window(todo: List[Tuple[int, List[List[Text]]]], store: ShardStore, prob
             close()
 
 
-def run_shards(shards: Iterator[List[List[Text]]], store: ShardStore, problems: InputProblems,
-               cluster: Cluster, actor_args: dict) -> int:
+def run_shards(
+    shards: Iterator[List[List[Text]]], store: ShardStore, problems: InputProblems, cluster: Cluster, actor_args: dict
+) -> int:
     """Every shard complete on disk, the finished ones reused; returns the number of shards."""
     from tqdm import tqdm
 
@@ -361,10 +407,22 @@ def check_pipeline(model: Path, min_score: float, max_length: Optional[int]) -> 
     return limit, reading.spans_key is not None
 
 
-def predict_ray(*, model: Path, source: Path, output: Path, iob_output: Optional[Path] = None,
-                gpu_id: Optional[int] = None, batch_size: int = 64, lines: bool = False,
-                max_length: Optional[int] = None, min_score: float = 0.0, actors: int = 0,
-                shard_size: int = 10_240, address: Optional[str] = None, wheels: Sequence[Path] = ()) -> dict:
+def predict_ray(
+    *,
+    model: Path,
+    source: Path,
+    output: Path,
+    iob_output: Optional[Path] = None,
+    gpu_id: Optional[int] = None,
+    batch_size: int = 64,
+    lines: bool = False,
+    max_length: Optional[int] = None,
+    min_score: float = 0.0,
+    actors: int = 0,
+    shard_size: int = 10_240,
+    address: Optional[str] = None,
+    wheels: Sequence[Path] = (),
+) -> dict:
     """predict(engine="ray"): the same outputs and counts as predict, computed by Ray actors."""
     check_settings(batch_size, max_length, min_score)
     if actors < 0 or shard_size < 1:
@@ -373,8 +431,14 @@ def predict_ray(*, model: Path, source: Path, output: Path, iob_output: Optional
     limit, scored = check_pipeline(model, min_score, max_length)
     outputs = [output] + ([iob_output] if iob_output is not None else [])
     files = input_files(source, exclude=outputs)
-    settings = {"batch_size": batch_size, "lines": lines, "limit": limit, "min_score": min_score,
-                "shard_size": shard_size, "iob": iob_output is not None}
+    settings = {
+        "batch_size": batch_size,
+        "lines": lines,
+        "limit": limit,
+        "min_score": min_score,
+        "shard_size": shard_size,
+        "iob": iob_output is not None,
+    }
     store = ShardStore(shard_folder(output), fingerprint(files, model, settings))
     cluster = connect(address, actors, gpu_id, wheels)
     try:
@@ -382,8 +446,14 @@ def predict_ray(*, model: Path, source: Path, output: Path, iob_output: Optional
         problems = InputProblems()
         texts = read_texts(files, problems, lines=lines, root=source if source.is_dir() else None)
         model_ref = str(model.resolve()) if model.is_dir() else str(model)
-        actor_args = {"model": model_ref, "use_gpu": cluster.use_gpu, "batch_size": batch_size,
-                      "max_length": limit, "min_score": min_score, "iob": iob_output is not None}
+        actor_args = {
+            "model": model_ref,
+            "use_gpu": cluster.use_gpu,
+            "batch_size": batch_size,
+            "max_length": limit,
+            "min_score": min_score,
+            "iob": iob_output is not None,
+        }
         shards = run_shards(shards_of(texts, shard_size, batch_size), store, problems, cluster, actor_args)
     finally:
         if cluster.started_here:
@@ -392,7 +462,16 @@ def predict_ray(*, model: Path, source: Path, output: Path, iob_output: Optional
             ray.shutdown()
     counts = write_outputs(store.predictions(shards), output, iob_output)
     store.close()
-    return {**counts, "skipped": problems.count, "skipped_reasons": dict(problems.reasons),
-            "device": cluster.description, "scored": scored, "min_score": min_score, "engine": "ray",
-            "actors": cluster.actors, "shards": shards, "shards_reused": store.reused,
-            "shards_computed": store.written}
+    return {
+        **counts,
+        "skipped": problems.count,
+        "skipped_reasons": dict(problems.reasons),
+        "device": cluster.description,
+        "scored": scored,
+        "min_score": min_score,
+        "engine": "ray",
+        "actors": cluster.actors,
+        "shards": shards,
+        "shards_reused": store.reused,
+        "shards_computed": store.written,
+    }

@@ -15,6 +15,7 @@ so there is nothing to rank by: review stops with one sentence.
 Memory stays bounded: the documents stream through the pipeline and only the N lowest so far are kept
 (in a heap), with what writing them needs. The outputs appear whole or not at all.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -33,9 +34,11 @@ from ..scoring import scoring_ner, unscored_ner
 from . import skipped_text
 from .pipeline import Prediction, Reading, load_pipeline, source_predictions
 
-RULE = ("doc_score = the lowest, over the document's tokens, of the probability of the tag the model gave the "
-        "token (O included, so a probable entity the model left out lowers it too); least sure first, "
-        "ties in input order")
+RULE = (
+    "doc_score = the lowest, over the document's tokens, of the probability of the tag the model gave the "
+    "token (O included, so a probable entity the model left out lowers it too); least sure first, "
+    "ties in input order"
+)
 
 
 def least_sure(found, n: int) -> Tuple[List[Tuple[float, int, Prediction]], int]:
@@ -58,9 +61,19 @@ def least_sure(found, n: int) -> Tuple[List[Tuple[float, int, Prediction]], int]
     return ranked, seen
 
 
-def review(*, model: Path, source: Path, output_jsonl: Path, output_iob: Optional[Path], n: int = 50,
-           gpu_id: Optional[int] = -1, batch_size: int = 64, lines: bool = False,
-           max_length: Optional[int] = None, progress: bool = True) -> dict:
+def review(
+    *,
+    model: Path,
+    source: Path,
+    output_jsonl: Path,
+    output_iob: Optional[Path],
+    n: int = 50,
+    gpu_id: Optional[int] = -1,
+    batch_size: int = 64,
+    lines: bool = False,
+    max_length: Optional[int] = None,
+    progress: bool = True,
+) -> dict:
     """Write the `n` documents of `source` the model is least sure of (RULE), least sure first; returns counts."""
     if n < 1:
         raise SetupError(f"n (the documents to write) must be at least 1, not {n}")
@@ -77,14 +90,24 @@ def review(*, model: Path, source: Path, output_jsonl: Path, output_iob: Optiona
             if callable(getattr(pipe, "token_confidence", None)) and "doc.ents" in nlp.get_pipe_meta(name).assigns:
                 confidence = pipe.token_confidence
     if not callable(confidence):
-        raise SetupError(f"review ranks documents by the token probabilities of the NER, and {unscored_ner(nlp)} "
-                         f"gives none (train with ner_head token, the default)")
+        raise SetupError(
+            f"review ranks documents by the token probabilities of the NER, and {unscored_ner(nlp)} "
+            f"gives none (train with ner_head token, the default)"
+        )
     if scorer is None:
         msg.warn(f"{unscored_ner(nlp)} gives no entity scores: records have no score")
     reading = Reading(spans_key=scorer.spans_key if scorer else None, confidence=confidence)
     outputs = [output_jsonl] + ([output_iob] if output_iob is not None else [])
-    found, problems = source_predictions(nlp, source, outputs, reading, batch_size=batch_size, max_length=max_length,
-                                         lines=lines, progress="review" if progress else "")
+    found, problems = source_predictions(
+        nlp,
+        source,
+        outputs,
+        reading,
+        batch_size=batch_size,
+        max_length=max_length,
+        lines=lines,
+        progress="review" if progress else "",
+    )
     ranked, seen = least_sure(found, n)
     with atomic_outputs(*outputs) as temps:
         with temps[0].open("w", encoding="utf8") as out:
@@ -95,15 +118,24 @@ def review(*, model: Path, source: Path, output_jsonl: Path, output_iob: Optiona
             with temps[1].open("w", encoding="utf8", newline="") as iob_file:
                 write_iob(iob_file, ((p.words, p.spans, [0]) for _, _, p in ranked if p.words))
     scores = [score for score, _, _ in ranked]
-    return {"read": seen, "skipped": problems.count, "skipped_reasons": dict(problems.reasons),
-            "written": len(ranked), "entities": sum(len(p.record["entities"]) for _, _, p in ranked),
-            "split": sum(p.split for _, _, p in ranked), "score_min": min(scores) if scores else None,
-            "score_max": max(scores) if scores else None, "n": n, "device": device}
+    return {
+        "read": seen,
+        "skipped": problems.count,
+        "skipped_reasons": dict(problems.reasons),
+        "written": len(ranked),
+        "entities": sum(len(p.record["entities"]) for _, _, p in ranked),
+        "split": sum(p.split for _, _, p in ranked),
+        "score_min": min(scores) if scores else None,
+        "score_max": max(scores) if scores else None,
+        "n": n,
+        "device": device,
+    }
 
 
 def review_summary(result: dict, outputs: List[Path]) -> str:
-    scores = (f", doc scores {result['score_min']:.4f} to {result['score_max']:.4f}"
-              if result["written"] else "")
-    return (f"{result['written']} of {result['read']} document(s) written, least sure first (n = {result['n']})"
-            f"{scores}, {result['entities']} entities, {skipped_text(result)}, on {result['device']} -> "
-            f"{', '.join(str(p) for p in outputs)}")
+    scores = f", doc scores {result['score_min']:.4f} to {result['score_max']:.4f}" if result["written"] else ""
+    return (
+        f"{result['written']} of {result['read']} document(s) written, least sure first (n = {result['n']})"
+        f"{scores}, {result['entities']} entities, {skipped_text(result)}, on {result['device']} -> "
+        f"{', '.join(str(p) for p in outputs)}"
+    )

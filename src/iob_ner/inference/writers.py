@@ -1,6 +1,7 @@
 """Writing predictions: JSONL (or Parquet, where the output ends in .parquet) and the optional IOB .tsv in
 the UBIAI export shape, whole or not at all. Both engines end here, so their outputs are byte-identical.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,15 @@ PARQUET_ROWS = 10_000  # rows per row group: bounded memory, and few enough grou
 def parquet_schema():
     import pyarrow as pa
 
-    entity = pa.struct([("text", pa.string()), ("label", pa.string()), ("start", pa.int64()),
-                        ("end", pa.int64()), ("score", pa.float64())])
+    entity = pa.struct(
+        [
+            ("text", pa.string()),
+            ("label", pa.string()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+            ("score", pa.float64()),
+        ]
+    )
     return pa.schema([("id", pa.string()), ("text", pa.string()), ("entities", pa.list_(entity))])
 
 

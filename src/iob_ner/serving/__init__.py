@@ -1,6 +1,7 @@
 """Serving: the HTTP application (`app`, needs requirements-serve.txt), loading a pipeline into it
 (`server`), and the load test that measures it on loopback (`loadtest`). This module imports nothing heavy,
 so that `serve` can say what to install before anything else loads."""
+
 import importlib
 
 LOOPBACK = "127.0.0.1"
@@ -8,7 +9,7 @@ SERVING_STACK = ("uvicorn", "fastapi")
 
 
 def serving_stack_missing() -> str:
-    """"" when the serving stack is installed, else the one line that says what to install."""
+    """ "" when the serving stack is installed, else the one line that says what to install."""
     for name in SERVING_STACK:
         try:
             importlib.import_module(name)

@@ -46,10 +46,12 @@ class Batching:
 
 class NerRequest(BaseModel):
     """One text (`text`) or a list of them (`texts`), not both."""
+
     model_config = ConfigDict(extra="forbid")
-    text: Optional[StrictStr] = Field(None, description="One text; the answer is {\"entities\": [...]}")
-    texts: Optional[List[StrictStr]] = Field(None, description="Several texts; the answer is "
-                                                               "{\"results\": [{\"entities\": [...]}, ...]}")
+    text: Optional[StrictStr] = Field(None, description='One text; the answer is {"entities": [...]}')
+    texts: Optional[List[StrictStr]] = Field(
+        None, description='Several texts; the answer is {"results": [{"entities": [...]}, ...]}'
+    )
 
     @model_validator(mode="after")
     def one_of(self) -> "NerRequest":
@@ -67,6 +69,7 @@ class RequestError(Exception):
 
 
 # -- reading a request ---------------------------------------------------------------------------------
+
 
 def parse_body(body: bytes, limits: Limits) -> Tuple[List[str], bool]:
     """(texts, single) from a request body, or RequestError with the status and the reason."""
@@ -94,8 +97,11 @@ def parse_body(body: bytes, limits: Limits) -> Tuple[List[str], bool]:
             raise RequestError(413, f"text {i} has {len(text):,} characters; the limit is {limits.max_chars:,}")
         surrogate = UNPAIRED_SURROGATE.search(text)
         if surrogate:  # a JSON escape such as \ud800 alone: valid JSON, but no text (and no UTF-8 answer)
-            raise RequestError(422, f"text {i} holds an unpaired surrogate \\u{ord(surrogate.group()):04x} at "
-                                    f"character {surrogate.start()}")
+            raise RequestError(
+                422,
+                f"text {i} holds an unpaired surrogate \\u{ord(surrogate.group()):04x} at "
+                f"character {surrogate.start()}",
+            )
     return texts, request.text is not None
 
 
@@ -124,6 +130,7 @@ async def read_body(receive_chunks, declared: Optional[str], limit: int) -> byte
 
 
 # -- micro-batching ------------------------------------------------------------------------------------
+
 
 @dataclass
 class Pending:
@@ -154,8 +161,9 @@ class MicroBatcher:
 
     async def submit(self, texts: List[str]) -> List[List[dict]]:
         if self.queue.qsize() + len(texts) > self.max_queue:
-            raise RequestError(503, f"the queue is full ({self.queue.qsize()} texts waiting); retry later",
-                               {"Retry-After": "1"})
+            raise RequestError(
+                503, f"the queue is full ({self.queue.qsize()} texts waiting); retry later", {"Retry-After": "1"}
+            )
         loop = asyncio.get_running_loop()
         pending = [Pending(text, loop.create_future()) for text in texts]
         for item in pending:
@@ -189,8 +197,9 @@ class MicroBatcher:
                     results = await loop.run_in_executor(self.executor, self._run_each, [i.text for i in live])
                     for item, result in zip(live, results):
                         if not item.future.done():
-                            (item.future.set_exception if isinstance(result, Exception)
-                             else item.future.set_result)(result)
+                            (item.future.set_exception if isinstance(result, Exception) else item.future.set_result)(
+                                result
+                            )
                     self.batches += 1
                     self.texts += len(live)
             finally:
@@ -207,12 +216,18 @@ class MicroBatcher:
                 try:
                     results += self.run([text])
                 except Exception as err:  # the request gets a 500 with the reason; the server goes on
-                    results.append(RequestError(500, f"the pipeline failed on this text ({type(err).__name__}: "
-                                                     f"{str(err).splitlines()[0][:200] if str(err) else ''})"))
+                    results.append(
+                        RequestError(
+                            500,
+                            f"the pipeline failed on this text ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:200] if str(err) else ''})",
+                        )
+                    )
             return results
 
 
 # -- memory ----------------------------------------------------------------------------------------
+
 
 def rss_bytes() -> Optional[int]:
     """This process's resident memory (Linux /proc), for /health and the load test."""
@@ -227,6 +242,7 @@ def rss_bytes() -> Optional[int]:
 
 
 # -- the application -----------------------------------------------------------------------------------
+
 
 def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), batching: Batching = Batching()):
     """The FastAPI application: POST /ner, GET /health, GET /info, OpenAPI docs at /docs."""
@@ -243,48 +259,72 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
         yield
         await batcher.stop()
 
-    app = FastAPI(title="iob-ner", summary="Named entities from a spaCy pipeline trained by this project",
-                  version=str(info.get("version", "")), lifespan=lifespan)
+    app = FastAPI(
+        title="iob-ner",
+        summary="Named entities from a spaCy pipeline trained by this project",
+        version=str(info.get("version", "")),
+        lifespan=lifespan,
+    )
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, err: RequestError) -> JSONResponse:
         state["refused"] += 1
         return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
 
-    @app.post("/ner", openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": NerRequest.model_json_schema()}}}},
-              responses={200: {"description": "{\"entities\": [{\"text\", \"label\", \"start\", \"end\", "
-                                               "\"score\"}]}, or {\"results\": [...]} for `texts`"},
-                         400: {"description": "not UTF-8, or the client disconnected"},
-                         408: {"description": "the body did not arrive in time"},
-                         413: {"description": "over a limit"},
-                         422: {"description": "not JSON, not the documented shape, or an unpaired surrogate"},
-                         500: {"description": "the pipeline failed on this text (only this request fails)"},
-                         503: {"description": "timed out or queue full; retry"}})
+    @app.post(
+        "/ner",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": NerRequest.model_json_schema()}},
+            }
+        },
+        responses={
+            200: {
+                "description": '{"entities": [{"text", "label", "start", "end", '
+                '"score"}]}, or {"results": [...]} for `texts`'
+            },
+            400: {"description": "not UTF-8, or the client disconnected"},
+            408: {"description": "the body did not arrive in time"},
+            413: {"description": "over a limit"},
+            422: {"description": "not JSON, not the documented shape, or an unpaired surrogate"},
+            500: {"description": "the pipeline failed on this text (only this request fails)"},
+            503: {"description": "timed out or queue full; retry"},
+        },
+    )
     async def ner(request: Request) -> Dict[str, Any]:
         """Entities with character offsets, labels and (token_ner) calibrated scores."""
         state["requests"] += 1
         try:  # a client that announces more bytes than it sends would hold the connection for ever
-            body = await asyncio.wait_for(read_body(request.stream(), request.headers.get("content-length"),
-                                                    limits.max_body_bytes), limits.timeout_s)
+            body = await asyncio.wait_for(
+                read_body(request.stream(), request.headers.get("content-length"), limits.max_body_bytes),
+                limits.timeout_s,
+            )
         except asyncio.TimeoutError:
             raise RequestError(408, f"the body did not arrive within {limits.timeout_s:g} s") from None
         texts, single = parse_body(body, limits)
         try:
             found = await asyncio.wait_for(state["batcher"].submit(texts), limits.timeout_s)
         except asyncio.TimeoutError:
-            raise RequestError(503, f"no answer within {limits.timeout_s:g} s; retry later",
-                               {"Retry-After": "1"}) from None
+            raise RequestError(
+                503, f"no answer within {limits.timeout_s:g} s; retry later", {"Retry-After": "1"}
+            ) from None
         return {"entities": found[0]} if single else {"results": [{"entities": e} for e in found]}
 
     @app.get("/health")
     async def health() -> Dict[str, Any]:
         """Liveness, queue length, counts and resident memory."""
         batcher = state.get("batcher")
-        return {"status": "ok", "queued": batcher.queue.qsize() if batcher else 0, "requests": state["requests"],
-                "refused": state["refused"], "batches": batcher.batches if batcher else 0,
-                "texts": batcher.texts if batcher else 0, "rss_bytes": rss_bytes(),
-                "uptime_s": round(time.time() - state["started"], 1)}
+        return {
+            "status": "ok",
+            "queued": batcher.queue.qsize() if batcher else 0,
+            "requests": state["requests"],
+            "refused": state["refused"],
+            "batches": batcher.batches if batcher else 0,
+            "texts": batcher.texts if batcher else 0,
+            "rss_bytes": rss_bytes(),
+            "uptime_s": round(time.time() - state["started"], 1),
+        }
 
     @app.get("/info")
     async def about() -> Dict[str, Any]:

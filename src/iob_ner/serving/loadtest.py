@@ -6,6 +6,7 @@ sentence of `texts`, with malformed requests of every kind mixed in (each must g
 `time_cap_s`. Prints requests/s, words/s, p50/p95/p99 latency, answers by status, and the server's
 memory (RSS) before the first request, after the first 1,000 and at the end.
 """
+
 import asyncio
 import json
 import random
@@ -57,8 +58,11 @@ def read_sentences(path: Path) -> List[str]:
             from spacy.tokens import DocBin
 
             docs = DocBin().from_disk(path).get_docs(spacy.blank("en").vocab)
-            texts = [sent.text.strip() for doc in docs
-                     for sent in (doc.sents if doc.has_annotation("SENT_START") else [doc[:]])]
+            texts = [
+                sent.text.strip()
+                for doc in docs
+                for sent in (doc.sents if doc.has_annotation("SENT_START") else [doc[:]])
+            ]
         else:
             texts = [line.strip() for line in path.read_text(encoding="utf8").splitlines()]
     except UnicodeDecodeError as err:
@@ -82,20 +86,37 @@ def request_mix(texts: List[str], good: int, bad: int, limits: Dict[str, int], s
 
 # -- the server ----------------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def start_server(serve_script: Path, model: str, port: int, max_batch_size: int, max_wait_ms: float, gpu_id: str,
-                 wait_s: float = 300) -> subprocess.Popen:
+def start_server(
+    serve_script: Path, model: str, port: int, max_batch_size: int, max_wait_ms: float, gpu_id: str, wait_s: float = 300
+) -> subprocess.Popen:
     """The serve command (scripts/serve.py) in a child process, returned once /health answers."""
     import httpx
 
-    server = subprocess.Popen([sys.executable, str(serve_script), model, "--port", str(port), "--gpu-id", gpu_id,
-                               "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(serve_script),
+            model,
+            "--port",
+            str(port),
+            "--gpu-id",
+            gpu_id,
+            "--max-batch-size",
+            str(max_batch_size),
+            "--max-wait-ms",
+            str(max_wait_ms),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -122,6 +143,7 @@ def stop_server(server: subprocess.Popen) -> str:
 
 # -- the clients ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Tally:
     statuses: Dict[str, Dict[str, int]] = field(default_factory=dict)  # kind -> status -> count
@@ -142,7 +164,9 @@ async def _health_rss(client, url: str) -> Optional[int]:
     return (await client.get(f"{url}/health")).json().get("rss_bytes")
 
 
-async def drive(url: str, mix: List[Request], concurrency: int, time_cap_s: float, timeout_s: float) -> Tuple[Tally, float]:
+async def drive(
+    url: str, mix: List[Request], concurrency: int, time_cap_s: float, timeout_s: float
+) -> Tuple[Tally, float]:
     """Send `mix` from `concurrency` clients; (tally, wall seconds)."""
     import httpx
 
@@ -159,8 +183,9 @@ async def drive(url: str, mix: List[Request], concurrency: int, time_cap_s: floa
                     return
                 started = time.perf_counter()
                 try:
-                    answer = await client.post(f"{url}/ner", content=request.body,
-                                               headers={"content-type": "application/json"})
+                    answer = await client.post(
+                        f"{url}/ner", content=request.body, headers={"content-type": "application/json"}
+                    )
                     status = str(answer.status_code)
                 except httpx.HTTPError as err:
                     status = f"no answer ({type(err).__name__})"
@@ -178,59 +203,112 @@ async def drive(url: str, mix: List[Request], concurrency: int, time_cap_s: floa
 
 # -- figures -------------------------------------------------------------------------------------------
 
+
 def figures(tally: Tally, wall: float, planned: int) -> dict:
     """What one run measured: rates, latency percentiles, answers by kind and status, errors, memory."""
     import numpy
 
     answered = sum(sum(by.values()) for by in tally.statuses.values())
     server_errors = sum(n for by in tally.statuses.values() for status, n in by.items() if status[0] not in "24")
-    malformed_not_4xx = sum(n for kind, by in tally.statuses.items() if kind != "good"
-                            for status, n in by.items() if status[0] != "4")
+    malformed_not_4xx = sum(
+        n for kind, by in tally.statuses.items() if kind != "good" for status, n in by.items() if status[0] != "4"
+    )
     good = tally.statuses.get("good", {})
     latency = (numpy.percentile(tally.latencies, [50, 95, 99]) * 1000).round(1).tolist() if tally.latencies else []
     rss = tally.rss
     mark, end = rss.get(f"after {MEMORY_MARK}"), rss.get("after all")
     return {
-        "planned": planned, "sent": tally.sent, "wall_s": round(wall, 2),
-        "requests_per_s": round(answered / wall, 1), "good_per_s": round(good.get("200", 0) / wall, 1),
+        "planned": planned,
+        "sent": tally.sent,
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(answered / wall, 1),
+        "good_per_s": round(good.get("200", 0) / wall, 1),
         "words_per_s": round(tally.words / wall, 1),
         "latency_ms": dict(zip(("p50", "p95", "p99"), latency)),
-        "statuses": tally.statuses, "server_errors": server_errors, "malformed_not_4xx": malformed_not_4xx,
+        "statuses": tally.statuses,
+        "server_errors": server_errors,
+        "malformed_not_4xx": malformed_not_4xx,
         "good_not_200": sum(n for status, n in good.items() if status != "200"),
-        "rss_bytes": rss, "rss_growth_after_mark": round(end / mark - 1, 4) if mark and end else None,
+        "rss_bytes": rss,
+        "rss_growth_after_mark": round(end / mark - 1, 4) if mark and end else None,
     }
 
 
-def one_run(*, serve_script: Path, model: str, mix: List[Request], concurrency: int, max_batch_size: int, max_wait_ms: float,
-            gpu_id: str, time_cap_s: float, timeout_s: float) -> dict:
+def one_run(
+    *,
+    serve_script: Path,
+    model: str,
+    mix: List[Request],
+    concurrency: int,
+    max_batch_size: int,
+    max_wait_ms: float,
+    gpu_id: str,
+    time_cap_s: float,
+    timeout_s: float,
+) -> dict:
     port = free_port()
     server = start_server(serve_script, model, port, max_batch_size, max_wait_ms, gpu_id)
     try:
         tally, wall = asyncio.run(drive(f"http://127.0.0.1:{port}", mix, concurrency, time_cap_s, timeout_s))
     finally:
         log = stop_server(server)
-    return {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms, **figures(tally, wall, len(mix)),
-            "server_log_tail": log[-600:]}
+    return {
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        **figures(tally, wall, len(mix)),
+        "server_log_tail": log[-600:],
+    }
 
 
-def loadtest(*, serve_script: Path, model: str, texts: Path, requests: int = 10_000, malformed: int = 1_000, unbatched_requests: int = 1_000,
-             concurrency: int = 16, max_batch_size: int = 32, max_wait_ms: float = 5.0, gpu_id: str = "auto",
-             time_cap_s: float = 900, timeout_s: float = 60) -> dict:
+def loadtest(
+    *,
+    serve_script: Path,
+    model: str,
+    texts: Path,
+    requests: int = 10_000,
+    malformed: int = 1_000,
+    unbatched_requests: int = 1_000,
+    concurrency: int = 16,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 5.0,
+    gpu_id: str = "auto",
+    time_cap_s: float = 900,
+    timeout_s: float = 60,
+) -> dict:
     """Batched, then unbatched (max_batch_size 1), the same server and clients; the figures of both."""
     if min(requests, concurrency, max_batch_size) < 1 or malformed < 0 or unbatched_requests < 0:
         raise SetupError("requests, concurrency and max_batch_size must be at least 1")
     sentences = read_sentences(texts)
     limits = {"max_chars": 100_000, "max_texts": 64, "max_body_bytes": 1_000_000}  # serve.py's defaults
-    common = {"serve_script": serve_script, "model": model, "concurrency": concurrency, "max_wait_ms": max_wait_ms, "gpu_id": gpu_id,
-              "time_cap_s": time_cap_s, "timeout_s": timeout_s}
-    runs = {"batched": one_run(mix=request_mix(sentences, requests, malformed, limits), max_batch_size=max_batch_size,
-                               **common)}
+    common = {
+        "serve_script": serve_script,
+        "model": model,
+        "concurrency": concurrency,
+        "max_wait_ms": max_wait_ms,
+        "gpu_id": gpu_id,
+        "time_cap_s": time_cap_s,
+        "timeout_s": timeout_s,
+    }
+    runs = {
+        "batched": one_run(
+            mix=request_mix(sentences, requests, malformed, limits), max_batch_size=max_batch_size, **common
+        )
+    }
     if unbatched_requests:
-        runs["unbatched"] = one_run(mix=request_mix(sentences, unbatched_requests, 0, limits), max_batch_size=1,
-                                    **common)
-    result = {"model": model, "texts": str(texts), "sentences": len(sentences), "concurrency": concurrency,
-              "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "runs": runs}
+        runs["unbatched"] = one_run(
+            mix=request_mix(sentences, unbatched_requests, 0, limits), max_batch_size=1, **common
+        )
+    result = {
+        "model": model,
+        "texts": str(texts),
+        "sentences": len(sentences),
+        "concurrency": concurrency,
+        "cpu": cpu_name(),
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": runs,
+    }
     if "unbatched" in runs and runs["unbatched"]["words_per_s"]:
         result["batched_over_unbatched_words_per_s"] = round(
-            runs["batched"]["words_per_s"] / runs["unbatched"]["words_per_s"], 2)
+            runs["batched"]["words_per_s"] / runs["unbatched"]["words_per_s"], 2
+        )
     return result

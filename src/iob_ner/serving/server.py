@@ -6,6 +6,7 @@
 Needs the optional serving stack: pip install -r requirements-serve.txt. Concurrent requests are
 micro-batched (iob_ner.serving.app says how, and which limits answer with which 4xx).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,14 +42,27 @@ def pipeline_info(nlp, model: str, device: str) -> Dict[str, Any]:
     """What /info tells about a loaded pipeline."""
     import spacy
 
-    labels = sorted({label for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns
-                     for label in getattr(nlp.get_pipe(name), "labels", ())})
+    labels = sorted(
+        {
+            label
+            for name in nlp.pipe_names
+            if "doc.ents" in nlp.get_pipe_meta(name).assigns
+            for label in getattr(nlp.get_pipe(name), "labels", ())
+        }
+    )
     scoring = scoring_ner(nlp)
     # score_samples > 0: each text with entities also runs that many times through the transformer
-    return {"model": model, "name": f"{nlp.meta.get('lang', '')}_{nlp.meta.get('name', '')}",
-            "version": nlp.meta.get("version", ""), "pipeline": nlp.pipe_names, "labels": labels,
-            "scores": scoring is not None, "score_samples": int(getattr(scoring.pipe, "samples", 0)) if scoring else 0,
-            "device": device, "spacy": spacy.__version__}
+    return {
+        "model": model,
+        "name": f"{nlp.meta.get('lang', '')}_{nlp.meta.get('name', '')}",
+        "version": nlp.meta.get("version", ""),
+        "pipeline": nlp.pipe_names,
+        "labels": labels,
+        "scores": scoring is not None,
+        "score_samples": int(getattr(scoring.pipe, "samples", 0)) if scoring else 0,
+        "device": device,
+        "spacy": spacy.__version__,
+    }
 
 
 def check_address(host: str, port: int) -> None:
@@ -62,8 +76,10 @@ def check_address(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             probe.bind((host, port))
     except OSError as err:
-        raise SetupError(f"cannot listen on {host}:{port} ({err.strerror or err}): is another server "
-                         f"running there? Choose another port with --port") from None
+        raise SetupError(
+            f"cannot listen on {host}:{port} ({err.strerror or err}): is another server "
+            f"running there? Choose another port with --port"
+        ) from None
 
 
 def build_app(*, model: Path, gpu_id, limits: "Limits", batching: "Batching", min_score: float = 0.0):
