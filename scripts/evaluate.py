@@ -57,10 +57,11 @@ def main(
     output: Path = typer.Argument(..., help="Metrics JSON"),
     predictions: Optional[Path] = typer.Option(None, help="Also save the predicted docs (.spacy)"),
     gpu_id: str = typer.Option("cpu", help="GPU id, 'cpu' or 'auto'"),
+    gpu_id_env: str = typer.Option("", help="Used where --gpu-id is 'auto' (project.yml passes $GPU_ID)"),
 ) -> None:
     with user_errors():
         m = evaluate_pipeline(
-            model=model, corpus=corpus, output=output, predictions=predictions, gpu_id=parse_gpu_id(gpu_id)
+            model=model, corpus=corpus, output=output, predictions=predictions, gpu_id=parse_gpu_id(gpu_id, gpu_id_env)
         )
     print_metrics(m)
     msg.good(

@@ -9,6 +9,7 @@ from wasabi import msg
 
 from iob_ner.cli import user_errors
 from iob_ner.outputs import write_text_atomic
+from iob_ner.runtime import gpu_id_option, parse_gpu_id
 from iob_ner.serving.loadtest import MEMORY_MARK, loadtest
 
 SERVE_SCRIPT = Path(__file__).resolve().parent / "serve.py"  # run as a child process, not imported
@@ -72,6 +73,7 @@ def main(
     max_batch_size: int = typer.Option(32),
     max_wait_ms: float = typer.Option(5.0),
     gpu_id: str = typer.Option("auto"),
+    gpu_id_env: str = typer.Option("", help="Used where --gpu-id is 'auto' (project.yml passes $GPU_ID)"),
     time_cap_s: float = typer.Option(900, help="Each run stops sending after this"),
 ) -> None:
     try:
@@ -89,7 +91,7 @@ def main(
             concurrency=concurrency,
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
-            gpu_id=gpu_id,
+            gpu_id=gpu_id_option(parse_gpu_id(gpu_id, gpu_id_env)),
             time_cap_s=time_cap_s,
         )
     print_result(result)

@@ -21,6 +21,7 @@ def main(
     host: str = typer.Option(LOOPBACK, help="Address to listen on (0.0.0.0: every interface)"),
     port: int = typer.Option(8000),
     gpu_id: str = typer.Option("auto", help="GPU id, 'cpu' or 'auto' (a GPU when there is one)"),
+    gpu_id_env: str = typer.Option("", help="Used where --gpu-id is 'auto' (project.yml passes $GPU_ID)"),
     max_batch_size: int = typer.Option(32, help="Texts run together at most (1: batching off)"),
     max_wait_ms: float = typer.Option(5.0, help="How long the first text of a batch waits for others"),
     max_body_bytes: int = typer.Option(1_000_000),
@@ -49,7 +50,7 @@ def main(
     with user_errors():
         check_address(host, port)
         app, info = build_app(
-            model=model, gpu_id=parse_gpu_id(gpu_id), limits=limits, batching=batching, min_score=min_score
+            model=model, gpu_id=parse_gpu_id(gpu_id, gpu_id_env), limits=limits, batching=batching, min_score=min_score
         )
     msg.info(
         f"{info['name']} {info['version']} ({', '.join(info['labels'])}) on {info['device']}; "

