@@ -77,6 +77,8 @@ def test_a_ray_actor_runs_the_pipeline_on_the_device_its_init_chose(tmp_path, mo
         return -1, "marked device"
 
     monkeypatch.setattr(ray_engine, "select_device", select_marked)
+    # an actor silences wasabi for its process (the driver reports once): put it back after this test
+    monkeypatch.setattr(ray_engine.msg, "no_print", ray_engine.msg.no_print)
     actor = ray_engine.PipelineActor(
         str(tmp_path / "model"), False, batch_size=4, max_length=1000, min_score=0.0, iob=False
     )
