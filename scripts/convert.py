@@ -14,6 +14,7 @@ from iob_ner.cli import print_read_report, user_errors  # noqa: E402
 from iob_ner.iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS  # noqa: E402
 from iob_ner.prepare import AUTO, SPLITS, prepare_corpus  # noqa: E402
 from iob_ner.runtime import parse_bool  # noqa: E402
+from iob_ner.split_checks import unseen_sentence  # noqa: E402
 
 SAMPLE_MANIFEST = Path(__file__).resolve().parents[1] / "assets" / "sample.json"
 
@@ -28,6 +29,11 @@ def print_record(record: dict, reports: dict) -> None:
     msg.table(rows, header=("label", *SPLITS), divider=True)
     if record["dev_is_test"]:
         msg.warn("dev is the test set (dev_is_test): the test score is optimistic")
+    for split, unseen in record["labels_unseen_in_train"].items():
+        if unseen:
+            msg.warn(unseen_sentence(split, unseen))
+    for overlap in record["documents_in_two_splits"]:
+        msg.warn(overlap)
     for gap in record["labels_missing_from_a_split"]:
         msg.warn(f"label {gap['label']} is in train but not in {gap['split']}: its {gap['split']} score is unmeasured")
 

@@ -9,6 +9,7 @@ from wasabi import msg
 
 from iob_ner.cli import user_errors
 from iob_ner.debug_data import counts_table, project_checks, spacy_checks
+from iob_ner.runtime import parse_bool
 
 # spaCy's transition ner, swapped in for token_ner so that spacy debug data runs its NER checks
 TRANSITION_BLOCK = Path(__file__).resolve().parents[1] / "configs" / "ner_transition.cfg"
@@ -21,9 +22,17 @@ def main(
     output: Path = typer.Argument(..., dir_okay=False, help="Where the report goes"),
     test: Optional[Path] = typer.Option(None, help="Test corpus: its labels are checked against train too"),
     transformer: str = typer.Option("embedded"),
+    dev_is_test: str = typer.Option("false", help="true: dev is the test set on purpose (convert's setting)"),
 ) -> None:
     with user_errors():
-        checks = project_checks(config=config, train=train, dev=dev, test=test, transition_block=TRANSITION_BLOCK)
+        checks = project_checks(
+            config=config,
+            train=train,
+            dev=dev,
+            test=test,
+            transition_block=TRANSITION_BLOCK,
+            dev_is_test=parse_bool(dev_is_test),
+        )
         header, rows = counts_table(checks.splits)
         msg.table(rows, header=header, divider=True, aligns=["l"] + ["r"] * (len(header) - 1))
         for level, text in checks.findings:
@@ -34,6 +43,9 @@ def main(
         )
     for line in advice:
         msg.warn(f"spacy debug data: {line} (a size advice, not an error in the data)")
+    own = [text for level, text in checks.findings if level == "fail"]
+    if own:
+        msg.fail(f"the corpus has {len(own)} error(s): {'; '.join(own)} (see {output})", exits=1)
     if errors:
         msg.fail(f"spacy debug data found {len(errors)} error(s): {'; '.join(errors)} (see {output})", exits=1)
     msg.good(f"spacy debug data: no errors in the data (report: {output})")

@@ -125,6 +125,7 @@ def convert_iob(
     max_document_tokens: int = MAX_DOCUMENT_TOKENS,
     require_entities: bool = False,
     select: Optional[Callable[[int], bool]] = None,
+    seen: Optional[Callable[[IobDocument], None]] = None,
 ) -> ReadReport:
     """Convert one IOB file to `<stem>.json`, `<stem>.spacy` and `<stem>.report.json`.
 
@@ -134,6 +135,7 @@ def convert_iob(
     file without a single entity is a CorpusError (a training file whose tag column was not read).
     `select`: keep only the documents whose index in the file it accepts (a split carved from the
     file); the report then counts those documents, and its repairs and notes are the whole file's.
+    `seen`: called with each document written (convert's overlap check).
     """
     input_path, stem = Path(input_path), Path(output_stem)
     finals = [stem.with_suffix(".spacy"), stem.with_suffix(".json"), stem.with_suffix(".report.json")]
@@ -156,6 +158,8 @@ def convert_iob(
                 kept = _Selection(report) if select is not None else None
                 for index, document in enumerate(documents if kept is None else kept.filter(documents, select)):
                     docbin.add(document)
+                    if seen is not None:
+                        seen(document)
                     if json_out:
                         json_out.write(("," if index else "") + "\n" + srsly.json_dumps(to_json_doc(index, document)))
                     if bar is not None:

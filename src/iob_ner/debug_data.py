@@ -24,6 +24,7 @@ from .config_file import read_config
 from .errors import ConfigFileError, DataError, SetupError
 from .outputs import write_text_atomic
 from .runtime import resolve_transformer
+from .split_checks import DocumentKey, document_key, find_overlaps, listing, unseen_labels, unseen_sentence
 
 try:  # spaCy's own threshold for "Low number of examples for label", so that both reports agree
     from spacy.cli.debug_data import NEW_LABEL_THRESHOLD
@@ -36,7 +37,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 SUMMARY = re.compile(r"^\d+ errors?$")
 SHOWN = 3  # examples quoted per finding
 ICONS = {"good": "✔", "info": "ℹ", "warn": "⚠", "fail": "✘"}
-Finding = Tuple[str, str]  # (good | info | warn, text)
+Finding = Tuple[str, str]  # (good | info | warn | fail, text); fail: an error, debug-data stops
 
 
 @dataclass
@@ -49,6 +50,7 @@ class SplitStats:
     labels: Counter = field(default_factory=Counter)
     crossing: int = 0  # entities spanning a sentence start
     crossing_examples: List[str] = field(default_factory=list)  # the first few, quoted
+    keys: List[DocumentKey] = field(default_factory=list)  # each document's content key (split_checks)
 
 
 def split_stats(name: str, docs: Iterable) -> SplitStats:
@@ -56,6 +58,7 @@ def split_stats(name: str, docs: Iterable) -> SplitStats:
     for index, doc in enumerate(docs):
         stats.docs += 1
         stats.tokens += len(doc)
+        stats.keys.append(document_key(token.text for token in doc))
         if not doc.ents:
             continue
         starts = doc.to_array("SENT_START")
@@ -91,28 +94,18 @@ def gather_split_stats(name: str, path: Path) -> SplitStats:
     return stats
 
 
-def _listing(counts: Dict[str, int]) -> str:
-    return ", ".join(f"{label} ({n})" for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def ner_findings(splits: Dict[str, SplitStats]) -> List[Finding]:
-    """Labels unseen in train, labels too rare to learn, labels missing from an evaluation split, crossings."""
+def ner_findings(splits: Dict[str, SplitStats], dev_is_test: bool = False) -> List[Finding]:
+    """Documents in two splits, labels unseen in train, labels too rare to learn, labels missing from an
+    evaluation split, crossings. `dev_is_test`: dev and test are the same on purpose (convert's setting)."""
     train = splits["train"]
-    findings: List[Finding] = []
+    findings: List[Finding] = _overlap_findings(splits, dev_is_test)
     for stats in splits.values():
         if not stats.labels:
             findings.append(("warn", f"{stats.name}: no entities at all in {stats.docs} documents"))
     for stats in (s for name, s in splits.items() if name != "train"):
-        unseen = {label: n for label, n in stats.labels.items() if label not in train.labels}
+        unseen = unseen_labels(train.labels, stats.labels)
         if unseen:
-            findings.append(
-                (
-                    "warn",
-                    f"{stats.name}: {sum(unseen.values())} entities with label(s) never seen in "
-                    f"train: {_listing(unseen)}; the model can never predict them, and they lower "
-                    f"{stats.name} recall",
-                )
-            )
+            findings.append(("warn", unseen_sentence(stats.name, unseen)))
         absent = {label: n for label, n in train.labels.items() if label not in stats.labels}
         if absent and stats.labels:
             findings.append(
@@ -128,7 +121,7 @@ def ner_findings(splits: Dict[str, SplitStats]) -> List[Finding]:
             (
                 "warn",
                 f"train: few examples for {len(rare)} label(s), spaCy advises more than "
-                f"{NEW_LABEL_THRESHOLD} each: {_listing(rare)}",
+                f"{NEW_LABEL_THRESHOLD} each: {listing(rare)}",
             )
         )
     for stats in splits.values():
@@ -140,9 +133,17 @@ def ner_findings(splits: Dict[str, SplitStats]) -> List[Finding]:
                     f"e.g. {'; '.join(stats.crossing_examples)}",
                 )
             )
-    if not any(level == "warn" for level, _ in findings):
-        findings.append(("good", "every dev/test label occurs in train, none is rare, none crosses a sentence"))
+    if not any(level in ("warn", "fail") for level, _ in findings):
+        findings.append(
+            ("good", "no document in two splits; every dev/test label occurs in train, none is rare, none crosses")
+        )
     return findings
+
+
+def _overlap_findings(splits: Dict[str, SplitStats], dev_is_test: bool) -> List[Finding]:
+    """Documents that two splits share: an error when one split is mostly another, else a warning."""
+    overlaps = find_overlaps({name: stats.keys for name, stats in splits.items()}, dev_is_test=dev_is_test)
+    return [("fail" if o.same_data else "warn", f"{o.split}: {o.sentence()}") for o in overlaps]
 
 
 def counts_table(splits: Dict[str, SplitStats]) -> Tuple[List[str], List[List[object]]]:
@@ -229,7 +230,13 @@ class ProjectChecks:
 
 
 def project_checks(
-    *, config: Path, train: Path, dev: Path, test: Optional[Path], transition_block: Optional[Path] = None
+    *,
+    config: Path,
+    train: Path,
+    dev: Path,
+    test: Optional[Path],
+    transition_block: Optional[Path] = None,
+    dev_is_test: bool = False,
 ) -> ProjectChecks:
     """Read every split once and check it; one DataError for anything that cannot be read."""
     if not config.is_file():
@@ -240,7 +247,7 @@ def project_checks(
         raise DataError(str(err)) from None
     paths = {"train": train, "dev": dev, **({"test": test} if test is not None else {})}
     splits = {name: gather_split_stats(name, path) for name, path in paths.items()}
-    return ProjectChecks(config_text, swapped, splits, ner_findings(splits))
+    return ProjectChecks(config_text, swapped, splits, ner_findings(splits, dev_is_test))
 
 
 def spacy_checks(

@@ -1,17 +1,21 @@
 """Outputs that appear whole or not at all: every command writes under a temporary name, then renames.
 
 An error or a Ctrl-C while a command writes leaves the previous output in place, never a half-written
-or empty file that looks like a result.
+or empty file that looks like a result. Outputs that belong together (convert's train, dev, test and
+split.json) are written inside `outputs_together()`: none replaces its predecessor before all are written.
 """
 
 from __future__ import annotations
 
 import shutil
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 PathLike = Union[str, Path]
+# The (temporary, final) pairs of the innermost outputs_together() block, replaced when it ends well
+_TOGETHER: ContextVar[Optional[List[Tuple[Path, Path]]]] = ContextVar("outputs_together", default=None)
 
 
 def temporary_name(path: PathLike) -> Path:
@@ -66,9 +70,35 @@ def atomic_outputs(*paths: PathLike) -> Iterator[List[Path]]:
         for tmp in temps:
             remove(tmp)
         raise
+    pending = _TOGETHER.get()
     for tmp, final in zip(temps, finals):
         if tmp.exists():
-            replace(tmp, final)
+            if pending is None:
+                replace(tmp, final)
+            else:
+                pending.append((tmp, final))
+
+
+@contextmanager
+def outputs_together() -> Iterator[None]:
+    """Outputs written with atomic_outputs inside the block replace theirs only when the whole block succeeds.
+
+    An error in the third of four outputs leaves all four as they were, so a corpus is never half this
+    run's and half the last one's. The renames at the end are quick, but not one atomic step: a kill -9
+    between two of them is the one way left to mix runs.
+    """
+    pending: List[Tuple[Path, Path]] = []
+    token = _TOGETHER.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            remove(tmp)
+        raise
+    finally:
+        _TOGETHER.reset(token)
+    for tmp, final in pending:
+        replace(tmp, final)
 
 
 @contextmanager

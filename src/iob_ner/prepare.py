@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .corpus import convert_iob
 from .errors import SetupError, SplitError
 from .iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, ReadReport, read_iob
-from .outputs import write_text_atomic
+from .outputs import outputs_together, write_text_atomic
+from .split_checks import DocumentKey, document_key, find_overlaps, unseen_labels
 from .splits import stratified_parts
 
 AUTO = "auto"
@@ -80,18 +81,33 @@ def plan_splits(
         note = f"{' and '.join(carved)} carved from {train} (whole documents, stratified by label)"
     else:
         note = "train, dev and test from their own files"
-    _check_dev_is_not_test(files, carved, dev_is_test)
+    _check_distinct_files(files, carved, dev_is_test)
     return Plan(files, carved, note)
 
 
-def _check_dev_is_not_test(files: Dict[str, Path], carved: Sequence[str], dev_is_test: bool) -> None:
+def _check_distinct_files(files: Dict[str, Path], carved: Sequence[str], dev_is_test: bool) -> None:
+    """A file given for two splits (the same path, or the same bytes) is refused before anything is read;
+    dev = test only with dev_is_test. Files that differ but share documents are found later, by content."""
+    given = [split for split in SPLITS if split not in carved]
+    for i, first in enumerate(given):
+        for second in given[i + 1 :]:
+            a, b = files[first], files[second]
+            same = a.resolve() == b.resolve() or (a.stat().st_size == b.stat().st_size and sha256(a) == sha256(b))
+            if (first, second) == ("dev", "test"):
+                _check_dev_is_test(same, a, dev_is_test)
+            elif same:
+                raise SetupError(
+                    f"the {second} file {b} is the {first} file{'' if a == b else f' {a}'} (the same data): the "
+                    f"{second} score would measure what the model memorised. Pass a file of other documents, "
+                    f"or --vars.{second} auto to carve {second} documents from the train file"
+                )
+
+
+def _check_dev_is_test(same: bool, dev: Path, dev_is_test: bool) -> None:
     """Selecting the best checkpoint on the test set must not happen by accident."""
-    if "dev" in carved or "test" in carved:
-        return
-    same = files["dev"].resolve() == files["test"].resolve() or sha256(files["dev"]) == sha256(files["test"])
     if same and not dev_is_test:
         raise SetupError(
-            f"the dev file and the test file hold the same data ({files['dev']}): the best "
+            f"the dev file and the test file hold the same data ({dev}): the best "
             f"checkpoint would be chosen on the test set. Pass --vars.dev auto to carve dev from "
             f"train, or --vars.dev_is_test true to accept an optimistic test score"
         )
@@ -99,17 +115,20 @@ def _check_dev_is_not_test(files: Dict[str, Path], carved: Sequence[str], dev_is
         raise SetupError("dev_is_test is true, but the dev and test files differ: drop the setting")
 
 
-def document_labels(path: Path, **read_options) -> Tuple[List[Counter], List[int]]:
-    """Entity labels and first line of every document of an IOB file (one streaming pass)."""
-    labels, first_lines = [], []
+def document_labels(path: Path, **read_options) -> Tuple[List[Counter], List[int], List[DocumentKey]]:
+    """Entity labels, first line and content key of every document of an IOB file (one streaming pass)."""
+    labels, first_lines, keys = [], [], []
     for document in read_iob(path, **read_options):
         labels.append(Counter(label for _, _, label in document.spans))
         first_lines.append(document.first_line)
-    return labels, first_lines
+        keys.append(document_key(document.words))
+    return labels, first_lines, keys
 
 
-def carve(plan: Plan, labels: List[Counter], *, dev_share: float, test_share: float, seed: int) -> List[str]:
-    """The split of each train-file document."""
+def carve(
+    plan: Plan, labels: List[Counter], *, dev_share: float, test_share: float, seed: int, keys: Sequence = ()
+) -> List[str]:
+    """The split of each train-file document; documents with the same `keys` (the same words) go together."""
     parts = ["train"] + plan.carved
     shares = {
         "train": 1.0 - dev_share * ("dev" in plan.carved) - test_share * ("test" in plan.carved),
@@ -123,7 +142,7 @@ def carve(plan: Plan, labels: List[Counter], *, dev_share: float, test_share: fl
             f"{plan.files['train']} holds {len(labels)} document(s): too few to carve "
             f"{' and '.join(plan.carved)} from; annotate more documents, or pass dev and test files"
         )
-    index = stratified_parts(labels, [shares[p] for p in parts], seed)
+    index = stratified_parts(labels, [shares[p] for p in parts], seed, keys=keys or None)
     assigned = [parts[i] for i in index]
     trained = set().union(*(labels[i] for i, split in enumerate(assigned) if split == "train"))
     for split in plan.carved:
@@ -138,21 +157,45 @@ def carve(plan: Plan, labels: List[Counter], *, dev_share: float, test_share: fl
     return assigned
 
 
-def write_corpus(plan: Plan, assigned: List[str], output: Path, **read_options) -> Dict[str, ReadReport]:
-    """Convert each split to output/<split>.{spacy,json,report.json}; returns the reports.
+def write_corpus(plan: Plan, assigned: List[str], output: Path, **read_options) -> Tuple[Dict[str, ReadReport], dict]:
+    """Convert each split to output/<split>.{spacy,json,report.json}; returns the reports, and each split's
+    documents as (content key, file:line) lists for the overlap check.
 
     The train split must hold entities: checked while it is written, so nothing of it is replaced otherwise.
     """
-    reports = {}
+    reports, documents = {}, {}
     for split in SPLITS:
         select = None
         if plan.carved and (split == "train" or split in plan.carved):
             keep = {i for i, s in enumerate(assigned) if s == split}
             select = keep.__contains__
+        path = plan.files[split]
+        seen: List[Tuple[DocumentKey, str]] = []
         reports[split] = convert_iob(
-            plan.files[split], output / split, select=select, require_entities=split == "train", **read_options
+            path,
+            output / split,
+            select=select,
+            require_entities=split == "train",
+            seen=lambda document: seen.append((document_key(document.words), f"{path}:{document.first_line}")),
+            **read_options,
         )
-    return reports
+        documents[split] = seen
+    return reports, documents
+
+
+def check_overlaps(documents: Dict[str, List[Tuple[DocumentKey, str]]], dev_is_test: bool) -> List[str]:
+    """Documents in two splits: SplitError when an evaluation split is mostly another split's documents (the
+    corpus stays as it was), else the warnings to print."""
+    keys = {split: [key for key, _ in docs] for split, docs in documents.items()}
+    places = {split: [where for _, where in docs] for split, docs in documents.items()}
+    overlaps = find_overlaps(keys, places, dev_is_test)
+    for overlap in overlaps:
+        if overlap.same_data:
+            raise SplitError(
+                f"{overlap.sentence()}. Pass a {overlap.split} file of other documents, or --vars.{overlap.split} "
+                f"auto to carve it from the train file"
+            )
+    return [f"{overlap.sentence()}: remove them from one of the files" for overlap in overlaps]
 
 
 def split_record(
@@ -202,13 +245,21 @@ def prepare_corpus(
         "max_sentence_tokens": max_sentence_tokens,
         "max_document_tokens": max_document_tokens,
     }
-    labels, first_lines = document_labels(train, **read_options) if plan.carved else ([], [])
-    assigned = carve(plan, labels, dev_share=dev_share, test_share=test_share, seed=seed) if plan.carved else []
-    reports = write_corpus(plan, assigned, output, **read_options)
-    record = split_record(plan, assigned, first_lines, reports, seed)
-    record["dev_is_test"] = dev_is_test
-    record["labels_missing_from_a_split"] = [{"label": label, "split": split} for label, split in _gaps(reports)]
-    write_text_atomic(output / "split.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    labels, first_lines, keys = document_labels(train, **read_options) if plan.carved else ([], [], [])
+    assigned = (
+        carve(plan, labels, dev_share=dev_share, test_share=test_share, seed=seed, keys=keys) if plan.carved else []
+    )
+    # why together: a failure on the test file must not leave this run's train beside the last run's test
+    with outputs_together():
+        reports, documents = write_corpus(plan, assigned, output, **read_options)
+        record = split_record(plan, assigned, first_lines, reports, seed)
+        record["dev_is_test"] = dev_is_test
+        record["labels_missing_from_a_split"] = [{"label": label, "split": split} for label, split in _gaps(reports)]
+        record["labels_unseen_in_train"] = {
+            split: unseen_labels(reports["train"].entities, reports[split].entities) for split in ("dev", "test")
+        }
+        record["documents_in_two_splits"] = check_overlaps(documents, dev_is_test)
+        write_text_atomic(output / "split.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return record, reports
 
 

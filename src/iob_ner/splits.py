@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Dict, List, Sequence
+from typing import Dict, Hashable, List, Optional, Sequence
 
 from .errors import SplitError
 
@@ -23,11 +23,30 @@ def _targets(n: int, shares: Sequence[float]) -> List[float]:
     return [n * share / total for share in shares]
 
 
-def stratified_parts(labels: Sequence[Counter], shares: Sequence[float], seed: int) -> List[int]:
+def stratified_parts(
+    labels: Sequence[Counter], shares: Sequence[float], seed: int, keys: Optional[Sequence[Hashable]] = None
+) -> List[int]:
     """The part (an index into `shares`) of each document, given each document's entity labels.
 
     Every part gets at least one document; documents stay whole; the same seed gives the same parts.
+    `keys`: documents with equal keys (the same words, split_checks.document_key) go to the same part, so
+    that a document exported twice cannot be trained on and tested on. Without duplicates the parts are
+    exactly those without keys.
     """
+    if keys is None or len(set(keys)) == len(keys):
+        return _stratified_parts(labels, shares, seed)
+    unit_of: Dict[Hashable, int] = {}
+    units: List[Counter] = []
+    for key, counts in zip(keys, labels):
+        if key not in unit_of:
+            unit_of[key] = len(units)
+            units.append(Counter())
+        units[unit_of[key]].update(counts)  # the union: duplicates may be annotated differently
+    parts = _stratified_parts(units, shares, seed)
+    return [parts[unit_of[key]] for key in keys]
+
+
+def _stratified_parts(labels: Sequence[Counter], shares: Sequence[float], seed: int) -> List[int]:
     n, k = len(labels), len(shares)
     if k < 1 or any(share <= 0 for share in shares):
         raise SplitError(f"split shares must be positive, not {list(shares)}")

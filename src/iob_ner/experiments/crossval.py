@@ -17,6 +17,7 @@ from wasabi import msg
 from ..errors import SplitError
 from ..outputs import atomic_output, write_text_atomic
 from ..runtime import cpu_name
+from ..split_checks import document_key
 from ..splits import stratified_parts
 from ..training import check_steps
 from .common import doc_labels, load_docs, mean_sd, per_label_f, pyplot, save_docs, train_and_score, write_json
@@ -24,21 +25,24 @@ from .common import doc_labels, load_docs, mean_sd, per_label_f, pyplot, save_do
 INNER_DEV_SHARE = 0.1
 
 
-def make_folds(labels, folds: int, seed: int) -> List[int]:
+def make_folds(labels, folds: int, seed: int, keys=None) -> List[int]:
+    """The fold of each document; identical documents (equal `keys`) share a fold, so none is scored by a
+    model trained on its copy."""
     if folds < 2:
         raise SplitError(f"folds must be 2 or more, not {folds}")
     if folds > len(labels):
         raise SplitError(
             f"{folds} folds need at least {folds} documents, and train + dev hold {len(labels)}: lower --vars.folds"
         )
-    return stratified_parts(labels, [1.0] * folds, seed)
+    return stratified_parts(labels, [1.0] * folds, seed, keys=keys)
 
 
 def run_fold(fold: int, docs, labels, assigned: List[int], work: Path, seed: int, **options) -> dict:
     """Train on every fold but `fold` (less an inner dev set), score on `fold`."""
     held = [doc for doc, f in zip(docs, assigned) if f == fold]
     rest = [i for i, f in enumerate(assigned) if f != fold]
-    inner = stratified_parts([labels[i] for i in rest], [1 - INNER_DEV_SHARE, INNER_DEV_SHARE], seed + fold)
+    keys = [document_key(t.text for t in docs[i]) for i in rest]
+    inner = stratified_parts([labels[i] for i in rest], [1 - INNER_DEV_SHARE, INNER_DEV_SHARE], seed + fold, keys=keys)
     run_dir = work / f"fold-{fold}"
     train = save_docs([docs[i] for i, part in zip(rest, inner) if part == 0], run_dir / "train.spacy")
     dev = save_docs([docs[i] for i, part in zip(rest, inner) if part == 1], run_dir / "dev.spacy")
@@ -131,7 +135,7 @@ def crossval(
     check_steps(train_options["max_steps"], train_options["eval_frequency"], train_options.get("warmup_ratio", 0.1))
     docs = load_docs([train, dev])
     labels = doc_labels(docs)
-    assigned = make_folds(labels, folds, seed)
+    assigned = make_folds(labels, folds, seed, keys=[document_key(t.text for t in doc) for doc in docs])
     start = time.perf_counter()
     work = output / "runs"
     results = [
