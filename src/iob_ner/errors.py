@@ -59,3 +59,14 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     lines = str(err).strip().splitlines()
     text = lines[0] if lines else type(err).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def not_utf8_hint(head: bytes) -> str:
+    """What a file that is not UTF-8 probably is, from its first bytes, as advice ("" when unrecognised).
+
+    UTF-16 (Windows' "Unicode" in Notepad and Excel) starts with a byte-order mark or, for Latin text, has a
+    zero byte in every other position.
+    """
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(head) >= 8 and head.count(0) >= len(head) // 4):
+        return "; it looks like UTF-16: save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 FILE > NEW)"
+    return ""

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Generator, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import IobError
+from .errors import IobError, SetupError, not_utf8_hint
 
 DOCSTART = "-DOCSTART-"
 PREFIXES = "BIELSU"
@@ -621,6 +621,7 @@ def read_iob(
     the whole file (the scheme) raise by the time the last document is yielded.
     """
     path = Path(path)
+    check_read_options(sents_per_doc, max_sentence_tokens, max_document_tokens)
     report = report if report is not None else ReadReport(path=str(path))
     layout = _scan_layout(path)
     _describe_layout(report, layout, sents_per_doc)
@@ -631,10 +632,21 @@ def read_iob(
         with path.open("r", encoding="utf-8-sig", newline=None) as f:
             last_line = yield from _read_lines(path, _lines(f), layout, report, docs, group, strict)
     except UnicodeDecodeError as err:
-        raise IobError(path, _first_undecodable_line(path), f"not valid UTF-8 ({err.reason})") from None
+        with path.open("rb") as raw:
+            hint = not_utf8_hint(raw.read(256))
+        raise IobError(path, _first_undecodable_line(path), f"not valid UTF-8 ({err.reason}){hint}") from None
     if report.tokens == 0:
         raise IobError(path, max(last_line, 1), "the file holds no token lines")
     tags.finish()
+
+
+def check_read_options(sents_per_doc: int, max_sentence_tokens: int, max_document_tokens: int) -> None:
+    """The numbers that say how a file is cut into documents: one sentence when one cannot be meant."""
+    if sents_per_doc < 1:
+        raise SetupError(f"sents_per_doc must be at least 1 (sentences per document), not {sents_per_doc}")
+    for name, value in (("max_sentence_tokens", max_sentence_tokens), ("max_document_tokens", max_document_tokens)):
+        if value < 0:
+            raise SetupError(f"{name} must be a number of tokens, or 0 for no limit, not {value}")
 
 
 def _lines(f: IO[str], chunk_size: int = 1 << 22) -> Iterator[str]:

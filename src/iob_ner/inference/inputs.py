@@ -8,7 +8,6 @@ held whole, except a .txt file that is one document.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 from wasabi import msg
 
-from ..errors import SetupError, first_line
+from ..errors import SetupError, first_line, not_utf8_hint
+from ..json_documents import parse_json_or_reason
 from ..outputs import temporary_name
 
 INPUT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -86,7 +86,7 @@ def decode_utf8(data: bytes, *, whole_file: bool = False) -> Tuple[Optional[str]
         if whole_file:
             line, column = data.count(b"\n", 0, err.start) + 1, err.start - data.rfind(b"\n", 0, err.start)
             where = f"line {line}, column {column}"
-        return None, f"not UTF-8 ({err.reason}: 0x{data[err.start]:02x} at {where})"
+        return None, f"not UTF-8 ({err.reason}: 0x{data[err.start]:02x} at {where}){not_utf8_hint(data[:256])}"
 
 
 def read_texts(
@@ -126,10 +126,9 @@ def _decoded_lines(path: Path, problems: InputProblems) -> Iterator[Tuple[int, s
 
 def _read_jsonl(path: Path, problems: InputProblems) -> Iterator[Text]:
     for lineno, where, line in _decoded_lines(path, problems):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.skip(where, f"not JSON ({err})", "not JSON")  # err: the message with line and column
+        record, why = parse_json_or_reason(line)
+        if why:
+            problems.skip(where, why, "not JSON")
             continue
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):

