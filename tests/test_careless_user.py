@@ -241,3 +241,46 @@ def test_a_folder_without_a_model_as_transformer_is_one_sentence(tmp_path):
     with pytest.raises(SetupError, match="is a spaCy pipeline, not a transformer"):
         resolve_transformer(str(pipeline))
     assert resolve_transformer(str(model)) == str(model.resolve())
+
+
+# -- 5. report compares the documents and the model, not only the document count -------------------------
+
+
+def test_report_refuses_metrics_of_another_corpus_or_model(tmp_path):
+    from spacy.tokens import DocBin
+    from test_report import ruler_pipeline
+
+    from iob_ner.corpus import DOCBIN_ATTRS
+    from iob_ner.errors import ReportError
+    from iob_ner.evaluation import evaluate_pipeline
+    from iob_ner.report import write_report
+
+    v = Vocab()
+
+    def corpus(path, words):
+        docs = [Doc(v, words=[w, "is", "a", "cathode"], ents=["B-MAT", "O", "O", "O"]) for w in words]
+        DocBin(attrs=DOCBIN_ATTRS, docs=docs).to_disk(path)
+        return path
+
+    model = ruler_pipeline(tmp_path / "model-best")
+    folder = tmp_path / "training"
+    test = corpus(tmp_path / "test.spacy", ["LiFePO4", "LiCoO2"])
+    for split, path in (("dev", corpus(tmp_path / "dev.spacy", ["LiFePO4"])), ("test", test)):
+        evaluate_pipeline(
+            model=model,
+            corpus=path,
+            output=folder / f"metrics-{split}.json",
+            predictions=folder / f"predictions-{split}.spacy",
+        )
+    assert write_report(training_dir=folder, test_corpus=test) == (1, 2)
+    before = (folder / "errors.html").read_bytes()
+    corpus(test, ["LiMn2O4", "LiFePO4"])  # a new convert: as many test documents, other texts
+    with pytest.raises(ReportError, match=r"metrics-test.json was measured on .*test.spacy, which changed"):
+        write_report(training_dir=folder, test_corpus=test)
+    corpus(test, ["LiFePO4", "LiCoO2"])
+    nlp = __import__("spacy").load(model)
+    nlp.get_pipe("entity_ruler").add_patterns([{"label": "MAT", "pattern": "LiCoO2"}])
+    nlp.to_disk(model)  # a new train
+    with pytest.raises(ReportError, match=r"measured on .*model-best, which changed .`spacy project run train` ran"):
+        write_report(training_dir=folder, test_corpus=test)
+    assert (folder / "errors.html").read_bytes() == before  # nothing rewritten over the stale inputs

@@ -12,7 +12,8 @@ from conftest import ROOT
 
 from iob_ner import packaging as package
 from iob_ner.errors import PackageError
-from iob_ner.packaging import FINGERPRINT_FILE, model_fingerprint, package_pipeline
+from iob_ner.outputs import fingerprint as model_fingerprint
+from iob_ner.packaging import FINGERPRINT_FILE, package_pipeline
 
 SCRIPT = ROOT / "scripts" / "package.py"
 REFUSAL = "a different model: raise --vars.package_version or pass --vars.package_force true"

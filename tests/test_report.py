@@ -18,6 +18,7 @@ from iob_ner.corpus import DOCBIN_ATTRS
 from iob_ner.errors import ReportError
 from iob_ner.evaluation import evaluate_pipeline
 from iob_ner.metrics import entity_metrics
+from iob_ner.outputs import fingerprint
 from iob_ner.report import write_report
 from iob_ner.runtime import SetupError
 
@@ -42,7 +43,14 @@ def training(tmp_path):
     DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], docs=pred).to_disk(folder / "predictions-test.spacy")
     metrics = entity_metrics(Example(p, g) for p, g in zip(pred, gold))
     metrics.update(
-        {"model": "training/model-best", "corpus": str(corpus), "device": "CPU", "words": 5, "words_per_second": 100.0}
+        {
+            "model": "training/model-best",
+            "corpus": str(corpus),
+            "device": "CPU",
+            "words": 5,
+            "words_per_second": 100.0,
+            "fingerprints": {"model": None, "corpus": fingerprint(corpus)},  # None: an installed package
+        }
     )
     for split in ("dev", "test"):
         (folder / f"metrics-{split}.json").write_text(json.dumps(metrics), encoding="utf8")
@@ -93,9 +101,23 @@ def test_missing_test_corpus_and_stale_predictions(training, tmp_path):
     folder, corpus = training
     with pytest.raises(ReportError, match=r"nope\.spacy is missing: run `spacy project run convert` first"):
         write_report(training_dir=folder, test_corpus=tmp_path / "nope.spacy")
+    predictions = folder / "predictions-test.spacy"
     DocBin(attrs=DOCBIN_ATTRS, docs=[doc(Vocab(), ["x"], ["O"])]).to_disk(corpus)
     with pytest.raises(
         ReportError, match=r"holds 2 documents but .*test\.spacy holds 1: rerun `spacy project run eval"
+    ):
+        report.load_test_docs(corpus, predictions)
+    # as many documents, other texts: a new convert (issue 21, cause 5) once paired them in errors.html
+    v = Vocab()
+    DocBin(
+        attrs=DOCBIN_ATTRS, docs=[doc(v, ["LiFePO4", "is", "good"], ["B-MAT", "O", "O"]), doc(v, ["x"], ["O"])]
+    ).to_disk(corpus)
+    with pytest.raises(ReportError, match=r"holds other texts than .*test\.spacy \(from document 1 on\): rerun"):
+        report.load_test_docs(corpus, predictions)
+    # and the metrics beside them are another corpus's: report refuses before reading anything else
+    with pytest.raises(
+        ReportError,
+        match=r"metrics-dev.json was measured on .*test.spacy, which changed .`spacy project run convert` ran since.: rerun `spacy project run evaluate`",
     ):
         write_report(training_dir=folder, test_corpus=corpus)
 

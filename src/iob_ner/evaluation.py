@@ -21,7 +21,7 @@ from .metrics import (
     reliability,
     threshold_table,
 )
-from .outputs import atomic_outputs
+from .outputs import atomic_outputs, fingerprint
 from .runtime import select_device
 from .scoring import scoring_ner, switched_off_scorer
 
@@ -93,6 +93,11 @@ def evaluate_pipeline(
             "device": device,
             "words": words,
             "words_per_second": round(words / seconds, 1),
+            # what `report` checks its inputs against: a model trained or a corpus converted since is stale
+            "fingerprints": {
+                "model": fingerprint(model) if Path(model).exists() else None,
+                "corpus": fingerprint(corpus),
+            },
         }
     )
     # null, never zeros, where there is nothing to measure: a reader must not take it for a perfect calibration

@@ -7,6 +7,7 @@ split.json) are written inside `outputs_together()`: none replaces its predecess
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -112,3 +113,24 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     """Write a UTF-8 text file whole or not at all."""
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf8")
+
+
+def fingerprint(path: PathLike) -> str:
+    """sha256 of a file's bytes, or over the relative paths and contents of every file of a folder (a model,
+    a sharded corpus): what says that an input is still the one a result was made from."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    if not path.is_dir():
+        _hash_file(path, digest)
+        return digest.hexdigest()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode("utf8") + b"\0")
+        _hash_file(file, digest)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _hash_file(path: Path, digest) -> None:
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)

@@ -7,7 +7,6 @@ a name and version that already exist is refused unless forced, because pip trea
 name and version as the same release and would keep whichever it installed first.
 """
 
-import hashlib
 import json
 import re
 import subprocess
@@ -20,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import PackageError
 from .outputs import atomic_output, remove
+from .outputs import fingerprint as fingerprint_of
 
 COMPONENT_CODE = Path(__file__).parent / "token_ner.py"  # self-contained: it imports nothing of this package
 OWN_DISTRIBUTION = "iob-ner"  # this project: its component ships as code, not as a requirement
@@ -48,18 +48,6 @@ def check_name_and_version(name: str, version: str) -> None:
         raise PackageError(
             f"package version {version!r} is valid but not in its normal form: use {normal!r} (--vars.package_version)"
         )
-
-
-def model_fingerprint(model: Path) -> str:
-    """sha256 over the relative paths and contents of every file in the model folder."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(model).as_posix().encode("utf8") + b"\0")
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def recorded_fingerprint(package_dir: Path) -> Optional[str]:
@@ -141,7 +129,7 @@ def package_pipeline(
     lang = read_lang(model)
     model_name = name if name.startswith(f"{lang}_") else f"{lang}_{name}"  # as spaCy names it
     final = output_dir / f"{model_name}-{version}"
-    fingerprint = model_fingerprint(model)
+    fingerprint = fingerprint_of(model)
     status = existing_status(final, fingerprint, force)
     output_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(final) as tmp:

@@ -8,7 +8,6 @@ that comes with its own dev and test files (assets/sample.json): a user's file i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .corpus import convert_iob
 from .errors import SetupError, SplitError
 from .iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, ReadReport, read_iob
-from .outputs import outputs_together, write_text_atomic
+from .outputs import fingerprint, outputs_together, write_text_atomic
 from .split_checks import DocumentKey, document_key, find_overlaps, unseen_labels
 from .splits import stratified_parts
 
@@ -36,20 +35,12 @@ class Plan:
     note: str  # one sentence: what was decided and why
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sample_pair(train: Path, manifest: Path = SAMPLE_MANIFEST) -> Optional[Dict[str, Path]]:
     """The shipped sample's dev and test files, when `train` is the shipped sample's train file, byte for byte."""
     if not manifest.exists():
         return None
     sample = json.loads(manifest.read_text(encoding="utf8"))
-    if sha256(train) != sample["train"]["sha256"]:
+    if fingerprint(train) != sample["train"]["sha256"]:
         return None
     pair = {split: manifest.resolve().parent / sample[split]["file"] for split in ("dev", "test")}
     return pair if all(path.exists() for path in pair.values()) else None
@@ -92,7 +83,9 @@ def _check_distinct_files(files: Dict[str, Path], carved: Sequence[str], dev_is_
     for i, first in enumerate(given):
         for second in given[i + 1 :]:
             a, b = files[first], files[second]
-            same = a.resolve() == b.resolve() or (a.stat().st_size == b.stat().st_size and sha256(a) == sha256(b))
+            same = a.resolve() == b.resolve() or (
+                a.stat().st_size == b.stat().st_size and fingerprint(a) == fingerprint(b)
+            )
             if (first, second) == ("dev", "test"):
                 _check_dev_is_test(same, a, dev_is_test)
             elif same:

@@ -13,7 +13,7 @@ from wasabi import msg
 from .corpus import read_docs
 from .errors import ReportError
 from .metrics import confusion_labels
-from .outputs import atomic_outputs, remove
+from .outputs import atomic_outputs, fingerprint, remove
 
 COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities", "kept", "correct"})
 ERROR_KINDS = ["correct", "wrong_label", "wrong_boundary", "wrong_label_and_boundary", "missed", "spurious"]
@@ -330,12 +330,37 @@ def load_test_docs(test_corpus: Path, predictions: Path) -> Tuple[List, List]:
         except Exception:  # spaCy's E1014, zlib, msgpack alike: not a DocBin
             raise ReportError(f"{path} is not a spaCy DocBin (.spacy): rerun `spacy project run {command}`") from None
     gold, pred = docs[test_corpus], docs[predictions]
-    if len(gold) != len(pred):  # predictions of an older test corpus: errors.html would pair wrong documents
+    # predictions of an older test corpus: errors.html would pair gold documents with other texts' predictions
+    if len(gold) != len(pred):
         raise ReportError(
             f"{predictions} holds {len(pred)} documents but {test_corpus} holds {len(gold)}: "
             f"rerun `spacy project run evaluate`"
         )
+    differs = next((i for i, (g, p) in enumerate(zip(gold, pred)) if [t.text for t in g] != [t.text for t in p]), None)
+    if differs is not None:
+        raise ReportError(
+            f"{predictions} holds other texts than {test_corpus} (from document {differs} on): "
+            f"rerun `spacy project run evaluate`"
+        )
     return gold, pred
+
+
+def check_fresh(metrics: Dict[str, dict]) -> None:
+    """The metrics must be those of the model and corpora there now: a `convert` or `train` since `evaluate`
+    would put this data's description over another model's scores. evaluate records both fingerprints."""
+    for split, record in metrics.items():
+        recorded = record.get("fingerprints")
+        if recorded is None:
+            raise ReportError(f"metrics-{split}.json comes from an older evaluate: rerun `spacy project run evaluate`")
+        for what, path, command in (("corpus", record["corpus"], "convert"), ("model", record["model"], "train")):
+            if recorded[what] is None:
+                continue  # an installed pipeline package: nothing on disk to compare
+            now = fingerprint(path) if Path(path).exists() else None
+            if now != recorded[what]:
+                change = "is gone" if now is None else f"changed (`spacy project run {command}` ran since)"
+                raise ReportError(
+                    f"metrics-{split}.json was measured on {path}, which {change}: rerun `spacy project run evaluate`"
+                )
 
 
 DEV_IS_TEST = (
@@ -448,6 +473,7 @@ def render_report(
 def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
     """Write report.md, the plots and errors.html, all or none; returns (documents with errors, documents)."""
     metrics = load_metrics(training_dir)
+    check_fresh(metrics)
     gold, pred = load_test_docs(test_corpus, training_dir / "predictions-test.spacy")
     log = read_log(training_dir / "log.jsonl")
     outputs = [
