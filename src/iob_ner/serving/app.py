@@ -245,9 +245,11 @@ def rss_bytes() -> Optional[int]:
 
 
 def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), batching: Batching = Batching()):
-    """The FastAPI application: POST /ner, GET /health, GET /info, OpenAPI docs at /docs."""
+    """The FastAPI application: POST /ner, GET /health, GET /info, OpenAPI docs at /docs (offline)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+
+    from .web import offline_docs_app
 
     state: Dict[str, Any] = {"requests": 0, "refused": 0, "started": time.time()}
 
@@ -259,7 +261,7 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
         yield
         await batcher.stop()
 
-    app = FastAPI(
+    app = offline_docs_app(
         title="iob-ner",
         summary="Named entities from a spaCy pipeline trained by this project",
         version=str(info.get("version", "")),
