@@ -1,4 +1,5 @@
-"""serve: a trained pipeline over HTTP (`POST /ner`, `GET /health`, `GET /info`, docs at `/docs`), micro-batched.
+"""serve: a trained pipeline over HTTP (`POST /ner`, `GET /health`, `GET /info`, a page at `/`, docs at `/docs`),
+micro-batched.
 
     python scripts/serve.py training/model-best --port 8000
     curl -s localhost:8000/ner -H 'content-type: application/json' -d '{"text": "TiO2 films were annealed."}'
@@ -56,7 +57,9 @@ def main(
         f"{info['name']} {info['version']} ({', '.join(info['labels'])}) on {info['device']}; "
         f"batches of up to {max_batch_size} texts, {max_wait_ms:g} ms wait"
     )
-    msg.good(f"Serving on http://{host}:{port} (docs: /docs); Ctrl-C finishes the queued requests and stops")
+    msg.good(
+        f"Serving on http://{host}:{port} (page: /, API docs: /docs); Ctrl-C finishes the queued requests and stops"
+    )
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=limits.timeout_s)
     except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has shut down gracefully

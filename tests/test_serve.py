@@ -18,6 +18,7 @@ from spacy.language import Language
 
 pytest.importorskip("fastapi", reason="serving is optional: pip install -r requirements-serve.txt")
 pytest.importorskip("uvicorn", reason="serving is optional: pip install -r requirements-serve.txt")
+pytest.importorskip("fastapi_offline", reason="serving is optional: pip install -r requirements-serve.txt")
 httpx = pytest.importorskip("httpx", reason="serving is optional: pip install -r requirements-serve.txt")
 
 from conftest import ROOT  # noqa: E402

@@ -10,6 +10,7 @@ import spacy
 from spacy import displacy
 from wasabi import msg
 
+from .colors import label_colors
 from .corpus import read_docs
 from .errors import ReportError
 from .metrics import confusion_labels
@@ -20,7 +21,6 @@ ERROR_KINDS = ["correct", "wrong_label", "wrong_boundary", "wrong_label_and_boun
 MAX_ERROR_DOCS = 300  # errors.html shows the documents with the most errors first, up to this many
 CONFIDENCE_PLOTS = ("reliability.png", "precision-recall-threshold.png")  # only with entity scores
 NO_SCORES = "the NER head gives no entity scores (spaCy's transition-based `ner` has none)"
-PALETTE = ["#7aecec", "#bfeeb7", "#feca74", "#ff9561", "#aa9cfc", "#c887fb", "#9cc9cc", "#ffeb80", "#ff8197", "#f0d0ff"]
 
 
 def _sampled(confidence: dict) -> str:
@@ -283,7 +283,7 @@ def write_errors_html(gold_docs: List, pred_docs: List, path: Path) -> int:
     ranked = sorted(range(len(gold_docs)), key=lambda i: -errors(gold_docs[i], pred_docs[i]))
     with_errors = sum(1 for i in ranked if errors(gold_docs[i], pred_docs[i]))
     labels = sorted({e.label_ for d in gold_docs + pred_docs for e in d.ents})
-    options = {"ents": labels, "colors": {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}}
+    options = {"ents": labels, "colors": label_colors(labels)}  # the colours of the page of `serve` too
     rows = []
     for i in ranked[:MAX_ERROR_DOCS]:
         count = errors(gold_docs[i], pred_docs[i])

@@ -5,7 +5,7 @@ so that `serve` can say what to install before anything else loads."""
 import importlib
 
 LOOPBACK = "127.0.0.1"
-SERVING_STACK = ("uvicorn", "fastapi")
+SERVING_STACK = ("uvicorn", "fastapi", "fastapi_offline")
 
 
 def serving_stack_missing() -> str:

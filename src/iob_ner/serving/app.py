@@ -244,9 +244,11 @@ def rss_bytes() -> Optional[int]:
 
 
 def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), batching: Batching = Batching()):
-    """The FastAPI application: POST /ner, GET /health, GET /info, OpenAPI docs at /docs."""
+    """The FastAPI application: POST /ner, GET /health, GET /info, the page at /, OpenAPI docs at /docs."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+
+    from .web import add_page, offline_docs_app
 
     state: Dict[str, Any] = {"requests": 0, "refused": 0, "started": time.time()}
 
@@ -258,7 +260,7 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
         yield
         await batcher.stop()
 
-    app = FastAPI(
+    app = offline_docs_app(
         title="iob-ner",
         summary="Named entities from a spaCy pipeline trained by this project",
         version=str(info.get("version", "")),
@@ -330,4 +332,5 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
         """The pipeline (name, version, components, labels, device) and the service's limits and batching."""
         return {**info, "limits": asdict(limits), "batching": asdict(batching)}
 
+    add_page(app)
     return app

@@ -1,4 +1,4 @@
-"""Serving a trained pipeline over HTTP: `POST /ner`, `GET /health`, `GET /info`, docs at `/docs`.
+"""Serving a trained pipeline over HTTP: `POST /ner`, `GET /health`, `GET /info`, a page at `/`, docs at `/docs`.
 
     python scripts/serve.py training/model-best --port 8000
     curl -s localhost:8000/ner -H 'content-type: application/json' -d '{"text": "TiO2 films were annealed."}'
@@ -19,6 +19,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional  # noqa: E402
 
+from ..colors import label_colors  # noqa: E402
 from ..errors import SetupError  # noqa: E402
 from ..inference.pipeline import check_min_score, entity_reading, load_pipeline  # noqa: E402
 from ..runtime import ThreadDevice, select_device  # noqa: E402
@@ -44,7 +45,7 @@ def pipeline_runner(
 
 
 def pipeline_info(nlp, model: str, device: str) -> Dict[str, Any]:
-    """What /info tells about a loaded pipeline."""
+    """What /info tells about a loaded pipeline (and the page at / reads: the labels' colours)."""
     import spacy
 
     labels = sorted(
@@ -63,6 +64,7 @@ def pipeline_info(nlp, model: str, device: str) -> Dict[str, Any]:
         "version": nlp.meta.get("version", ""),
         "pipeline": nlp.pipe_names,
         "labels": labels,
+        "colors": label_colors(labels),  # those of training/errors.html
         "scores": scoring is not None,
         "score_samples": int(getattr(scoring.pipe, "samples", 0)) if scoring else 0,
         "device": device,
