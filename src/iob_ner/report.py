@@ -3,7 +3,7 @@
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 import spacy
@@ -272,8 +272,9 @@ def confusion_table(confusion: Dict[str, Dict[str, int]]) -> pd.DataFrame:
     return frame
 
 
-def write_errors_html(gold_docs: List, pred_docs: List, path: Path) -> int:
-    """Gold and predicted entities side by side, the documents with the most errors first."""
+def write_errors_html(gold_docs: List, pred_docs: List, path: Path, model_labels: Sequence[str] = ()) -> int:
+    """Gold and predicted entities side by side, the documents with the most errors first. Colours come from
+    every label the model knows (`model_labels`) and the documents hold, as on the page of `serve`."""
 
     def errors(gold, pred) -> int:
         g = {(e.start, e.end, e.label_) for e in gold.ents}
@@ -282,7 +283,7 @@ def write_errors_html(gold_docs: List, pred_docs: List, path: Path) -> int:
 
     ranked = sorted(range(len(gold_docs)), key=lambda i: -errors(gold_docs[i], pred_docs[i]))
     with_errors = sum(1 for i in ranked if errors(gold_docs[i], pred_docs[i]))
-    labels = sorted({e.label_ for d in gold_docs + pred_docs for e in d.ents})
+    labels = sorted({e.label_ for d in gold_docs + pred_docs for e in d.ents} | set(model_labels))
     options = {"ents": labels, "colors": label_colors(labels)}  # the colours of the page of `serve` too
     rows = []
     for i in ranked[:MAX_ERROR_DOCS]:
@@ -303,6 +304,15 @@ Showing {min(len(gold_docs), MAX_ERROR_DOCS)} documents.</p>
 <table><tr><th></th><th>gold</th><th>predicted</th></tr>{"".join(rows)}</table></body></html>"""
     path.write_text(page, encoding="utf8")
     return with_errors
+
+
+def ner_labels(model: Optional[str]) -> List[str]:
+    """The entity labels of the pipeline folder `model` (its meta.json), [] when it is not there."""
+    try:
+        labels = json.loads((Path(model) / "meta.json").read_text(encoding="utf8"))["labels"]
+    except (TypeError, OSError, ValueError, KeyError):
+        return []
+    return sorted({label for name, names in labels.items() if name != "transformer" for label in names})
 
 
 def load_metrics(training_dir: Path) -> Dict[str, dict]:
@@ -497,7 +507,7 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
             if confidence is not None:
                 plot_reliability(confidence, reliability_tmp)
                 plot_thresholds(confidence, thresholds_tmp)
-            with_errors = write_errors_html(gold, pred, errors_tmp)
+            with_errors = write_errors_html(gold, pred, errors_tmp, ner_labels(metrics["test"].get("model")))
             report_tmp.write_text(
                 render_report(metrics, log, per_label, with_errors, len(gold), read_split_record(test_corpus)),
                 encoding="utf8",
