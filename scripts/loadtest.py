@@ -53,11 +53,14 @@ def print_result(result: dict) -> None:
         ),
         divider=True,
     )
-    if "batched_over_unbatched_words_per_s" in result:
+    ratio = result.get("batched_over_unbatched_words_per_s")
+    if ratio:
         msg.info(
-            f"Micro-batching: {result['batched_over_unbatched_words_per_s']}x the words/s of batching off "
-            f"at {result['concurrency']} concurrent clients, on {result['cpu']}"
+            f"Micro-batching: {ratio}x the words/s of batching off at {result['concurrency']} concurrent "
+            f"clients, on {result['cpu']} ({result['comparison_note']})"
         )
+    elif "comparison_note" in result:
+        msg.warn(f"No micro-batching ratio: {result['comparison_note']}")
 
 
 def main(

@@ -284,3 +284,40 @@ def test_report_refuses_metrics_of_another_corpus_or_model(tmp_path):
     with pytest.raises(ReportError, match=r"measured on .*model-best, which changed .`spacy project run train` ran"):
         write_report(training_dir=folder, test_corpus=test)
     assert (folder / "errors.html").read_bytes() == before  # nothing rewritten over the stale inputs
+
+
+# -- 10. loadtest compares batching on and off on the same good work -------------------------------------
+
+
+def test_loadtest_ratio_compares_the_same_good_requests_and_every_malformed_one_gets_a_4xx(scored_model, tmp_path):
+    pytest.importorskip("httpx")
+    from test_serve import SCORED_TEXTS
+
+    from iob_ner.serving.loadtest import loadtest
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SCORED_TEXTS) + "\n", encoding="utf8")
+    # fewer good requests in the batched run than in the unbatched one, and malformed ones mixed in: the
+    # case that printed "0.82x" for 100 good + 1,000 malformed against 1,000 good
+    result = loadtest(
+        serve_script=ROOT / "scripts" / "serve.py",
+        model=str(scored_model),
+        texts=texts,
+        requests=12,
+        malformed=16,
+        unbatched_requests=20,
+        concurrency=4,
+        gpu_id="cpu",
+        time_cap_s=120,
+    )
+    runs = result["runs"]
+    assert runs["batched"]["sent"] == 28 and runs["batched"]["statuses"]["good"] == {"200": 12}
+    assert runs["batched"]["malformed_not_4xx"] == 0 and runs["batched"]["server_errors"] == 0
+    assert sum(sum(by.values()) for kind, by in runs["batched"]["statuses"].items() if kind != "good") == 16
+    for name in ("unbatched", "batched_same_work"):  # the same 12 good requests, nothing else
+        assert runs[name]["sent"] == 12 and runs[name]["statuses"] == {"good": {"200": 12}}
+    assert runs["unbatched"]["max_batch_size"] == 1 and runs["batched_same_work"]["max_batch_size"] == 32
+    expected = round(runs["batched_same_work"]["words_per_s"] / runs["unbatched"]["words_per_s"], 2)
+    assert result["batched_over_unbatched_words_per_s"] == expected
+    assert result["comparison_note"].startswith("the same 12 good requests, no malformed ones")
+    assert set(runs["batched"]["latency_ms"]) == {"p50", "p95", "p99"} and runs["batched"]["rss_bytes"]["after all"] > 0

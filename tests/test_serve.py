@@ -26,7 +26,6 @@ from test_predict import SCORED_TEXTS, make_pipeline, scored_entities  # noqa: E
 
 from iob_ner.serving.app import Batching, Limits, create_app  # noqa: E402
 from iob_ner.serving.loadtest import free_port, malformed_requests, request_mix  # noqa: E402
-from iob_ner.serving.loadtest import loadtest as run_loadtest  # noqa: E402
 from iob_ner.serving.server import pipeline_info, pipeline_runner  # noqa: E402
 
 SMALL = Limits(max_body_bytes=2_000, max_texts=3, max_chars=200, timeout_s=10)
@@ -258,29 +257,6 @@ def test_request_mix_holds_every_malformed_kind_and_the_good_texts():
     kinds = {r.kind for r in mix}
     assert len(mix) == 26 and kinds == {"good"} | {r.kind for r in malformed_requests(**limits)}
     assert sum(r.words for r in mix) == 5 * 2 + 5 * 1
-
-
-def test_loadtest_runs_both_settings_and_every_malformed_request_gets_a_4xx(scored_model, tmp_path):
-    texts = tmp_path / "texts.txt"
-    texts.write_text("\n".join(SCORED_TEXTS) + "\n", encoding="utf8")
-    result = run_loadtest(
-        serve_script=ROOT / "scripts" / "serve.py",
-        model=str(scored_model),
-        texts=texts,
-        requests=60,
-        malformed=16,
-        unbatched_requests=20,
-        concurrency=4,
-        gpu_id="cpu",
-        time_cap_s=120,
-    )
-    batched, unbatched = result["runs"]["batched"], result["runs"]["unbatched"]
-    assert batched["sent"] == 76 and unbatched["sent"] == 20
-    assert batched["statuses"]["good"] == {"200": 60} and unbatched["statuses"]["good"] == {"200": 20}
-    assert batched["malformed_not_4xx"] == 0 and batched["server_errors"] == 0
-    assert sum(sum(by.values()) for kind, by in batched["statuses"].items() if kind != "good") == 16
-    assert set(batched["latency_ms"]) == {"p50", "p95", "p99"} and batched["words_per_s"] > 0
-    assert result["batched_over_unbatched_words_per_s"] > 0 and batched["rss_bytes"]["after all"] > 0
 
 
 def test_a_body_shorter_than_its_content_length_gets_408_not_a_hung_connection():

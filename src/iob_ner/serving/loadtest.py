@@ -294,10 +294,6 @@ def loadtest(
             mix=request_mix(sentences, requests, malformed, limits), max_batch_size=max_batch_size, **common
         )
     }
-    if unbatched_requests:
-        runs["unbatched"] = one_run(
-            mix=request_mix(sentences, unbatched_requests, 0, limits), max_batch_size=1, **common
-        )
     result = {
         "model": model,
         "texts": str(texts),
@@ -307,8 +303,40 @@ def loadtest(
         "date": time.strftime("%Y-%m-%d"),
         "runs": runs,
     }
-    if "unbatched" in runs and runs["unbatched"]["words_per_s"]:
-        result["batched_over_unbatched_words_per_s"] = round(
-            runs["batched"]["words_per_s"] / runs["unbatched"]["words_per_s"], 2
-        )
+    if unbatched_requests:
+        result.update(compare_batching(runs, sentences, requests, malformed, unbatched_requests, limits, common))
     return result
+
+
+def compare_batching(
+    runs: Dict[str, dict],
+    sentences: List[str],
+    requests: int,
+    malformed: int,
+    unbatched_requests: int,
+    limits: Dict[str, int],
+    common: dict,
+) -> dict:
+    """Batching on against off, on the same good work: the same good requests, no malformed ones, in both.
+
+    The batched run above may hold malformed requests or another number of good ones; its words/s over
+    an unbatched run's would then compare different work (issue 21: "0.82x" from 100 good and 1,000
+    malformed requests against 1,000 good ones). So the comparison has runs of its own where needed, and the
+    ratio is given only when both answered every request of the same mix with 200.
+    """
+    n = min(requests, unbatched_requests)
+    mix = request_mix(sentences, n, 0, limits)
+    runs["unbatched"] = one_run(mix=mix, max_batch_size=1, **common)
+    same = malformed == 0 and requests == n
+    if not same:
+        runs["batched_same_work"] = one_run(mix=mix, max_batch_size=runs["batched"]["max_batch_size"], **common)
+    name = "batched" if same else "batched_same_work"
+    batched = runs[name]
+    good = [run["statuses"].get("good", {}).get("200", 0) for run in (batched, runs["unbatched"])]
+    if good != [n, n] or not runs["unbatched"]["words_per_s"]:
+        why = f"the two runs did not both answer all {n} requests with 200 (answered {good[0]} and {good[1]})"
+        return {"batched_over_unbatched_words_per_s": None, "comparison_note": why}
+    return {
+        "batched_over_unbatched_words_per_s": round(batched["words_per_s"] / runs["unbatched"]["words_per_s"], 2),
+        "comparison_note": f"the same {n} good requests, no malformed ones, with batching on ({name}) and off",
+    }
