@@ -321,3 +321,114 @@ def test_loadtest_ratio_compares_the_same_good_requests_and_every_malformed_one_
     assert result["batched_over_unbatched_words_per_s"] == expected
     assert result["comparison_note"].startswith("the same 12 good requests, no malformed ones")
     assert set(runs["batched"]["latency_ms"]) == {"p50", "p95", "p99"} and runs["batched"]["rss_bytes"]["after all"] > 0
+
+
+# -- 6-9. predict and review: every parse failure a bad document, no IOB read as text, outputs checked, ----
+# -- nothing written over good outputs when nothing was read ----------------------------------------------
+
+NESTED = '{"text": "ZnO", "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+def read_jsonl(path: Path) -> list:
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf8").splitlines()]
+
+
+def test_a_deeply_nested_jsonl_line_is_one_skipped_document_in_predict_and_review(models, scored_model, tmp_path):
+    from iob_ner.inference import predict
+    from iob_ner.inference.review import review
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "ZnO films"}\n' + NESTED + '\n{"text": "NiO by sputtering"}\n', encoding="utf8")
+    result = predict(model=models[0], source=source, output=tmp_path / "out.jsonl")
+    assert [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["ZnO films", "NiO by sputtering"]
+    assert result["skipped_reasons"] == {"not JSON": 1}
+    result = review(model=scored_model, source=source, output_jsonl=tmp_path / "r.jsonl", output_iob=None, n=5)
+    assert result["read"] == 2 and result["skipped_reasons"] == {"not JSON": 1}
+
+
+IOB_EXPORT = (
+    "-DOCSTART- -X- O O\nZnO\tB-MAT\nfilms\tO\ngrown\tO\nby\tO\nsputtering\tB-PRO\n.\tO\n\nNiO\tB-MAT\nlayers\tO\n"
+)
+
+
+@pytest.mark.parametrize("name", ["export.tsv", "export.txt", "export.conll"])
+def test_an_iob_file_given_to_predict_is_not_read_as_text(models, tmp_path, name):
+    from iob_ner.inference import predict
+    from iob_ner.inference.inputs import NothingRead
+
+    source = tmp_path / name
+    source.write_text(IOB_EXPORT, encoding="utf8")
+    with pytest.raises(NothingRead, match=r"no document of .* could be read \(1 IOB file"):
+        predict(model=models[0], source=source, output=tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
+    folder = tmp_path / "folder"  # beside a real text in a folder: the text is read, the export skipped
+    folder.mkdir()
+    (folder / "export.txt").write_text(IOB_EXPORT, encoding="utf8")
+    (folder / "abstract.txt").write_text("ZnO films grown by sputtering .\nB-52 O\n", encoding="utf8")
+    result = predict(model=models[0], source=folder, output=tmp_path / "out.jsonl")
+    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["abstract.txt"]
+    assert result["skipped_reasons"] == {"IOB file": 1}
+
+
+def test_outputs_that_collide_with_each_other_or_the_input_are_refused_before_anything_runs(models, tmp_path):
+    from iob_ner.inference import predict
+    from iob_ner.inference.review import review
+
+    source = tmp_path / "in.txt"
+    source.write_text("ZnO films .", encoding="utf8")
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous\n", encoding="utf8")
+    cases = [
+        ({"output": out, "iob_output": out}, "the outputs output and --iob are the same file"),
+        ({"output": out, "iob_output": tmp_path / "." / "out.jsonl"}, "the outputs output and --iob are the same file"),
+        ({"output": source}, "is the input file: it would be replaced by its predictions"),
+        ({"output": out, "iob_output": source}, "the output --iob .* is the input file"),
+        ({"output": tmp_path}, "is a folder: give a file name"),
+    ]
+    for outputs, message in cases:
+        for engine in ("local", "ray"):  # refused before Ray is even imported
+            with pytest.raises(SetupError, match=message):
+                predict(model=models[0], source=source, engine=engine, **outputs)
+    with pytest.raises(SetupError, match="the outputs the JSONL output and the IOB output are the same file"):
+        review(model=models[0], source=source, output_jsonl=out, output_iob=out)
+    assert out.read_text(encoding="utf8") == "previous\n" and source.read_text(encoding="utf8") == "ZnO films ."
+
+
+@pytest.mark.parametrize("case", ["empty txt", "utf-16 txt", "jsonl without text", "parquet without text"])
+def test_when_every_input_is_skipped_predict_fails_and_the_previous_outputs_stay(models, scored_model, tmp_path, case):
+    from iob_ner.inference import predict
+    from iob_ner.inference.inputs import NothingRead
+    from iob_ner.inference.review import review
+
+    source = tmp_path / {"empty txt": "a.txt", "utf-16 txt": "b.txt", "jsonl without text": "c.jsonl"}.get(
+        case, "d.parquet"
+    )
+    if case == "empty txt":
+        source.write_bytes(b"")
+    elif case == "utf-16 txt":
+        source.write_text("ZnO films grown by sputtering.", encoding="utf-16")
+    elif case == "jsonl without text":
+        source.write_text('{"body": "ZnO"}\n{"text": 3}\n', encoding="utf8")
+    else:
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"body": ["ZnO films"]}), source)
+    out, iob = tmp_path / "out.jsonl", tmp_path / "out.tsv"
+    out.write_text("previous predictions\n", encoding="utf8")
+    iob.write_text("previous\tO\n", encoding="utf8")
+    with pytest.raises(NothingRead, match=rf"no document of {re.escape(str(source))} could be read .*stay as before"):
+        predict(model=models[0], source=source, output=out, iob_output=iob)
+    assert (
+        out.read_text(encoding="utf8") == "previous predictions\n" and iob.read_text(encoding="utf8") == "previous\tO\n"
+    )
+    with pytest.raises(NothingRead):
+        review(model=scored_model, source=source, output_jsonl=out, output_iob=iob, n=3)
+    assert out.read_text(encoding="utf8") == "previous predictions\n"
+    if case == "utf-16 txt":
+        result = run_script("predict", str(models[0]), str(source), str(out))
+        said = " ".join(result.stdout.split())
+        assert result.returncode == 1 and "it looks like UTF-16: save it as UTF-8" in said
+        assert "could be read (1 not UTF-8" in said and "Traceback" not in result.stderr

@@ -205,3 +205,20 @@ def test_an_address_nothing_answers_on_fails_at_once_instead_of_retrying_for_min
 
     with pytest.raises(SetupError, match=says.replace("/", "/").replace(".", r"\.")):
         predict_ray.check_reachable(address, timeout_s=2)
+
+
+def test_ray_engine_skips_a_deeply_nested_line_and_leaves_no_shards_when_nothing_was_read(local_ray, model, tmp_path):
+    """Issue 21, causes 6 and 9: a RecursionError once ended the run and left the shard folder behind."""
+    from iob_ner.inference.inputs import NothingRead
+
+    source = tmp_path / "in.jsonl"
+    nested = '{"text": "ZnO", "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    source.write_text('{"text": "ZnO films"}\n' + nested + "\n", encoding="utf8")
+    result = run_ray(model, source, tmp_path)
+    assert result["documents"] == 1 and result["skipped_reasons"] == {"not JSON": 1}
+    assert not predict_ray.shard_folder(tmp_path / "out.jsonl").exists()
+    source.write_text(nested + "\n", encoding="utf8")
+    before = outputs(tmp_path)
+    with pytest.raises(NothingRead, match="no document of .* could be read .1 not JSON"):
+        run_ray(model, source, tmp_path)
+    assert outputs(tmp_path) == before and not predict_ray.shard_folder(tmp_path / "out.jsonl").exists()

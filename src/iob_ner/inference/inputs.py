@@ -49,6 +49,24 @@ class Text:
     text: str
 
 
+def check_outputs(source: Path, outputs: Sequence[Optional[Path]], names: Sequence[str] = ()) -> None:
+    """The one check of output paths, before anything is read or written (predict, both engines, and review):
+    no output is the input file or a folder, no two outputs are one file (JSONL and IOB would interleave).
+    `names`: how each output is given on the command line, for the message."""
+    given = [(path, names[i] if i < len(names) else str(path)) for i, path in enumerate(outputs) if path is not None]
+    seen: dict = {}
+    for path, name in given:
+        if path.is_dir():
+            raise SetupError(f"the output {name} {path} is a folder: give a file name")
+        if source.is_file() and path.resolve() == source.resolve():
+            raise SetupError(f"the output {name} {path} is the input file: it would be replaced by its predictions")
+        if path.resolve() in seen:
+            raise SetupError(
+                f"the outputs {seen[path.resolve()]} and {name} are the same file {path}: give each its own name"
+            )
+        seen[path.resolve()] = name
+
+
 def input_files(source: Path, exclude: Sequence[Path] = ()) -> List[Path]:
     """The files to read: `source` itself, or the .txt/.jsonl/.parquet files of a folder (any case), sorted.
 
@@ -89,14 +107,54 @@ def decode_utf8(data: bytes, *, whole_file: bool = False) -> Tuple[Optional[str]
         return None, f"not UTF-8 ({err.reason}: 0x{data[err.start]:02x} at {where}){not_utf8_hint(data[:256])}"
 
 
+# A line of an IOB/CoNLL export: a token, maybe more columns, and a last column that is a tag
+IOB_LINE = re.compile(r"^\S+(?:[\t ]+\S+)*[\t ]+(?:O|[BIESLU]-\S+)$")
+IOB_SNIFF_BYTES = 1 << 16
+
+
+def looks_like_iob(path: Path) -> bool:
+    """True when the start of a text file is an annotated IOB export (token and tag columns), not raw text:
+    at least 5 non-blank lines, 90 % of them token-and-tag lines, one at least an entity tag."""
+    with path.open("rb") as f:
+        data = f.read(IOB_SNIFF_BYTES)
+    head = data.decode("utf-8", "replace").splitlines()
+    if len(data) == IOB_SNIFF_BYTES:
+        head = head[:-1]  # the last line may be cut
+    rows = [line.strip() for line in head if line.strip() and not line.startswith("-DOCSTART-")]
+    tagged = [row for row in rows if IOB_LINE.match(row)]
+    return len(rows) >= 5 and len(tagged) >= 0.9 * len(rows) and any(not row.endswith("O") for row in tagged)
+
+
+class NothingRead(SetupError):
+    """Every input was skipped: nothing is written, the previous outputs stay."""
+
+
+def check_something_read(documents: int, source: Path, problems: InputProblems, outputs: Sequence[Path]) -> None:
+    """Raise NothingRead when no document of `source` could be read (the outputs then stay as they were)."""
+    if documents == 0:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(problems.reasons.items())) or "no documents"
+        kept = ", ".join(str(p) for p in outputs if p is not None)
+        raise NothingRead(
+            f"no document of {source} could be read ({reasons}; the reasons are above): nothing written, "
+            f"{kept} stay{'s' if len(outputs) == 1 else ''} as before"
+        )
+
+
 def read_texts(
     files: Sequence[Path], problems: InputProblems, *, lines: bool = False, root: Optional[Path] = None
 ) -> Iterator[Text]:
     """Documents from .jsonl files (a line each), .parquet files (a row each), .txt files (one each, or a
-    line each with `lines`)."""
+    line each with `lines`). A text file that is an IOB export is skipped: its tags are no text."""
     for path in files:
         try:
-            if path.suffix.lower() == ".jsonl":
+            if path.suffix.lower() not in (".jsonl", ".parquet") and looks_like_iob(path):
+                problems.skip(
+                    str(path),
+                    "an annotated IOB file (token and tag columns), not raw text: predict reads texts; "
+                    "score annotated data with `spacy project run evaluate`",
+                    "IOB file",
+                )
+            elif path.suffix.lower() == ".jsonl":
                 yield from _read_jsonl(path, problems)
             elif path.suffix.lower() == ".parquet":
                 yield from _read_parquet(path, problems)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..runtime import select_device
+from .inputs import check_something_read
 from .pipeline import check_settings, entity_reading, load_pipeline, source_predictions
 from .writers import write_outputs
 
@@ -39,7 +40,9 @@ def predict_local(
         lines=lines,
         progress="predict" if progress else "",
     )
-    counts = write_outputs(found, output, iob_output)
+    counts = write_outputs(
+        found, output, iob_output, check=lambda c: check_something_read(c["documents"], source, problems, outputs)
+    )
     return {
         **counts,
         "skipped": problems.count,

@@ -33,7 +33,7 @@ from wasabi import msg
 from ..errors import SetupError
 from ..outputs import atomic_output, remove, write_text_atomic
 from ..runtime import ThreadDevice, select_device
-from .inputs import InputProblems, Text, input_files, read_texts
+from .inputs import InputProblems, NothingRead, Text, check_something_read, input_files, read_texts
 from .pipeline import Prediction, check_settings, entity_reading, load_pipeline, predictions
 from .writers import write_outputs
 
@@ -463,7 +463,16 @@ def predict_ray(
             import ray
 
             ray.shutdown()
-    counts = write_outputs(store.predictions(shards), output, iob_output)
+    try:
+        counts = write_outputs(
+            store.predictions(shards),
+            output,
+            iob_output,
+            check=lambda c: check_something_read(c["documents"], source, problems, outputs),
+        )
+    except NothingRead:
+        store.close()  # nothing to resume: every input was skipped
+        raise
     store.close()
     return {
         **counts,

@@ -32,6 +32,7 @@ from ..outputs import atomic_outputs
 from ..runtime import select_device
 from ..scoring import scoring_ner, unscored_ner
 from . import skipped_text
+from .inputs import check_outputs, check_something_read
 from .pipeline import Prediction, Reading, load_pipeline, source_predictions
 
 RULE = (
@@ -79,6 +80,7 @@ def review(
         raise SetupError(f"n (the documents to write) must be at least 1, not {n}")
     if batch_size < 1 or (max_length is not None and max_length < 1):
         raise SetupError("batch_size and max_length must be at least 1")
+    check_outputs(source, [output_jsonl, output_iob], ["the JSONL output", "the IOB output"])
     _, device = select_device(gpu_id)
     nlp = load_pipeline(model)
     scorer = scoring_ner(nlp)
@@ -109,6 +111,7 @@ def review(
         progress="review" if progress else "",
     )
     ranked, seen = least_sure(found, n)
+    check_something_read(seen, source, problems, outputs)
     with atomic_outputs(*outputs) as temps:
         with temps[0].open("w", encoding="utf8") as out:
             for rank, (score, _, prediction) in enumerate(ranked, 1):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import SetupError
 from ..iob import write_iob
@@ -86,9 +86,15 @@ class ParquetSink:
         self.writer.close()
 
 
-def write_outputs(found: Iterable[Prediction], output: Path, iob_output: Optional[Path]) -> Dict[str, int]:
+def write_outputs(
+    found: Iterable[Prediction],
+    output: Path,
+    iob_output: Optional[Path],
+    check: Optional[Callable[[Dict[str, int]], None]] = None,
+) -> Dict[str, int]:
     """Write the predictions to `output` (JSONL, or Parquet where it ends in .parquet) and the optional IOB
-    file, whole or not at all; returns write_predictions' counts. Both engines end here."""
+    file, whole or not at all; returns write_predictions' counts. Both engines end here. `check` sees the
+    counts before the outputs are replaced: an error it raises leaves the previous outputs in place."""
     with atomic_outputs(*([output] + ([iob_output] if iob_output is not None else []))) as temps:
         if output.suffix.lower() == ".parquet":
             sink = ParquetSink(temps[0])
@@ -99,6 +105,8 @@ def write_outputs(found: Iterable[Prediction], output: Path, iob_output: Optiona
         else:
             with temps[0].open("w", encoding="utf8") as out:
                 counts = _write_with_iob(found, out, temps[1:])
+        if check is not None:
+            check(counts)
     return counts
 
 
