@@ -432,3 +432,23 @@ def test_when_every_input_is_skipped_predict_fails_and_the_previous_outputs_stay
         said = " ".join(result.stdout.split())
         assert result.returncode == 1 and "it looks like UTF-16: save it as UTF-8" in said
         assert "could be read (1 not UTF-8" in said and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "old,new,name",
+    [
+        ("rate = 500", "rate = 0", "training.batcher.size.rate = 0"),
+        ("rate = 500", "rate = -100", "training.batcher.size.rate = -100"),
+        ("batch_size = 128", "batch_size = 0", "nlp.batch_size = 0"),
+    ],
+)
+def test_a_batch_size_of_zero_in_the_config_is_refused(tmp_path, old, new, name):
+    from iob_ner.training import check_batch_sizes, read_config
+
+    config = tmp_path / "config.cfg"
+    text = (ROOT / "configs" / "config.cfg").read_text(encoding="utf8")
+    assert old in text
+    config.write_text(text.replace(old, new, 1), encoding="utf8")
+    with pytest.raises(SetupError, match=re.escape(f"{name} in {config}: a batch size must be positive")):
+        check_batch_sizes(read_config(config), config)
+    check_batch_sizes(read_config(ROOT / "configs" / "config.cfg"), config)

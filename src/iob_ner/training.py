@@ -63,6 +63,19 @@ def check_training_corpus(config: Config, train_path: Path) -> None:
         )
 
 
+def check_batch_sizes(config: Config, path: Path) -> None:
+    """Batch sizes of 0 or less in the config: spaCy takes them without a word (a batch_by_words size of 0
+    makes every document its own batch), so they are refused here, naming the setting."""
+    size = config["training"].get("batcher", {}).get("size")
+    values = {"training.batcher.size": size} if not isinstance(size, dict) else {}
+    if isinstance(size, dict):  # a schedule: constant (rate) or compounding (start, stop)
+        values = {f"training.batcher.size.{key}": size[key] for key in ("rate", "start", "stop") if key in size}
+    values["nlp.batch_size"] = config["nlp"].get("batch_size", 1)
+    for name, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise SetupError(f"{name} = {value} in {path}: a batch size must be positive (the default is 500 words)")
+
+
 def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> Dict[str, int]:
     """Fit a warmup/decay learning-rate schedule to `max_steps`, whatever steps the config names."""
     schedule = config["training"]["optimizer"].get("learn_rate")
@@ -116,6 +129,7 @@ def train_pipeline(
 ) -> None:
     check_steps(max_steps, eval_frequency, warmup_ratio, confidence_samples)
     config_data = read_config(config)
+    check_batch_sizes(config_data, config)
     check_training_corpus(config_data, train)
     from spacy.cli._util import parse_config_overrides
 
