@@ -158,7 +158,8 @@ def test_convert_warns_about_labels_that_only_dev_or_test_hold(tmp_path):
 @pytest.mark.parametrize("value", ["0", "-2"])
 def test_sents_per_doc_below_one_is_refused(tmp_path, value):
     flat = tmp_path / "flat.tsv"
-    flat.write_text("a\tO\nPython\tB-SKILL\n\nb\tO\nJava\tB-SKILL\n", encoding="utf8")
+    # 20 sentences: before the fix, 0 and -2 were read as 1 and convert said ✔
+    flat.write_text("".join(f"s{i}\tO\nPython\tB-SKILL\n\n" for i in range(20)), encoding="utf8")
     result = run_script("convert", "--train", str(flat), "--output", str(tmp_path / "c"), "--sents-per-doc", value)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"sents_per_doc must be at least 1 (sentences per document), not {value}" in " ".join(result.stdout.split())
