@@ -8,8 +8,15 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-import spacy
+# Under pytest-xdist (.ci/run runs two workers on two cores) each worker, and every command it starts,
+# uses one thread for torch and BLAS, set before torch is imported: two workers each spinning two OpenMP
+# threads on two cores slowed torch steps 4-18x (spin-waits).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+import spacy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
