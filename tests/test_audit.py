@@ -357,3 +357,79 @@ def test_audit_end_to_end_on_a_crlf_bom_export_then_reuses_the_fold_models(tmp_p
     assert [(f["kind"], f["line"], f["score"]) for f in second["findings"]] == [
         (f["kind"], f["line"], f["score"]) for f in first["findings"]
     ]
+
+
+# -- the benchmark's noise and scoring -------------------------------------------------------------------
+
+
+def test_injected_errors_are_seeded_in_equal_shares_apart_and_where_the_file_says(tmp_path):
+    from conftest import load_benchmark
+
+    bench = load_benchmark("audit/benchmark_audit.py")
+    words = "the BRCA1 gene and breast cancer and ovarian cancer in many families with early onset".split()
+    clean = [([f"s{i}"] + words, [(5, 7, "Disease"), (8, 10, "Disease")]) for i in range(60)]
+    docs = [read_iob_document(w, s) for w, s in clean]
+    errors = bench.inject(docs, 0.1, seed=3)
+    assert [e["kind"] for e in errors].count("removed") == 4 and len(errors) == 12
+    assert {e["kind"] for e in errors} == {"removed", "boundary", "spurious"}
+    again = bench.inject([read_iob_document(w, s) for w, s in clean], 0.1, seed=3)
+    assert [(e["document"], e["noisy"]) for e in again] == [(e["document"], e["noisy"]) for e in errors]
+    for error in errors:
+        doc = docs[error["document"]]
+        assert error["noisy"] in doc.spans if error["noisy"] else error["original"] not in doc.spans
+        if error["kind"] == "boundary":
+            (s0, e0, _), (s1, e1, _) = error["original"], error["noisy"]
+            assert abs(s0 - s1) + abs(e0 - e1) == 1
+    regions = [(e["document"], t) for e in errors for t in e["tokens"]]
+    assert len(regions) == len(set(regions))  # no two errors share a token
+    path = tmp_path / "noisy.tsv"
+    bench.write_noisy(docs, errors, path)
+    lines = raw_lines(path)
+    for error in errors:
+        assert [lines[n - 1].split("\t")[0] for n in error["lines"]] == [
+            docs[error["document"]].words[t] for t in error["tokens"]
+        ]
+
+
+def read_iob_document(words, spans):
+    from iob_ner.iob import IobDocument
+
+    return IobDocument(list(words), list(spans), [0], 1)
+
+
+def test_precision_recall_and_auprc_of_a_ranking():
+    from conftest import load_benchmark
+
+    bench = load_benchmark("audit/benchmark_audit.py")
+    errors = [
+        {"kind": "removed", "lines": [10, 11]},
+        {"kind": "spurious", "lines": [30]},
+        {"kind": "boundary", "lines": [50]},
+    ]
+    file = Path("noisy.tsv").resolve()
+    ranking = [
+        {"file": "noisy.tsv", "line": 11, "end_line": 12},  # hit
+        {"file": "noisy.tsv", "line": 20, "end_line": 21},  # miss
+        {"file": "noisy.tsv", "line": 10, "end_line": 10},  # the same error again: a miss
+        {"file": "other.tsv", "line": 30, "end_line": 30},  # another file: a miss
+        {"file": "noisy.tsv", "line": 29, "end_line": 31},  # hit
+    ]
+    scores = bench.score(ranking, errors, file)
+    assert scores["precision_at_n"] == scores["recall_at_n"] == round(1 / 3, 4)
+    assert scores["auprc"] == round((1 / 1 + 2 / 5) / 3, 4)
+    assert scores["found_by_kind"] == {"removed": 1, "boundary": 0, "spurious": 1}
+
+
+@pytest.mark.parametrize(
+    "change,says",
+    [({"token_score": "entropy"}, "token_score must be one of self_confidence"), ({"top": 0}, "top .* at least 1")],
+)
+def test_bad_settings_stop_the_audit_before_any_training(tmp_path, change, says):
+    pytest.importorskip("cleanlab", reason="the audit is optional: pip install -r requirements-audit.txt")
+    from iob_ner.audit import audit
+
+    options = {"config": ROOT / "configs" / "config.cfg", "corpus": tmp_path / "none", "output": tmp_path / "out"}
+    options.update(crossval_dir=tmp_path / "cv", read_options={}, max_steps=10, eval_frequency=5)
+    with pytest.raises(SetupError, match=says):
+        audit(**{**options, **change})
+    assert not (tmp_path / "cv").exists() and not (tmp_path / "out").exists()

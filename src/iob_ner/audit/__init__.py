@@ -20,7 +20,7 @@ from ..experiments.crossval import crossval, fold_plan, kept_models, models_reco
 from ..runtime import cpu_name, select_device
 from ..training import check_steps, read_config
 from .consistency import find_inconsistencies
-from .findings import INSTALL, KINDS, SCORE_RULE, iob2_classes, model_findings, require_cleanlab
+from .findings import KINDS, SCORE_RULE, check_token_score, iob2_classes, model_findings, require_cleanlab
 from .locate import Located, locate_corpus
 from .oof import out_of_fold
 from .write import OUTPUTS, finding_block, inconsistency_rows, suggestion_documents, write_outputs
@@ -78,8 +78,9 @@ def audit(
     start = time.perf_counter()
     if top < 1:
         raise SetupError(f"top (findings shown in report.md) must be at least 1, not {top}")
-    if not consistency_only:
+    if not consistency_only:  # why first: these would otherwise stop the audit after k trainings
         require_cleanlab()
+        check_token_score(token_score)
         check_token_head(config)
         check_steps(train_options["max_steps"], train_options["eval_frequency"], train_options.get("warmup_ratio", 0.1))
     located = locate_corpus(corpus, read_options)
@@ -176,8 +177,8 @@ def _summary(result: dict, audited: int) -> str:
     docs = result["documents"]
     if "model_findings" not in result:
         return (
-            f"Consistency check only ({docs['train'] + docs['dev'] + docs['test']} documents); no model findings "
-            f"(run without --consistency-only, with {INSTALL}, for them). {result['seconds']:.0f} s."
+            f"The consistency check alone (--consistency-only), over {docs['train'] + docs['dev'] + docs['test']} "
+            f"documents: no model findings. {result['seconds']:.0f} s."
         )
     kinds = ", ".join(f"{kind} {n}" for kind, n in result["by_kind"].items())
     return (

@@ -61,6 +61,11 @@ def require_cleanlab() -> None:
         raise SetupError(f"audit scores the annotation with cleanlab, which is not installed: {INSTALL}") from None
 
 
+def check_token_score(method: str) -> None:
+    if method not in TOKEN_SCORES:
+        raise SetupError(f"token_score must be one of {', '.join(TOKEN_SCORES)}, not {method!r}")
+
+
 def iob2_classes(labels) -> List[str]:
     return ["O"] + [f"{prefix}-{label}" for label in sorted(labels) for prefix in "BI"]
 
@@ -129,8 +134,7 @@ def model_findings(
     token_score: str = "self_confidence",
 ) -> Tuple[List[dict], dict]:
     """Every finding (ranked: flagged first, then by score), and counts of what cleanlab flagged."""
-    if token_score not in TOKEN_SCORES:
-        raise SetupError(f"token_score must be one of {', '.join(TOKEN_SCORES)}, not {token_score!r}")
+    check_token_score(token_score)
     index = {name: i for i, name in enumerate(classes)}
     labels = [iob2_ids(doc.spans, len(doc.words), index) for doc in documents]
     probabilities = [p.probabilities for p in predictions]
