@@ -7,7 +7,7 @@ from wasabi import msg
 
 from iob_ner.cli import user_errors
 from iob_ner.experiments.crossval import crossval
-from iob_ner.runtime import parse_gpu_id
+from iob_ner.runtime import parse_bool, parse_gpu_id
 
 
 def main(
@@ -23,6 +23,7 @@ def main(
     max_steps: int = typer.Option(2000),
     eval_frequency: int = typer.Option(200),
     warmup_ratio: float = typer.Option(0.1),
+    keep_models: str = typer.Option("false", help="true: keep the k fold models (for audit) in OUTPUT/runs"),
 ) -> None:
     with user_errors():
         record = crossval(
@@ -37,6 +38,7 @@ def main(
             max_steps=max_steps,
             eval_frequency=eval_frequency,
             warmup_ratio=warmup_ratio,
+            keep_models=parse_bool(keep_models),
         )
     s = record["summary"]
     msg.good(

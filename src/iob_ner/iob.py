@@ -640,6 +640,46 @@ def read_iob(
     tags.finish()
 
 
+def located_documents(path: Path | str, **read_options) -> Iterator[Tuple[IobDocument, List[int]]]:
+    """`read_iob`'s documents, each with the line of each of its tokens (1-based, as the reader counts them).
+
+    A document's tokens are the token lines from its first line on, skipping blank lines, -DOCSTART-
+    lines and lines dropped for an empty token: a second pass over the file, split as the reader splits
+    it, finds them. Every token found is checked against the document's word.
+    """
+    path = Path(path)
+    layout = _scan_layout(path)
+    with path.open("r", encoding="utf-8-sig", newline=None) as f:
+        numbered = enumerate(_lines(f), 1)
+        for document in read_iob(path, **read_options):
+            lines: List[int] = []
+            for lineno, line in numbered:
+                if lineno < document.first_line:
+                    continue
+                token = _token_of(path, lineno, line, layout)
+                if not token:
+                    continue
+                if token != document.words[len(lines)]:  # a bug, not the user's: the two passes disagree
+                    raise ValueError(
+                        f"{path}:{lineno}: token {token!r} where the reader has {document.words[len(lines)]!r}"
+                    )
+                lines.append(lineno)
+                if len(lines) == len(document.words):
+                    break
+            yield document, lines
+
+
+def _token_of(path: Path, lineno: int, line: str, layout: _FileLayout) -> str:
+    """The token of a line as `_read_lines` reads it, stripped; "" for a line that holds none."""
+    if not line or line.isspace() or line.startswith(DOCSTART):
+        return ""
+    if layout.has_tab:
+        token = line.split("\t", 1)[0]
+    else:
+        token = _split_whitespace(path, lineno, line, layout.columns)[0]
+    return token.strip()
+
+
 def check_read_options(sents_per_doc: int, max_sentence_tokens: int, max_document_tokens: int) -> None:
     """The numbers that say how a file is cut into documents: one sentence when one cannot be meant."""
     if sents_per_doc < 1:

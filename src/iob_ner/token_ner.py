@@ -359,22 +359,34 @@ class TokenNER(TrainablePipe):
             return [numpy.zeros((0,)) for _ in docs]
         flat, probabilities = self._model_scores(docs), self._outputs_probabilities()
         paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
+        marginals = self._marginals(docs, flat, lengths)
+        return [numpy.minimum(1.0, m[numpy.arange(len(path)), path]) for m, path in zip(marginals, paths)]
+
+    def tag_probabilities(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
+        """For each (already processed) doc, P(token t has tag y) (tokens x `tag_names`, rows summing to 1) over
+        the valid BILUO paths, at the component's temperature (with `samples`: the mean over the dropout
+        passes). What an audit of the annotations compares them with; needs the docs as `nlp.pipe` left them.
+        """
+        docs = list(docs)
+        lengths = [len(doc) for doc in docs]
+        if not any(lengths):
+            return [numpy.zeros((0, len(self.tag_names))) for _ in docs]
+        marginals = self._marginals(docs, self._model_scores(docs), lengths)
+        # why renormalise: exp(alpha + beta - log_z) sums to 1 only up to rounding
+        return [m / numpy.maximum(m.sum(axis=1, keepdims=True), 1e-12) for m in marginals]
+
+    def _marginals(self, docs: List[Doc], flat: numpy.ndarray, lengths: List[int]) -> List[numpy.ndarray]:
+        """Each doc's tag marginals (tokens x tags) from the head's scores `flat`; with `samples`, the mean of the
+        marginals over that many dropout passes."""
+        probabilities = self._outputs_probabilities()
         if not self.samples:
             logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
-            lattices = self.decoder.forward_backward(logits, self.temperature)
-            return [
-                numpy.minimum(1.0, _tag_marginals(lattice)[numpy.arange(len(path)), path])
-                for lattice, path in zip(lattices, paths)
-            ]
-        found = [numpy.zeros((0,)) for _ in docs]
+            return [_tag_marginals(lattice) for lattice in self.decoder.forward_backward(logits, self.temperature)]
+        found = [numpy.zeros((0, len(self.tag_names))) for _ in docs]
         busy = [i for i, doc in enumerate(docs) if len(doc)]
         for i, stack in zip(busy, self._sampled_logits([docs[i] for i in busy], self.samples)):
-            tags = numpy.arange(len(paths[i])), paths[i]
-            marginals = [
-                _tag_marginals(lattice)[tags]
-                for lattice in self.decoder.forward_backward(stack, self.score_temperature)
-            ]
-            found[i] = numpy.minimum(1.0, numpy.mean(marginals, axis=0))
+            lattices = self.decoder.forward_backward(stack, self.score_temperature)
+            found[i] = numpy.mean([_tag_marginals(lattice) for lattice in lattices], axis=0)
         return found
 
     def fit_temperature(

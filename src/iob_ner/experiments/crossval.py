@@ -4,18 +4,24 @@ The train and dev documents are pooled (the test documents stay untouched) and d
 whole documents, seeded and stratified by label. Each fold is scored by a model trained on the other
 folds; that model's best checkpoint is chosen on an inner dev set carved from its own training
 documents, so no fold is ever scored by a model selected on it.
+
+With `keep_models`, the k models stay in runs/fold-i/model-best and runs/models.json records what they were
+made from (the corpus, the config, the folds and the training settings): `audit` reuses them when all of
+that matches (`kept_models`), since each one has never seen its fold's documents.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 from wasabi import msg
 
 from ..errors import SplitError
-from ..outputs import atomic_output, write_text_atomic
+from ..outputs import atomic_output, fingerprint, remove, write_text_atomic
 from ..runtime import cpu_name
 from ..split_checks import document_key
 from ..splits import stratified_parts
@@ -23,6 +29,9 @@ from ..training import check_steps
 from .common import doc_labels, load_docs, mean_sd, per_label_f, pyplot, save_docs, train_and_score, write_json
 
 INNER_DEV_SHARE = 0.1
+MODELS_RECORD = "models.json"  # under output/runs: what the kept fold models were made from
+# The training settings that, with the corpus, the config and the folds, make the kept models the same ones
+MODEL_SETTINGS = ("max_steps", "eval_frequency", "warmup_ratio", "transformer")
 
 
 def make_folds(labels, folds: int, seed: int, keys=None) -> List[int]:
@@ -37,6 +46,41 @@ def make_folds(labels, folds: int, seed: int, keys=None) -> List[int]:
     return stratified_parts(labels, [1.0] * folds, seed, keys=keys)
 
 
+def fold_plan(train: Path, dev: Path, folds: int, seed: int) -> Tuple[list, list, List[int]]:
+    """The pooled train + dev documents (in that order), their labels and the fold of each."""
+    docs = load_docs([train, dev])
+    labels = doc_labels(docs)
+    return docs, labels, make_folds(labels, folds, seed, keys=[document_key(t.text for t in doc) for doc in docs])
+
+
+def models_record(*, config: Path, train: Path, dev: Path, assigned: List[int], seed: int, **train_options) -> dict:
+    """What the fold models are made from; two equal records mean interchangeable models."""
+    return {
+        "corpus": {"train": fingerprint(train), "dev": fingerprint(dev)},
+        "config": fingerprint(config),
+        "folds": max(assigned) + 1,
+        "seed": seed,
+        "assignment": hashlib.sha256(json.dumps(assigned).encode()).hexdigest(),
+        "settings": {key: train_options.get(key) for key in MODEL_SETTINGS},
+    }
+
+
+def model_paths(output: Path, folds: int) -> List[Path]:
+    return [output / "runs" / f"fold-{fold}" / "model-best" for fold in range(folds)]
+
+
+def kept_models(output: Path, record: dict) -> Optional[List[Path]]:
+    """The fold models that a crossval run with `keep_models` left in output/runs, if they were made from what
+    `record` (models_record) says; else None."""
+    path = output / "runs" / MODELS_RECORD
+    try:
+        kept = json.loads(path.read_text(encoding="utf8"))
+    except (OSError, ValueError):
+        return None
+    models = model_paths(output, record["folds"])
+    return models if kept == record and all((m / "meta.json").exists() for m in models) else None
+
+
 def run_fold(fold: int, docs, labels, assigned: List[int], work: Path, seed: int, **options) -> dict:
     """Train on every fold but `fold` (less an inner dev set), score on `fold`."""
     held = [doc for doc, f in zip(docs, assigned) if f == fold]
@@ -49,6 +93,7 @@ def run_fold(fold: int, docs, labels, assigned: List[int], work: Path, seed: int
     heldout = save_docs(held, run_dir / "heldout.spacy")
     msg.divider(f"Fold {fold + 1}: {len(held)} held-out documents, {len(rest)} to train on")
     metrics = train_and_score(run_dir=run_dir, train=train, dev=dev, score_on=heldout, seed=seed, **options)
+    remove(run_dir / "model-last")  # kept or not, model-best is the one a fold's model is
     return {
         "fold": fold,
         "documents": len(held),
@@ -130,17 +175,29 @@ def report_lines(record: dict) -> List[str]:
 
 
 def crossval(
-    *, config: Path, train: Path, dev: Path, output: Path, folds: int = 5, seed: int = 0, **train_options
+    *,
+    config: Path,
+    train: Path,
+    dev: Path,
+    output: Path,
+    folds: int = 5,
+    seed: int = 0,
+    keep_models: bool = False,
+    **train_options,
 ) -> dict:
     check_steps(train_options["max_steps"], train_options["eval_frequency"], train_options.get("warmup_ratio", 0.1))
-    docs = load_docs([train, dev])
-    labels = doc_labels(docs)
-    assigned = make_folds(labels, folds, seed, keys=[document_key(t.text for t in doc) for doc in docs])
+    docs, labels, assigned = fold_plan(train, dev, folds, seed)
     start = time.perf_counter()
     work = output / "runs"
+    # why first: from the first fold trained on, the models in runs/ are no longer all the recorded ones
+    remove(work / MODELS_RECORD)
     results = [
-        run_fold(fold, docs, labels, assigned, work, seed, config=config, **train_options) for fold in range(folds)
+        run_fold(fold, docs, labels, assigned, work, seed, config=config, keep_model=keep_models, **train_options)
+        for fold in range(folds)
     ]
+    if keep_models:
+        made_from = models_record(config=config, train=train, dev=dev, assigned=assigned, seed=seed, **train_options)
+        write_json(work / MODELS_RECORD, made_from)
     record = {
         "folds": folds,
         "seed": seed,
