@@ -9,6 +9,7 @@ from wasabi import msg
 
 from iob_ner.cli import user_errors
 from iob_ner.inference import predict, prediction_summary
+from iob_ner.inference.stream import BATCH_CHARS
 from iob_ner.runtime import parse_gpu_id
 
 
@@ -22,6 +23,10 @@ def main(
     batch_size: int = typer.Option(64),
     lines: bool = typer.Option(False, "--lines", help="Each line of a .txt file is one document"),
     max_length: int = typer.Option(0, help="Split texts longer than this (characters; 0: the pipeline's max_length)"),
+    batch_chars: int = typer.Option(
+        BATCH_CHARS,
+        help="Characters in one pass of the pipeline (bounds memory; longer texts stream through in pieces)",
+    ),
     min_score: float = typer.Option(0.0, help="Leave out entities whose probability is under this (needs token_ner)"),
     engine: str = typer.Option("local", help="local (this process) or ray (pip install -r requirements-ray.txt)"),
     actors: int = typer.Option(0, help="Ray engine: pipeline copies (0: one per GPU, else one per CPU)"),
@@ -45,6 +50,7 @@ def main(
             lines=lines,
             max_length=max_length or None,
             min_score=min_score,
+            batch_chars=batch_chars,
             engine=engine,
             actors=actors,
             shard_size=shard_size,

@@ -7,6 +7,7 @@ from wasabi import msg
 
 from iob_ner.cli import user_errors
 from iob_ner.inference.review import RULE, review, review_summary
+from iob_ner.inference.stream import BATCH_CHARS
 from iob_ner.runtime import parse_gpu_id
 
 
@@ -21,6 +22,10 @@ def main(
     batch_size: int = typer.Option(64),
     lines: bool = typer.Option(False, "--lines", help="Each line of a .txt file is one document"),
     max_length: int = typer.Option(0, help="Split texts longer than this (characters; 0: the pipeline's max_length)"),
+    batch_chars: int = typer.Option(
+        BATCH_CHARS,
+        help="Characters in one pass of the pipeline (bounds memory; longer texts stream through in pieces)",
+    ),
 ) -> None:
     with user_errors(OSError, interrupted="interrupted: the previous outputs are left as they were"):
         result = review(
@@ -33,6 +38,7 @@ def main(
             batch_size=batch_size,
             lines=lines,
             max_length=max_length or None,
+            batch_chars=batch_chars,
         )
     msg.info(f"rule: {RULE}")
     (msg.warn if result["skipped"] or not result["written"] else msg.good)(

@@ -21,7 +21,7 @@ from spacy.language import Language
 
 from iob_ner.inference import predict
 from iob_ner.inference import prediction_summary as summary
-from iob_ner.inference.pipeline import split_text
+from iob_ner.inference.stream import split_text
 from iob_ner.iob import read_iob
 from iob_ner.runtime import SetupError
 

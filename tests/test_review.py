@@ -16,9 +16,10 @@ import spacy
 from conftest import ROOT
 from test_predict import SCORED_TEXTS, records, scored_entities, write_jsonl
 
-from iob_ner.inference.pipeline import Prediction, split_text
+from iob_ner.inference.pipeline import Prediction
 from iob_ner.inference.review import RULE, least_sure, review
 from iob_ner.inference.review import review_summary as summary
+from iob_ner.inference.stream import split_text
 from iob_ner.iob import read_iob
 from iob_ner.runtime import SetupError
 

@@ -120,3 +120,14 @@ def test_whitespace_tokens_never_begin_or_end_an_entity(normalize):
     for text in ("ZnO films grown by pulsed laser deposition\n", "NiO  was studied\n\n", " \n "):
         for ent in nlp(text).ents:
             assert not ent[0].is_space and not ent[-1].is_space
+
+
+def test_viterbi_on_a_long_doc_resolves_what_float32_sums_would_round_away():
+    # 200,000 tokens of O scored 10: unshifted, the path's float32 sum reaches 2,000,000, where float32 steps
+    # by 0.125 and the last token's 0.01 lead of U-A over O would be rounded away
+    names = ["O", "B-A", "I-A", "L-A", "U-A"]
+    scores = numpy.full((200_000, len(names)), -5.0, dtype="float32")
+    scores[:, 0] = 10.0
+    scores[-1, 4] = 10.01
+    (path,) = _BiluoDecoder(names).decode(scores, [len(scores)], probabilities=False)
+    assert path[-1] == 4 and not path[:-1].any()

@@ -31,7 +31,6 @@ import cProfile
 import functools
 import io
 import json
-import platform
 import pstats
 import random
 import tempfile
@@ -46,7 +45,7 @@ from wasabi import msg
 
 from iob_ner.errors import SetupError
 from iob_ner.outputs import write_text_atomic
-from iob_ner.runtime import cpu_name, resolve_transformer
+from iob_ner.runtime import cpu_name, library_versions, resolve_transformer
 from iob_ner.tiny import TINY_BERT, make_tiny_bert, tiny_training_setup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,7 +233,7 @@ def measure_host_time(
             "precision": "fp32",
             "torch_threads": torch.get_num_threads(),
             "cpu": cpu_name(),
-            "versions": _versions(),
+            "versions": library_versions(),
         }
     )
     if top is not None:
@@ -289,15 +288,6 @@ def profile_steps(
         }
         for (file, line, name), (cc, nc, tt, ct, _) in rows
     ]
-
-
-def _versions() -> Dict[str, str]:
-    from importlib.metadata import version
-
-    return {
-        "python": platform.python_version(),
-        **{name: version(name) for name in ("spacy", "spacy-transformers", "thinc", "torch", "transformers")},
-    }
 
 
 def show(report: Dict[str, Any]) -> None:

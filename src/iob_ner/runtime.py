@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from .errors import SetupError, first_line
 
@@ -181,6 +182,29 @@ class ThreadDevice:
             set_active_gpu(self.gpu_id)
 
 
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to give back this way
+        return None
+
+
+def give_back_freed_memory() -> None:
+    """Hand the heap's free memory back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    glibc keeps what Python and torch free in its heap for reuse; passes of different shapes leave holes
+    the next pass's tensors do not fit, so the resident size creeps up: predict on a 1,000,000-character
+    line grew from 960 to 1,172 MB over 20 passes, and stayed near 710 MB with a trim after each. A trim
+    takes about 4 ms."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def cpu_name() -> str:
     """The processor's model name, for benchmark figures."""
     import platform
@@ -192,6 +216,17 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def library_versions() -> Dict[str, str]:
+    """Python's and the model stack's versions, for benchmark result files."""
+    import platform
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("spacy", "spacy-transformers", "thinc", "torch", "transformers")},
+    }
 
 
 def parse_bool(value: str) -> bool:

@@ -654,6 +654,9 @@ class _BiluoDecoder:
             candidates = score[:, :, None] + self.transitions[None]  # batch x previous x current
             best_previous = candidates.argmax(axis=1)
             new = numpy.take_along_axis(candidates, best_previous[:, None, :], axis=1)[:, 0] + logp[:, t]
+            # Each row less its best: the same path, and float32 sums stay small. Unshifted, a 53,000-token
+            # doc summed to 282,009 (steps of 0.03 in float32) and 31 of its tags differed from float64's.
+            new -= new.max(axis=1, keepdims=True)
             active = (t < lengths_arr)[:, None]
             score = numpy.where(active, new, score)
             back[:, t] = numpy.where(active, best_previous, keep)

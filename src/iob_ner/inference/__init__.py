@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import SetupError
+from .stream import BATCH_CHARS
 
 ENGINES = ("local", "ray")
 
@@ -27,6 +28,7 @@ def predict(
     lines: bool = False,
     max_length: Optional[int] = None,
     min_score: float = 0.0,
+    batch_chars: int = BATCH_CHARS,
     engine: str = "local",
     actors: int = 0,
     shard_size: int = 10_240,
@@ -34,7 +36,9 @@ def predict(
     ray_wheel: Optional[Path] = None,
 ) -> dict:
     """Predict entities for every document of `source`; returns counts. `max_length` (default: the
-    pipeline's nlp.max_length) is the longest text processed whole; longer ones are split. Entities
+    pipeline's nlp.max_length) is the longest text processed as one document; longer ones are split.
+    `batch_chars` bounds the characters of one pass of the pipeline (its memory): a longer text streams
+    through in pieces, with the entities it has whole (`inference.stream`). Entities
     whose score is under `min_score` are left out (and counted). `engine` "ray" runs on Ray actors
     (`actors`, 0: one a GPU or CPU; `shard_size` documents a resumable shard; `ray_address` or
     RAY_ADDRESS: an existing cluster, else a local one; `ray_wheel`: the pipeline package's wheel, sent
@@ -57,6 +61,7 @@ def predict(
             lines=lines,
             max_length=max_length,
             min_score=min_score,
+            batch_chars=batch_chars,
             actors=actors,
             shard_size=shard_size,
             address=ray_address,
@@ -74,6 +79,7 @@ def predict(
         lines=lines,
         max_length=max_length,
         min_score=min_score,
+        batch_chars=batch_chars,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 from ..runtime import select_device
 from .inputs import check_something_read
-from .pipeline import check_settings, entity_reading, load_pipeline, source_predictions
+from .pipeline import BATCH_CHARS, check_settings, entity_reading, load_pipeline, source_predictions
 from .writers import write_outputs
 
 
@@ -22,13 +22,14 @@ def predict_local(
     lines: bool = False,
     max_length: Optional[int] = None,
     min_score: float = 0.0,
+    batch_chars: int = BATCH_CHARS,
     progress: bool = True,
 ) -> dict:
     """predict(engine="local"): the counts of what was written, skipped and on which device."""
-    check_settings(batch_size, max_length, min_score)
+    check_settings(batch_size, max_length, min_score, batch_chars)
     _, device = select_device(gpu_id)
     nlp = load_pipeline(model)
-    reading = entity_reading(nlp, min_score)
+    reading = entity_reading(nlp, min_score, words=iob_output is not None)
     outputs = [output] + ([iob_output] if iob_output is not None else [])
     found, problems = source_predictions(
         nlp,
@@ -38,6 +39,7 @@ def predict_local(
         batch_size=batch_size,
         max_length=max_length,
         lines=lines,
+        batch_chars=batch_chars,
         progress="predict" if progress else "",
     )
     counts = write_outputs(

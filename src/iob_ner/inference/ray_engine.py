@@ -34,7 +34,7 @@ from ..errors import SetupError
 from ..outputs import atomic_output, remove, write_text_atomic
 from ..runtime import ThreadDevice, select_device
 from .inputs import InputProblems, NothingRead, Text, check_something_read, input_files, read_texts
-from .pipeline import Prediction, check_settings, entity_reading, load_pipeline, predictions
+from .pipeline import BATCH_CHARS, Prediction, check_settings, entity_reading, load_pipeline, predictions
 from .writers import write_outputs
 
 PACKAGE = Path(__file__).resolve().parents[1]  # iob_ner: the one piece of code the actors need
@@ -62,16 +62,23 @@ class PipelineActor:
     each, as JSON) into results (one JSON list a row: a prediction or a skip per document, in order)."""
 
     def __init__(
-        self, model: str, use_gpu: bool, batch_size: int, max_length: int, min_score: float, iob: bool
+        self,
+        model: str,
+        use_gpu: bool,
+        batch_size: int,
+        max_length: int,
+        min_score: float,
+        iob: bool,
+        batch_chars: int = BATCH_CHARS,
     ) -> None:
         msg.no_print = True  # the driver reports skips and warnings once, not once per actor
         gpu, _ = select_device(0 if use_gpu else -1)  # Ray's CUDA_VISIBLE_DEVICES makes the actor's GPU number 0
         # Ray Data calls __call__ in a thread of its own, which would start on the CPU's ops and CUDA device 0
         self.device = ThreadDevice(gpu)
         self.nlp = load_pipeline(Path(model) if Path(model).is_dir() else model)
-        self.reading = entity_reading(self.nlp, min_score)
+        self.reading = entity_reading(self.nlp, min_score, words=iob)
         self.nlp.max_length = max_length
-        self.batch_size, self.max_length, self.iob = batch_size, max_length, iob
+        self.batch_size, self.max_length, self.batch_chars, self.iob = batch_size, max_length, batch_chars, iob
 
     def __call__(self, batch: Dict[str, Sequence]) -> Dict[str, list]:
         self.device.activate()
@@ -83,7 +90,13 @@ class PipelineActor:
         problems = Recorder()
         found = iter(
             predictions(
-                self.nlp, texts, problems, batch_size=self.batch_size, max_length=self.max_length, reading=self.reading
+                self.nlp,
+                texts,
+                problems,
+                batch_size=self.batch_size,
+                max_length=self.max_length,
+                batch_chars=self.batch_chars,
+                reading=self.reading,
             )
         )
         # predictions() yields the good documents in order and skips the others: zip them back.
@@ -421,13 +434,14 @@ def predict_ray(
     lines: bool = False,
     max_length: Optional[int] = None,
     min_score: float = 0.0,
+    batch_chars: int = BATCH_CHARS,
     actors: int = 0,
     shard_size: int = 10_240,
     address: Optional[str] = None,
     wheels: Sequence[Path] = (),
 ) -> dict:
     """predict(engine="ray"): the same outputs and counts as predict, computed by Ray actors."""
-    check_settings(batch_size, max_length, min_score)
+    check_settings(batch_size, max_length, min_score, batch_chars)
     if actors < 0 or shard_size < 1:
         raise SetupError("actors must be 0 (automatic) or more, and shard_size at least 1")
     shard_size = -(-shard_size // batch_size) * batch_size  # whole batches: the actors batch as predict
@@ -439,6 +453,7 @@ def predict_ray(
         "lines": lines,
         "limit": limit,
         "min_score": min_score,
+        "batch_chars": batch_chars,
         "shard_size": shard_size,
         "iob": iob_output is not None,
     }
@@ -456,6 +471,7 @@ def predict_ray(
             "max_length": limit,
             "min_score": min_score,
             "iob": iob_output is not None,
+            "batch_chars": batch_chars,
         }
         shards = run_shards(shards_of(texts, shard_size, batch_size), store, problems, cluster, actor_args)
     finally:

@@ -33,7 +33,7 @@ from ..runtime import select_device
 from ..scoring import scoring_ner, unscored_ner
 from . import skipped_text
 from .inputs import check_outputs, check_something_read
-from .pipeline import Prediction, Reading, load_pipeline, source_predictions
+from .pipeline import BATCH_CHARS, Prediction, Reading, check_settings, load_pipeline, source_predictions
 
 RULE = (
     "doc_score = the lowest, over the document's tokens, of the probability of the tag the model gave the "
@@ -73,13 +73,13 @@ def review(
     batch_size: int = 64,
     lines: bool = False,
     max_length: Optional[int] = None,
+    batch_chars: int = BATCH_CHARS,
     progress: bool = True,
 ) -> dict:
     """Write the `n` documents of `source` the model is least sure of (RULE), least sure first; returns counts."""
     if n < 1:
         raise SetupError(f"n (the documents to write) must be at least 1, not {n}")
-    if batch_size < 1 or (max_length is not None and max_length < 1):
-        raise SetupError("batch_size and max_length must be at least 1")
+    check_settings(batch_size, max_length, 0.0, batch_chars)
     check_outputs(source, [output_jsonl, output_iob], ["the JSONL output", "the IOB output"])
     _, device = select_device(gpu_id)
     nlp = load_pipeline(model)
@@ -98,7 +98,9 @@ def review(
         )
     if scorer is None:
         msg.warn(f"{unscored_ner(nlp)} gives no entity scores: records have no score")
-    reading = Reading(spans_key=scorer.spans_key if scorer else None, confidence=confidence)
+    reading = Reading(
+        spans_key=scorer.spans_key if scorer else None, confidence=confidence, words=output_iob is not None
+    )
     outputs = [output_jsonl] + ([output_iob] if output_iob is not None else [])
     found, problems = source_predictions(
         nlp,
@@ -108,6 +110,7 @@ def review(
         batch_size=batch_size,
         max_length=max_length,
         lines=lines,
+        batch_chars=batch_chars,
         progress="review" if progress else "",
     )
     ranked, seen = least_sure(found, n)

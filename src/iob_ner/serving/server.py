@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional  # noqa: E
 
 from ..colors import label_colors  # noqa: E402
 from ..errors import SetupError  # noqa: E402
-from ..inference.pipeline import check_min_score, entity_reading, load_pipeline  # noqa: E402
+from ..inference.inputs import Text  # noqa: E402
+from ..inference.pipeline import Passes, check_min_score, entity_reading, load_pipeline, merge, text_pieces  # noqa: E402
+from ..inference.stream import BATCH_CHARS, piece_chars, pipeline_window  # noqa: E402
 from ..runtime import ThreadDevice, select_device  # noqa: E402
 from ..scoring import scoring_ner  # noqa: E402
 
@@ -30,16 +32,19 @@ def pipeline_runner(
     nlp, min_score: float = 0.0, device: Optional[ThreadDevice] = None
 ) -> Callable[[List[str]], List[List[dict]]]:
     """texts -> entities (character offsets, label, and calibrated score where the pipeline gives one):
-    the records `predict` writes, from the same code. The server calls it in its worker thread: `device`
-    (default: this thread's, where the pipeline was loaded) is activated there before each batch."""
-    reading = entity_reading(nlp, min_score)
+    the records `predict` writes, from the same code, in passes of at most BATCH_CHARS characters (a
+    batch of long texts stays within predict's memory). The server calls it in its worker thread:
+    `device` (default: this thread's, where the pipeline was loaded) is activated there before each batch."""
+    reading = entity_reading(nlp, min_score, words=False)
     device = device or ThreadDevice(-1)
+    window, longest = pipeline_window(nlp), piece_chars(nlp, BATCH_CHARS)
 
     def run(texts: List[str]) -> List[List[dict]]:
         device.activate()
+        plan = Passes(max(1, len(texts)), nlp.max_length, BATCH_CHARS, longest, window)
         with nlp.memory_zone():  # frees the strings these texts add to the vocab: memory stays flat
-            docs = list(nlp.pipe(texts, batch_size=max(1, len(texts))))
-            return [piece.entities for piece in reading(docs)]
+            found = text_pieces(nlp, texts, plan, reading)
+            return [merge(Text("", "", text), pieces).record["entities"] for text, pieces in zip(texts, found)]
 
     return run
 
