@@ -21,6 +21,7 @@ from spacy.language import Language
 
 from iob_ner.inference import predict
 from iob_ner.inference import prediction_summary as summary
+from iob_ner.inference.inputs import NothingRead
 from iob_ner.inference.stream import split_text
 from iob_ner.iob import read_iob
 from iob_ner.runtime import SetupError
@@ -250,6 +251,11 @@ def test_every_good_document_is_written_once_in_order_and_every_bad_one_counted(
     with tempfile.TemporaryDirectory() as tmp:
         source, output, iob = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl", Path(tmp) / "out.tsv"
         source.write_bytes(b"\n".join(lines) + b"\n")
+        if not good:  # every document bad: an error, and nothing written (issue 21, cause 9)
+            with pytest.raises(NothingRead, match=f"{len(bad)} input|could be read"):
+                predict(model=faulty, source=source, output=output, iob_output=iob, batch_size=batch_size)
+            assert not output.exists() and not iob.exists()
+            return
         result = predict(
             model=faulty, source=source, output=output, iob_output=iob, batch_size=batch_size, max_length=MAX_LENGTH
         )
