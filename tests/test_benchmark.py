@@ -1,5 +1,6 @@
-"""benchmarks/training's --recipes grammar (settings per run, one sentence for each bad part) and
-benchmarks/host_time's figures on a tiny corpus."""
+"""benchmarks/training's --recipes grammar (settings per run, one sentence for each bad part),
+benchmarks/host_time's figures on a tiny corpus, and how benchmarks/long_input's predict-long builds its
+text and compares entities."""
 
 import pytest
 from conftest import ROOT, load_benchmark
@@ -174,3 +175,18 @@ def test_host_time_runs_two_steps_with_figures_that_add_up(tmp_path):
     ):
         assert areas[name]["ms_per_step"] > 0, name  # every wrapped entry point was reached
     assert areas["other"]["ms_per_step"] > -0.5  # the areas do not overlap (nested time counted once)
+
+
+def test_predict_long_joins_whole_sentences_into_one_line_and_places_each_difference(tmp_path):
+    bench = load_benchmark("long_input/benchmark_predict_long.py")
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("A b .\nC d e .\n\nF .\n", encoding="utf8")
+    assert bench.long_line(sentences, 20) == "A b . C d e . F ."  # the next "A b ." would pass 20
+    assert bench.long_line(sentences, 35) == "A b . C d e . F . A b . C d e ."  # from the start again
+    reference = {(0, 3, "X", "abc"): 0.5, (10, 12, "Y", "de"): 0.2}
+    other = {(0, 3, "X", "abc"): 0.5001, (11, 12, "Y", "e"): 0.3}
+    found = bench.compare(reference, other, cuts=[10, 400])
+    assert (found["same"], found["identical"], found["max_score_difference"]) == (1, False, 0.0001)
+    assert [(e["text"], e["to_cut"]) for e in found["only_reference"]] == [("de", 0)]
+    assert [(e["text"], e["to_cut"]) for e in found["only_other"]] == [("e", 1)]
+    assert bench.piece_cuts("Aa bb. Cc dd. Ee ff.", 8) == [7, 14]

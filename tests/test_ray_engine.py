@@ -139,6 +139,24 @@ def test_shards_of_another_model_are_not_reused(local_ray, model, corpus, tmp_pa
     assert "holds shards of another input, pipeline or setting: starting over" in capsys.readouterr().out
 
 
+def test_a_long_text_streams_through_the_actors_as_through_the_local_engine(local_ray, model, tmp_path):
+    # 100 short documents and one of ~30,000 characters in the second batch, in passes of 2,000 characters:
+    # the actors cut it into the same pieces as the local engine, byte for byte
+    source = synthetic_jsonl(tmp_path / "in.jsonl", 100)
+    rng = random.Random(1)
+    long_text = " . ".join(" ".join(rng.choice(WORDS) for _ in range(20)) for _ in range(200))
+    lines = source.read_text(encoding="utf8").splitlines()
+    lines.insert(70, json.dumps({"id": "long", "text": long_text}))
+    source.write_text("\n".join(lines) + "\n", encoding="utf8")
+    local = predict(
+        model=model, source=source, output=tmp_path / "out.jsonl", iob_output=tmp_path / "out.tsv", batch_chars=2000
+    )
+    (tmp_path / "ray").mkdir()
+    result = run_ray(model, source, tmp_path / "ray", batch_chars=2000)
+    assert outputs(tmp_path / "ray") == outputs(tmp_path)
+    assert result["documents"] == local["documents"] == 101 and local["entities"] > 400
+
+
 def test_bad_documents_are_named_skipped_and_counted_as_predict_does(local_ray, model, tmp_path, capsys):
     source = tmp_path / "in.jsonl"
     good = [
