@@ -116,6 +116,8 @@ def test_train_script_refuses_fp16_before_training(tmp_path, fixture_path):
             str(tmp_path / "c.spacy"),
             "--max-steps",
             "10",
+            "--eval-frequency",
+            "5",
             "--gpu-id",
             "cpu",
         ],

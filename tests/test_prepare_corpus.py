@@ -10,6 +10,7 @@ from conftest import ROOT
 
 from iob_ner import prepare as prepare_corpus
 from iob_ner.corpus import read_docs
+from iob_ner.outputs import fingerprint
 from iob_ner.prepare import prepare_corpus as prepare
 from iob_ner.runtime import SetupError
 from iob_ner.splits import SplitError
@@ -141,4 +142,4 @@ def test_input_errors_say_what_to_change(tmp_path):
 def test_the_samples_manifest_matches_the_shipped_files():
     manifest = json.loads((ROOT / "assets" / "sample.json").read_text())
     for split in ("train", "dev", "test"):
-        assert prepare_corpus.sha256(ROOT / "assets" / manifest[split]["file"]) == manifest[split]["sha256"]
+        assert fingerprint(ROOT / "assets" / manifest[split]["file"]) == manifest[split]["sha256"]
