@@ -418,6 +418,7 @@ def test_precision_recall_and_auprc_of_a_ranking():
     assert scores["precision_at_n"] == scores["recall_at_n"] == round(1 / 3, 4)
     assert scores["auprc"] == round((1 / 1 + 2 / 5) / 3, 4)
     assert scores["found_by_kind"] == {"removed": 1, "boundary": 0, "spurious": 1}
+    assert scores["found_at_n_by_kind"] == {"removed": 1, "boundary": 0, "spurious": 0}  # rank 5 > N = 3
 
 
 @pytest.mark.parametrize(

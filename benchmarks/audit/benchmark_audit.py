@@ -10,7 +10,8 @@ scored against the injected errors:
 
 - a finding hits an error when they share a document line (a finding's lines: its first to its last
   token; an error's: the tokens of its original and corrupted spans); each error is hit once at most;
-- precision@N and recall@N at N = the number of errors injected;
+- precision@N and recall@N at N = the number of errors injected (the same number: hits among the top N,
+  over N), and the hits among the top N by kind of error;
 - AUPRC: average precision over the whole ranking, (1/N) * sum of precision@k over the ranks k of hits
   (errors never found count as missed, so a short list cannot score high).
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import time
 from collections import Counter
@@ -42,7 +42,7 @@ from iob_ner.errors import UserError
 from iob_ner.experiments.common import write_json
 from iob_ner.iob import IobDocument, located_documents, read_iob, write_iob
 from iob_ner.prepare import prepare_corpus
-from iob_ner.runtime import cpu_name, parse_gpu_id
+from iob_ner.runtime import cpu_name, library_versions, parse_gpu_id
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("removed", "boundary", "spurious")
@@ -122,22 +122,23 @@ def score(ranking: Sequence[dict], errors: Sequence[dict], file: Path) -> dict:
     for k, error in enumerate(errors):
         for line in error["lines"]:
             by_line.setdefault(line, []).append(k)
-    found, hits, precision_sum = set(), [], 0.0
+    found, hits, precision_sum, at_n = set(), [], 0.0, Counter()
     for rank, finding in enumerate(ranking, 1):
         lines = range(finding["line"], finding["end_line"] + 1) if Path(finding["file"]).resolve() == file else ()
         hit = next((k for line in lines for k in by_line.get(line, ()) if k not in found), None)
         if hit is not None:
             found.add(hit)
             precision_sum += len(found) / rank
+            at_n[errors[hit]["kind"]] += rank <= len(errors)
         hits.append(hit is not None)
     n = len(errors)
-    at_n = sum(hits[:n])
     kinds = Counter(errors[k]["kind"] for k in found)
     return {
-        "precision_at_n": round(at_n / n, 4),
-        "recall_at_n": round(at_n / n, 4),
+        "precision_at_n": round(sum(hits[:n]) / n, 4),
+        "recall_at_n": round(sum(hits[:n]) / n, 4),
         "auprc": round(precision_sum / n, 4),
         "recall_all_findings": round(len(found) / n, 4),
+        "found_at_n_by_kind": {kind: at_n[kind] for kind in KINDS},
         "found_by_kind": {kind: kinds[kind] for kind in KINDS},
         "findings": len(ranking),
     }
@@ -221,7 +222,7 @@ def main(
         "torch_threads": torch.get_num_threads(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "versions": _versions(),
+        "versions": library_versions("cleanlab", "numpy"),
         "audit_seconds": result["seconds"],
         "model_seconds": result["model_seconds"],
         "seconds": round(time.perf_counter() - began, 1),
@@ -235,13 +236,6 @@ def main(
         header=("ranking", f"P@{len(errors)}", f"R@{len(errors)}", "AUPRC", "findings"),
         divider=True,
     )
-
-
-def _versions() -> dict:
-    from importlib.metadata import version
-
-    packages = ("spacy", "spacy-transformers", "thinc", "torch", "transformers", "cleanlab", "numpy")
-    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
 
 
 if __name__ == "__main__":

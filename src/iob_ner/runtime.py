@@ -218,15 +218,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def library_versions() -> Dict[str, str]:
-    """Python's and the model stack's versions, for benchmark result files."""
+def library_versions(*extra: str) -> Dict[str, str]:
+    """Python's and the model stack's versions (and those of the `extra` distributions), for benchmark
+    result files: the version of each module this process imported where it has one (a shared
+    environment can change under a long run), else the installed distribution's."""
     import platform
+    import sys
     from importlib.metadata import version
 
-    return {
-        "python": platform.python_version(),
-        **{name: version(name) for name in ("spacy", "spacy-transformers", "thinc", "torch", "transformers")},
-    }
+    names = ("spacy", "spacy-transformers", "thinc", "torch", "transformers", *extra)
+    imported = {name: getattr(sys.modules.get(name.replace("-", "_")), "__version__", None) for name in names}
+    return {"python": platform.python_version(), **{name: v or version(name) for name, v in imported.items()}}
 
 
 def parse_bool(value: str) -> bool:

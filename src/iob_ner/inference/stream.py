@@ -135,8 +135,8 @@ def _pieces(nlp: Language, chunk: str, where: Part, longest: int, window: Window
     from spacy.tokens import Doc
 
     # The chunk's tokens, a piece at a time: each piece ends after whitespace and the next starts with
-    # text, so they are the tokens of the chunk whole (held as words: a few bytes a character, for one
-    # chunk, never a Doc of it).
+    # text, so they are the tokens of the chunk whole. Held as lists of words for one chunk at a time
+    # (a few tens of MB for a million characters), never as a Doc of the chunk.
     words: List[str] = []
     spaces: List[bool] = []
     starts: List[int] = []
