@@ -15,10 +15,11 @@ scored against the injected errors:
 - AUPRC: average precision over the whole ranking, (1/N) * sum of precision@k over the ranks k of hits
   (errors never found count as missed, so a short list cannot score high).
 
-Rankings: `cleanlab` (the audit's: flagged by confident learning first, then the score from cleanlab's
-self-confidence), `cleanlab-score` (the same score without the flags: 1 - p(given tag)), cleanlab's two
-other token scores (normalized margin, confidence-weighted entropy) with the flags, and `baseline` (the
-model's disagreement alone: the same findings ranked by the probability the model gives its own tag).
+Rankings: `cleanlab` (the audit's: flagged by confident learning first, then the score, 1 - the mean of
+cleanlab's self-confidence over the disputed tokens), `cleanlab-min` (the same with 1 - the lowest
+instead of the mean), `cleanlab-score` (the score without the flags), cleanlab's two other token scores
+(normalized margin, confidence-weighted entropy) with the flags, and `baseline` (the model's
+disagreement alone: the same findings ranked by the highest probability the model gives its own tag).
 The injected errors are written beside the result (`--errors`), with their lines in the noisy file.
 """
 
@@ -149,7 +150,12 @@ def rankings(result: dict, corpus: Path) -> Dict[str, List[dict]]:
     located = locate_corpus(corpus, {})
     audited = located["train"] + located["dev"]
     classes = iob2_classes({label for doc in audited for _, _, label in doc.spans})
-    found = {"cleanlab": findings, "cleanlab-score": ranked(findings, flagged_first=False)}
+    lowest = [{**f, "min_score": 1 - min(t["quality"] for t in f["disputed"])} for f in findings]
+    found = {
+        "cleanlab": findings,
+        "cleanlab-min": ranked(lowest, key="min_score"),
+        "cleanlab-score": ranked(findings, flagged_first=False),
+    }
     for method in TOKEN_SCORES[1:]:
         found[f"cleanlab-{method}"] = model_findings(audited, result["predictions"], classes, method)[0]
     found["baseline"] = ranked(findings, key="baseline_score", flagged_first=False)

@@ -17,11 +17,12 @@ grouped where they overlap. Each group is one finding:
 Score (`SCORE_RULE`). The disputed tokens of a finding are those whose given IOB2 tag differs from the
 suggested one. cleanlab's token label-quality score (`token_classification.rank.get_label_quality_scores`,
 self-confidence by default: the probability of the given tag) is looked up for each, and the finding's
-score is 1 - the lowest of them: how likely the least plausible given tag of the finding is wrong. A
-finding is `flagged` when cleanlab's confident learning (`token_classification.filter.find_label_issues`,
-per-class thresholds) marks one of its disputed tokens as a label issue. Ranking: flagged findings first,
-then by score. The `baseline_score` ranks the same findings without cleanlab: the highest probability the
-model gives its own tag at a disputed token.
+score is 1 - their mean: the expected share of the finding's disputed tags that are wrong. (The mean is
+cleanlab's `softmin` aggregation at an infinite temperature; 1 - the lowest one, cleanlab's `min`, ranked
+the errors injected into NCBI-disease lower: docs/audit.md.) A finding is `flagged` when cleanlab's confident learning
+(`token_classification.filter.find_label_issues`, per-class thresholds) marks one of its disputed tokens
+as a label issue. Ranking: flagged findings first, then by score. The `baseline_score` ranks the same
+findings without cleanlab: the highest probability the model gives its own tag at a disputed token.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .locate import Located
 TOKEN_SCORES = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 KINDS = ("missing", "spurious", "label", "boundary")
 SCORE_RULE = (
-    "score = 1 - the lowest cleanlab token label-quality score ({method}) over the finding's disputed tokens "
+    "score = 1 - the mean cleanlab token label-quality score ({method}) of the finding's disputed tokens "
     "(those whose given IOB2 tag differs from the suggested one); flagged = cleanlab's find_label_issues marks one "
     "of them; ranked flagged first, then by score"
 )
@@ -160,7 +161,7 @@ def model_findings(
             findings.append(
                 {
                     "kind": kind_of(given, suggested),
-                    "score": round(1.0 - min(tok["quality"] for tok in tokens), 6),
+                    "score": round(1.0 - sum(tok["quality"] for tok in tokens) / len(tokens), 6),
                     "flagged": any(tok["flagged"] for tok in tokens),
                     "baseline_score": round(max(float(probabilities[i][t, suggested_ids[t]]) for t in disputed), 6),
                     **_place(doc, i, start, end, given, suggested),
