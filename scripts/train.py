@@ -6,8 +6,8 @@ from typing import Optional
 import typer
 
 from iob_ner.cli import user_errors
-from iob_ner.runtime import parse_gpu_id
-from iob_ner.training import train_pipeline
+from iob_ner.runtime import parse_bool, parse_gpu_id
+from iob_ner.training import Checkpointing, train_pipeline
 
 
 def main(
@@ -26,6 +26,9 @@ def main(
     confidence_samples: int = typer.Option(
         0, help="Entity scores as means over this many dropout passes (0: one pass)"
     ),
+    checkpoint_every: int = typer.Option(0, help="Steps between resumable checkpoints (0: at each evaluation)"),
+    checkpoints_kept: int = typer.Option(1, help="How many of the newest checkpoints to keep"),
+    resume: str = typer.Option("true", help="Go on from an interrupted run's last checkpoint (false: start over)"),
 ) -> None:
     with user_errors():  # Ctrl-C: exit 130; train_pipeline has said what is kept
         train_pipeline(
@@ -41,6 +44,7 @@ def main(
             warmup_ratio=warmup_ratio,
             log_file=log_file,
             confidence_samples=confidence_samples,
+            checkpointing=Checkpointing(every=checkpoint_every, kept=checkpoints_kept, resume=parse_bool(resume)),
         )
 
 

@@ -116,19 +116,30 @@ def make_precision_callback(precision: str, then: Optional[Callable[[Any], Any]]
     return after_init
 
 
-def train(config_path: Path, output_path: Path, *, use_gpu: int, overrides: Dict[str, Any], precision: str) -> None:
-    """spaCy's own `train` (spacy.cli.train.train), with `precision` set through the config's `[initialize]
-    after_init` hook. The saved pipelines' configs get the config's own hook back: the precision callback is a
-    training-time setting, and a packaged pipeline must load without this module."""
+def train(
+    config_path: Path,
+    output_path: Path,
+    *,
+    use_gpu: int,
+    overrides: Dict[str, Any],
+    precision: str,
+    **resumable: Any,
+) -> None:
+    """spaCy's own training loop, resumable (`train_loop.train`, which takes `resumable`), with `precision`
+    set through the config's `[initialize] after_init` hook. The saved pipelines' configs get the config's
+    own hook back: the precision callback is a training-time setting, and a packaged pipeline must load
+    without this module."""
     from spacy import util
-    from spacy.cli.train import train as spacy_train
+
+    from . import train_loop
 
     _register()
     own_hook = util.load_config(config_path, overrides=overrides, interpolate=False)["initialize"].get("after_init")
     hook: Dict[str, Any] = {"@callbacks": CALLBACK, "precision": precision}
     if own_hook:
         hook["then"] = own_hook
-    spacy_train(config_path, output_path, use_gpu=use_gpu, overrides={**overrides, "initialize.after_init": hook})
+    overrides = {**overrides, "initialize.after_init": hook}
+    train_loop.train(config_path, output_path, use_gpu=use_gpu, overrides=overrides, **resumable)
     for name in ("model-best", "model-last"):
         _restore_hook(output_path / name / "config.cfg", own_hook)
 

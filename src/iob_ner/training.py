@@ -1,9 +1,10 @@
 """Training the pipeline of configs/config.cfg on the project's corpus, on a GPU when one is present.
 
-spaCy writes `model-best` at the first evaluation (step 0, untrained) and `model-last` when training
-stops, also on Ctrl-C. So the run trains into a hidden folder and its pipelines replace
-`training/model-best` and `training/model-last` only when it ends; an interrupted or failed retrain
-leaves the previous pipelines, and the log they came with, as they were.
+The run trains in `training/checkpoints/` (spaCy's loop made resumable: `train_loop`), and its pipelines
+replace `training/model-best` and `training/model-last` only when it ends; an interrupted or failed
+retrain leaves the previous pipelines, and the log they came with, as they were. What it leaves in
+`training/checkpoints/` (its best pipeline so far and its last checkpoint) lets the same command go on
+from that checkpoint, exactly, after Ctrl-C, kill -9 or a lost machine.
 """
 
 import os
@@ -11,6 +12,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
@@ -19,12 +21,12 @@ from wasabi import msg
 
 from . import config_file, precision
 from .errors import ConfigFileError, SetupError
-from .outputs import remove, replace, temporary_name
+from .outputs import fingerprint, remove, replace
 from .runtime import resolve_transformer, select_device
 from .scoring import scoring_ner
 
 MODELS = ("model-best", "model-last")
-INTERRUPTED = "interrupted"  # where an interrupted run's pipelines are kept, beside model-best
+RUN = "checkpoints"  # where a run trains, beside model-best: its pipelines, log and resumable checkpoints
 
 
 def read_config(path: Path) -> Config:
@@ -112,6 +114,21 @@ def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float, confid
         )
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """How a run keeps resumable checkpoints (`checkpoints`, `train_loop`)."""
+
+    every: int = 0  # steps between checkpoints; 0: at each evaluation
+    kept: int = 1  # the newest this many are kept (model-best is kept beside them)
+    resume: bool = True  # go on from an interrupted run's last checkpoint; False: start over
+
+    def check(self) -> None:
+        if self.every < 0:
+            raise SetupError(f"checkpoint_every must be 0 (at each evaluation) or a number of steps, not {self.every}")
+        if self.kept < 1:
+            raise SetupError(f"checkpoints_kept must be at least 1, not {self.kept}")
+
+
 def train_pipeline(
     *,
     config: Path,
@@ -126,8 +143,10 @@ def train_pipeline(
     warmup_ratio: float = 0.1,
     log_file: Optional[Path] = None,
     confidence_samples: int = 0,
+    checkpointing: Checkpointing = Checkpointing(),
 ) -> None:
     check_steps(max_steps, eval_frequency, warmup_ratio, confidence_samples)
+    checkpointing.check()
     config_data = read_config(config)
     check_batch_sizes(config_data, config)
     check_training_corpus(config_data, train)
@@ -149,48 +168,103 @@ def train_pipeline(
         "system.seed": seed,
     }
     overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
-    run_dir = temporary_name(output / "run")
-    remove(run_dir)
-    if log_file is not None:
-        overrides["training.logger.output_file"] = str(run_dir / "log.jsonl")
     overrides.update(user_overrides)
     try:
         config_file.check_pipeline(config, overrides)
     except ConfigFileError as err:
         raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
-    _train_then_promote(config, run_dir, output, log_file, gpu, overrides, dev, chosen, confidence_samples)
+    run_dir = output / RUN
+    fingerprints = run_fingerprints(config, overrides, train, dev, model)
+    resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
+    run = Run(run_dir, output, log_file, gpu, dev, chosen, confidence_samples)
+    resumable = {"fingerprints": fingerprints, "resume_from": resume_from}
+    resumable.update(checkpoint_every=checkpointing.every, checkpoints_kept=checkpointing.kept)
+    _train_then_promote(config, run, overrides, resumable)
 
 
-def _train_then_promote(
-    config: Path,
-    run_dir: Path,
-    output: Path,
-    log_file: Optional[Path],
-    gpu: int,
-    overrides: dict,
-    dev: Path,
-    chosen_precision: str = "fp32",
-    confidence_samples: int = 0,
-) -> None:
-    try:
-        with _said_at_once_on_ctrl_c(_interrupted_message(output)):
-            # spaCy's own train; the transformer's precision is set by an [initialize] after_init callback
-            precision.train(config, run_dir, use_gpu=gpu, overrides=overrides, precision=chosen_precision)
-            calibrate(run_dir / "model-best", dev, run_dir / "calibration.json", samples=confidence_samples)
-    except KeyboardInterrupt:
-        _keep_interrupted_run(run_dir, output)
-        raise
-    except BaseException:
-        remove(run_dir)
-        raise
-    for name in MODELS:
-        replace(run_dir / name, output / name)
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        replace(run_dir / "log.jsonl", log_file)
-    replace(run_dir / "calibration.json", output / "calibration.json")
+def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, model: str) -> Dict[str, str]:
+    """What a checkpoint must match to be resumed: the config as trained (its settings, not the paths of
+    the corpora and transformer), the two corpora's contents, and the transformer (a folder's contents, or
+    a Hugging Face name)."""
+    import hashlib
+
+    from spacy import util
+
+    settings = {**overrides, "paths.train": "", "paths.dev": "", "paths.transformer": ""}
+    text = util.load_config(config, overrides=settings, interpolate=False).to_str()
+    return {
+        "config": hashlib.sha256(text.encode("utf8")).hexdigest(),
+        "training corpus": fingerprint(train),
+        "dev corpus": fingerprint(dev),
+        "transformer": fingerprint(model) if Path(model).is_dir() else model,
+    }
+
+
+def _resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> Optional[Path]:
+    """The checkpoint to go on from, if an interrupted run left one and `resume`; else the run folder is
+    cleared. A checkpoint of another config, corpus or transformer is refused in one sentence."""
+    from .checkpoints import checkpoints, read_state
+
+    found = checkpoints(run_dir)
+    if found and resume:
+        state, _ = read_state(found[-1])
+        changed = [what for what, value in fingerprints.items() if state.fingerprints.get(what) != value]
+        if changed:
+            raise SetupError(
+                f"{run_dir} holds an interrupted run (step {state.step}) trained with another "
+                f"{' and '.join(changed)}: rerun with --vars.resume false to start over (its checkpoints "
+                f"are then removed), or put back what it was started with to resume it"
+            )
+        best = state.best
+        so_far = f"best dev score {best[0]:.3f} at step {best[1]}" if best else "not evaluated yet"
+        msg.info(f"Resuming the interrupted run from its checkpoint at step {state.step} ({so_far})")
+        return found[-1]
+    if found:
+        msg.info(f"Starting over (resume false): the interrupted run's checkpoints in {run_dir} are removed")
     remove(run_dir)
-    msg.good(f"{output / 'model-best'} and {output / 'model-last'} are this run's")
+    return None
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where a run trains (`folder`, kept until it ends) and what follows its training."""
+
+    folder: Path
+    output: Path
+    log_file: Optional[Path]
+    gpu: int
+    dev: Path
+    precision: str = "fp32"
+    confidence_samples: int = 0
+
+
+def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict) -> None:
+    """Train into the run's folder, calibrate, then put its pipelines in place of the output's. On Ctrl-C,
+    kill -9 or a crash, the folder and its checkpoints stay for the next run to resume."""
+    with _said_at_once_on_ctrl_c(_interrupted_message(run.output, run.folder)):
+        try:
+            # spaCy's training loop, resumable; the transformer's precision is set by an [initialize]
+            # after_init callback
+            precision.train(
+                config, run.folder, use_gpu=run.gpu, overrides=overrides, precision=run.precision, **resumable
+            )
+            calibrate(
+                run.folder / "model-best", run.dev, run.folder / "calibration.json", samples=run.confidence_samples
+            )
+        except BaseException:
+            from .checkpoints import checkpoints
+
+            if not checkpoints(run.folder):  # nothing to resume from: nothing to keep
+                remove(run.folder)
+            raise
+    for name in MODELS:
+        replace(run.folder / name, run.output / name)
+    if run.log_file is not None:
+        run.log_file.parent.mkdir(parents=True, exist_ok=True)
+        replace(run.folder / "log.jsonl", run.log_file)
+    replace(run.folder / "calibration.json", run.output / "calibration.json")
+    remove(run.folder)
+    msg.good(f"{run.output / 'model-best'} and {run.output / 'model-last'} are this run's")
 
 
 def calibrate(model_dir: Path, dev: Path, record: Path, samples: int = 0) -> dict:
@@ -249,11 +323,14 @@ def _dev_f(model_dir: Path) -> str:
         return "not evaluated"
 
 
-def _interrupted_message(output: Path) -> str:
+def _interrupted_message(output: Path, run_dir: Path) -> str:
     """What Ctrl-C will say, worked out before training starts (the handler has no time to read files)."""
     best = output / "model-best"
     kept = f"{best} is still the previous run's ({_dev_f(best)})" if best.exists() else f"no {best} was written"
-    return f"Interrupted: {kept}"
+    return (
+        f"Interrupted: {kept}. The same command resumes this run from its last checkpoint in {run_dir} "
+        f"(--vars.resume false starts over)"
+    )
 
 
 @contextmanager
@@ -304,11 +381,3 @@ def _said_at_once_on_ctrl_c(message: str) -> Iterator[None]:
         os.close(write_end)  # ends the watcher's read
         watcher.join(timeout=1)
         os.close(read_end)
-
-
-def _keep_interrupted_run(run_dir: Path, output: Path) -> None:
-    """After Ctrl-C, where the process lives on: the run's own pipelines go to training/interrupted/."""
-    kept = output / INTERRUPTED
-    if run_dir.exists():
-        replace(run_dir, kept)
-        msg.info(f"This run's best so far ({_dev_f(kept / 'model-best')}) is in {kept}")

@@ -1,0 +1,287 @@
+"""spaCy's training loop (`spacy train`), resumable: the same steps, plus checkpoints and resume.
+
+`spacy.training.loop.train` and `train_while_improving`, step for step (the same batches, updates,
+evaluations, model-best rule, patience, logger and saved pipelines), with three changes:
+
+- every `checkpoint_every` steps (0: at each evaluation) a resumable checkpoint is written
+  (`checkpoints.write_checkpoint`), and model-best / model-last are replaced whole, never half written;
+- a run started from a checkpoint replays the seeded batch generator and the optimizer's schedules to the
+  checkpoint's step without computing anything, loads the weights, moments and random states, and goes on
+  from the next step: the losses and scores that follow are those of the run that was never interrupted;
+- the JSONL log (`log.jsonl` in the output folder) is written here, one flushed line per evaluation, so a
+  resumed run's log holds every evaluation once.
+
+The config is not touched: `spacy train` with the same config still trains the same pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from timeit import default_timer as timer
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from wasabi import msg
+
+from . import checkpoints
+from .checkpoints import TrainingState
+from .outputs import remove, replace, temporary_name
+
+MODEL_BEST, MODEL_LAST, LOG = "model-best", "model-last", "log.jsonl"
+
+
+def train(
+    config_path: Path,
+    output_path: Path,
+    *,
+    use_gpu: int,
+    overrides: Dict[str, Any],
+    fingerprints: Dict[str, str],
+    resume_from: Optional[Path] = None,
+    checkpoint_every: int = 0,
+    checkpoints_kept: int = 1,
+) -> None:
+    """`spacy train config_path --output output_path`, resumable (see the module's docstring)."""
+    from spacy import util
+    from spacy.cli._util import setup_gpu, show_validation_error
+    from spacy.training.initialize import init_nlp
+
+    output_path.mkdir(parents=True, exist_ok=True)
+    setup_gpu(use_gpu)
+    with show_validation_error(config_path):
+        config = util.load_config(config_path, overrides=overrides, interpolate=False)
+    msg.divider("Initializing pipeline")
+    with show_validation_error(config_path, hint_fill=False):
+        nlp = init_nlp(config, use_gpu=use_gpu)
+    msg.good("Initialized pipeline")
+    msg.divider("Training pipeline")
+    _Run(nlp, output_path, use_gpu, fingerprints, checkpoint_every, checkpoints_kept).run(resume_from)
+
+
+class _Run:
+    """One training run of an initialized pipeline into `output` (spacy.training.loop.train's body)."""
+
+    def __init__(self, nlp, output: Path, use_gpu: int, fingerprints: Dict[str, str], every: int, kept: int):
+        from spacy.schemas import ConfigSchemaTraining
+        from spacy.training.loop import create_before_to_disk_callback, create_evaluation_callback
+        from spacy.util import registry, resolve_dot_names
+        from thinc.api import fix_random_seed, set_gpu_allocator
+
+        self.nlp, self.output, self.fingerprints = nlp, output, fingerprints
+        config = nlp.config.interpolate()
+        if config["training"]["seed"] is not None:
+            fix_random_seed(config["training"]["seed"])
+        if use_gpu >= 0 and config["training"]["gpu_allocator"]:
+            set_gpu_allocator(config["training"]["gpu_allocator"])
+        self.T = T = registry.resolve(config["training"], schema=ConfigSchemaTraining)
+        self.train_corpus, dev_corpus = resolve_dot_names(config, [T["train_corpus"], T["dev_corpus"]])
+        self.optimizer = T["optimizer"]
+        self.evaluate = create_evaluation_callback(nlp, dev_corpus, T["score_weights"])
+        self.before_to_disk = create_before_to_disk_callback(T["before_to_disk"])
+        self.frozen, self.annotating = T["frozen_components"], T["annotating_components"]
+        self.every = every or T["eval_frequency"]
+        self.kept = kept
+        self.log_path = output / LOG
+        self.shuffles: List[Any] = []  # Python's random state before each epoch's shuffle, for a replay
+
+    def run(self, resume_from: Optional[Path]) -> None:
+        T, nlp = self.T, self.nlp
+        replay = checkpoints.read_random_states(resume_from)["shuffles"] if resume_from else None
+        batches = train_batches(nlp, self.train_corpus, T["batcher"], T["max_epochs"], self.shuffles, replay)
+        dropouts = _schedule(T["dropout"])
+        state = TrainingState(0, 0, [], 0, 0.0, {}, [], dict(self.fingerprints))
+        first_step = 0
+        if resume_from is not None:
+            state = self._resume(resume_from, batches, dropouts)
+            first_step = state.step + 1
+            if self._stops(state):  # interrupted after its last step (while saving or calibrating)
+                batches = iter(())
+        else:
+            for name in (MODEL_BEST, MODEL_LAST, LOG):
+                remove(self.output / name)
+        self._write_log(state.log)
+        msg.info(f"Pipeline: {nlp.pipe_names}")
+        if self.frozen:
+            msg.info(f"Frozen components: {self.frozen}")
+        if self.annotating:
+            msg.info(f"Set annotations on update for: {self.annotating}")
+        msg.info(f"Initial learn rate: {self.optimizer.learn_rate}")
+        with nlp.select_pipes(disable=self.frozen):
+            log_step, finalize_logger = T["logger"](nlp, sys.stdout, sys.stderr)
+        try:
+            for info, evaluated, is_best in self._steps(batches, dropouts, state, first_step):
+                if evaluated:
+                    self._record(state, info)
+                    self._save(is_best, info)
+                if not (info["step"] % self.every):
+                    self._checkpoint(state)
+                log_step(info if evaluated else None)
+        finally:
+            finalize_logger()
+        with nlp.use_params(self.optimizer.averages or {}):
+            self._save_pipeline(MODEL_LAST)
+
+    def _steps(self, batches, dropouts, state: TrainingState, first_step: int) -> Iterator[Tuple[dict, bool, bool]]:
+        """spacy.training.loop.train_while_improving from `first_step` on: yields (info, evaluated,
+        is_best) after each step, with `state` brought up to date."""
+        from spacy.training.loop import subdivide_batch
+
+        T, nlp, optimizer = self.T, self.nlp, self.optimizer
+        start_time = timer() - state.seconds
+        for step, (epoch, batch) in enumerate(batches, first_step):
+            if T["before_update"]:
+                T["before_update"](nlp, {"step": step, "epoch": epoch})
+            dropout = next(dropouts)
+            for subbatch in subdivide_batch(batch, T["accumulate_gradient"]):
+                nlp.update(
+                    subbatch,
+                    drop=dropout,
+                    losses=state.losses,
+                    sgd=False,
+                    exclude=self.frozen,
+                    annotates=self.annotating,
+                )
+            for name, proc in nlp.pipeline:
+                if (
+                    name not in self.frozen
+                    and getattr(proc, "is_trainable", False)
+                    and proc.model not in (True, False, None)
+                ):
+                    proc.finish_update(optimizer)
+            optimizer.step_schedules()
+            evaluated = not (step % T["eval_frequency"])
+            score, other_scores, is_best = None, None, False
+            if evaluated:
+                with nlp.use_params(optimizer.averages or {}):
+                    score, other_scores = self.evaluate()
+                state.results.append((score, step))
+                is_best = score == max(state.results)[0]
+            state.step, state.epoch = step, epoch
+            losses = state.losses
+            if evaluated:  # the next step's losses start afresh (the state a checkpoint of this step holds)
+                state.losses = {}
+            state.words += sum(len(eg) for eg in batch)
+            state.seconds = timer() - start_time
+            info = {
+                "epoch": epoch,
+                "step": step,
+                "score": score,
+                "other_scores": other_scores,
+                "losses": losses,
+                "checkpoints": state.results,
+                "seconds": int(state.seconds),
+                "words": state.words,
+            }
+            yield info, evaluated, is_best
+            if self._stops(state):
+                break
+
+    def _stops(self, state: TrainingState) -> bool:
+        """spaCy's two stops after a step: no better evaluation in `patience` steps, or `max_steps` done."""
+        best = state.best
+        if self.T["patience"] and best is not None and (state.step - best[1]) >= self.T["patience"]:
+            return True
+        return bool(self.T["max_steps"] and state.step >= self.T["max_steps"])
+
+    def _resume(self, checkpoint: Path, batches: Iterator, dropouts: Iterator) -> TrainingState:
+        """Load `checkpoint` and replay the batches and schedules to its step, computing nothing."""
+        state = checkpoints.load_checkpoint(checkpoint, self.nlp, self.optimizer)
+        for _ in range(state.step + 1):  # the batches of steps 0..step, as the interrupted run drew them
+            next(batches)
+            next(dropouts)
+            self.optimizer.step_schedules()
+        checkpoints.set_random_states(checkpoints.read_random_states(checkpoint))
+        for name in (MODEL_BEST, MODEL_LAST):
+            _recover(self.output / name)
+        return state
+
+    def _record(self, state: TrainingState, info: dict) -> None:
+        """The evaluation's JSONL log record (spaCy's ConsoleLogger's `output_file` shape), kept in the
+        state and appended to the log at once."""
+        trainable = [name for name, proc in self.nlp.pipeline if getattr(proc, "is_trainable", False)]
+        scores = {}
+        for column, weight in self.T["score_weights"].items():
+            if weight is not None:
+                value = float(info["other_scores"].get(column, 0.0))
+                scores[column] = value if column == "speed" else value * 100
+        record = {
+            "epoch": info["epoch"],
+            "step": info["step"],
+            "losses": {name: float(info["losses"].get(name, 0.0)) for name in trainable},
+            "scores": scores,
+            "score": float(info["score"]),
+        }
+        state.log.append(record)
+        with self.log_path.open("a", encoding="utf8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _write_log(self, records: List[dict]) -> None:
+        self.log_path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf8")
+
+    def _save(self, is_best: bool, info: dict) -> None:
+        """model-last at each evaluation, model-best when it is the best so far (spaCy's save_checkpoint),
+        each replaced whole."""
+        from spacy.training.loop import update_meta
+
+        with self.nlp.select_pipes(disable=self.frozen):
+            update_meta(self.T, self.nlp, info)
+        with self.nlp.use_params(self.optimizer.averages or {}):
+            self._save_pipeline(MODEL_LAST)
+        if is_best:
+            tmp = temporary_name(self.output / MODEL_BEST)
+            remove(tmp)
+            shutil.copytree(self.output / MODEL_LAST, tmp)
+            replace(tmp, self.output / MODEL_BEST)
+        info["output_path"] = str(self.output / MODEL_LAST)
+
+    def _save_pipeline(self, name: str) -> None:
+        tmp = temporary_name(self.output / name)
+        remove(tmp)
+        self.before_to_disk(self.nlp).to_disk(tmp)
+        replace(tmp, self.output / name)
+
+    def _checkpoint(self, state: TrainingState) -> None:
+        checkpoints.write_checkpoint(self.output, self.nlp, self.optimizer, state, self.kept, self.shuffles)
+
+
+def train_batches(nlp, corpus, batcher, max_epochs: int, shuffles: List[Any], replay: Optional[List[Any]] = None):
+    """spacy.training.loop.create_train_batches, replayable: Python's random state before each epoch's
+    shuffle is appended to `shuffles`, and a replay sets the recorded one back before each shuffle, so
+    the batches (and a batch-size schedule's position) are exactly the interrupted run's, whatever else
+    drew from Python's random generator during training."""
+    import random
+
+    from spacy.errors import Errors
+
+    epoch = 0
+    if max_epochs >= 0:
+        examples = list(corpus(nlp))
+        if not examples:
+            raise ValueError(Errors.E986)
+    while max_epochs < 1 or epoch != max_epochs:
+        if max_epochs >= 0:
+            if replay is not None and epoch < len(replay):
+                random.setstate(replay[epoch])
+            shuffles.append(random.getstate())
+            random.shuffle(examples)
+        else:
+            examples = corpus(nlp)
+        for batch in batcher(examples):
+            yield epoch, batch
+        epoch += 1
+
+
+def _schedule(value: Any) -> Iterator[float]:
+    from thinc.api import constant
+
+    return constant(value) if isinstance(value, float) else value
+
+
+def _recover(path: Path) -> None:
+    """A folder that `outputs.replace` was swapping when the process was killed: put the old one back."""
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.exists():
+        old.rename(path)
+    remove(temporary_name(path))
