@@ -2,6 +2,7 @@
 words annotated differently; report.md, audit.jsonl and suggestions.tsv (to correct in UBIAI)."""
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from wasabi import msg
@@ -16,6 +17,7 @@ def main(
     config: Path = typer.Argument(..., exists=True, dir_okay=False),
     output: Path = typer.Argument(..., help="Folder for report.md, audit.jsonl and suggestions.tsv"),
     corpus: Path = typer.Option(Path("corpus"), help="convert's folder: train/dev/test.spacy and split.json"),
+    train: Optional[Path] = typer.Option(None, help="The export to audit: corpus/ must be converted from it"),
     crossval_dir: Path = typer.Option(Path("training/crossval"), help="crossval's folder: its kept fold models"),
     folds: int = typer.Option(5),
     seed: int = typer.Option(0),
@@ -43,6 +45,7 @@ def main(
             top=top,
             token_score=token_score,
             consistency_only=consistency_only,
+            train=train,
             transformer=transformer,
             gpu_id=parse_gpu_id(gpu_id, gpu_id_env),
             max_steps=max_steps,

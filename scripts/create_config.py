@@ -18,10 +18,7 @@ def main(
     with user_errors():
         status = write_config(base, output, ner_head, force=force)
     if status == "kept":
-        msg.warn(
-            f"{output} was edited by hand: kept as it is (delete it, or pass --force, to regenerate "
-            f"with ner_head={ner_head})"
-        )
+        msg.warn(f"{output} was edited by hand: kept as it is (delete it to regenerate it with ner_head={ner_head})")
     else:
         msg.good(f"{output}: {status} (ner_head={ner_head})")
 

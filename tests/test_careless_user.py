@@ -382,17 +382,17 @@ def test_outputs_that_collide_with_each_other_or_the_input_are_refused_before_an
     out = tmp_path / "out.jsonl"
     out.write_text("previous\n", encoding="utf8")
     cases = [
-        ({"output": out, "iob_output": out}, "the outputs output and --iob are the same file"),
-        ({"output": out, "iob_output": tmp_path / "." / "out.jsonl"}, "the outputs output and --iob are the same file"),
-        ({"output": source}, "is the input file: it would be replaced by its predictions"),
-        ({"output": out, "iob_output": source}, "the output --iob .* is the input file"),
-        ({"output": tmp_path}, "is a folder: give a file name"),
+        ({"output": out, "iob_output": out}, "the output and the --iob output are the same file"),
+        ({"output": out, "iob_output": tmp_path / "." / "out.jsonl"}, "the output and the --iob output are the same"),
+        ({"output": source}, "the output .*in.txt is the input file: it would be replaced"),
+        ({"output": out, "iob_output": source}, "the --iob output .* is the input file"),
+        ({"output": tmp_path}, "the output .* is a folder: give a file name"),
     ]
     for outputs, message in cases:
         for engine in ("local", "ray"):  # refused before Ray is even imported
             with pytest.raises(SetupError, match=message):
                 predict(model=models[0], source=source, engine=engine, **outputs)
-    with pytest.raises(SetupError, match="the outputs the JSONL output and the IOB output are the same file"):
+    with pytest.raises(SetupError, match="the JSONL output and the IOB output are the same file"):
         review(model=models[0], source=source, output_jsonl=out, output_iob=out)
     assert out.read_text(encoding="utf8") == "previous\n" and source.read_text(encoding="utf8") == "ZnO films ."
 
@@ -453,3 +453,89 @@ def test_a_batch_size_of_zero_in_the_config_is_refused(tmp_path, old, new, name)
     with pytest.raises(SetupError, match=re.escape(f"{name} in {config}: a batch size must be positive")):
         check_batch_sizes(read_config(config), config)
     check_batch_sizes(read_config(ROOT / "configs" / "config.cfg"), config)
+
+
+# -- round 3: what the 119-case careless-user run of this round still found --------------------------------
+
+
+def test_prose_and_an_export_with_swapped_columns_are_not_read_as_iob(tmp_path):
+    """Prose with two words a line read as an IO file whose every second word is a label, and an export
+    whose tag column comes first read as 888 "labels" of words: both were converted with a ✔."""
+    from iob_ner.iob import read_iob
+
+    prose = tmp_path / "notes.txt"
+    prose.write_text("Hello world\nGood morning\n\nSee you\nThank you\n", encoding="utf8")
+    with pytest.raises(IobError, match=r"notes.txt:1: no token of the file is tagged O, and its tags are words"):
+        list(read_iob(prose))
+    swapped = tmp_path / "swapped.tsv"
+    swapped.write_text("O\tAspirin\nO\tcauses\nB-Disease\tReye\nI-Disease\tsyndrome\nO\t.\n", encoding="utf8")
+    with pytest.raises(IobError, match=r"swapped.tsv:1: the first column holds the tags .* look swapped"):
+        list(read_iob(swapped))
+    # an IO file with O tags, and real text with tag-like words ("B-cell"), still read
+    io_file = tmp_path / "io.tsv"
+    io_file.write_text("B-cell\tO\nlymphoma\tDisease\nS-phase\tO\narrest\tO\n", encoding="utf8")
+    assert [d.spans for d in read_iob(io_file)] == [[(1, 2, "Disease")]]
+
+
+def test_convert_file_refuses_an_output_that_is_its_input(tmp_path):
+    """An export saved as tr.json, converted to the stem tr: its annotations were replaced by spaCy JSON."""
+    export = tmp_path / "tr.json"
+    shutil.copy(ROOT / "assets" / "train.tsv", export)
+    before = export.read_bytes()
+    result = run_script("convert_file", str(export), str(tmp_path / "tr"))
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "tr.json is the input file: it would be replaced" in said, said
+    assert export.read_bytes() == before and not (tmp_path / "tr.spacy").exists()
+
+
+def test_audit_refuses_a_corpus_converted_from_another_export(tmp_path):
+    """`audit --vars.train my.tsv` audited the corpus last converted (the sample) with a ✔."""
+    from iob_ner.audit import audit
+    from iob_ner.errors import CorpusError
+
+    corpus = tmp_path / "corpus"
+    prepare(train=write_export(tmp_path / "first.tsv", 20), dev="auto", test="auto", output=corpus)
+    other = write_export(tmp_path / "mine.tsv", 20)
+    with pytest.raises(
+        CorpusError, match=r"was converted from .*first.tsv, not .*mine.tsv: run `spacy project run convert"
+    ):
+        audit(
+            config=ROOT / "configs" / "config.cfg",
+            corpus=corpus,
+            output=tmp_path / "audit",
+            crossval_dir=tmp_path / "crossval",
+            read_options={},
+            consistency_only=True,
+            train=other,
+        )
+    assert not (tmp_path / "audit").exists()
+
+
+def test_a_misspelt_parent_section_is_named_with_its_line(tmp_path):
+    from iob_ner.config_file import read_config
+    from iob_ner.errors import ConfigFileError
+
+    config = tmp_path / "config.cfg"
+    text = (ROOT / "configs" / "config.cfg").read_text(encoding="utf8")
+    config.write_text(text.replace("[training.batcher]\n", "[training.bacther]\n"), encoding="utf8")
+    line = text.splitlines().index("[training.batcher.size]") + 1
+    with pytest.raises(ConfigFileError, match=rf"config.cfg:{line}: section \[training.batcher.size\] has no parent"):
+        read_config(config)
+    with pytest.raises(ConfigFileError, match=r"is \[training.bacther\] misspelt\?"):
+        read_config(config)
+
+
+def test_an_edited_config_of_another_head_stops_create_config(tmp_path):
+    """--vars.ner_head transition with an edited token_ner config: a warning, exit 0, and `all` trained the
+    token head."""
+    config = tmp_path / "config.cfg"
+    edited = (ROOT / "configs" / "config.cfg").read_text(encoding="utf8").replace("dropout = 0.1", "dropout = 0.2")
+    config.write_text(edited, encoding="utf8")
+    base = str(ROOT / "configs" / "base_config.cfg")
+    result = run_script("create_config", base, str(config), "--ner-head", "transition")
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1 and "has the token head in [components.ner], not the transition head" in said, said
+    assert config.read_text(encoding="utf8") == edited
+    result = run_script("create_config", base, str(config), "--ner-head", "token")
+    assert result.returncode == 0 and "kept as it is" in result.stdout and config.read_text(encoding="utf8") == edited

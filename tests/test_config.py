@@ -30,7 +30,10 @@ def test_edited_config_is_kept_unless_forced(tmp_path):
     edited = out.read_text(encoding="utf8").replace("dropout = 0.1", "dropout = 0.2")
     out.write_text(edited, encoding="utf8")
     assert was_edited(out)
-    assert write_config(BASE, out, "transition") == "kept"
+    assert write_config(BASE, out, "token") == "kept"
+    assert out.read_text(encoding="utf8") == edited
+    with pytest.raises(ConfigFileError, match="has the token head in \\[components.ner\\], not the transition head"):
+        write_config(BASE, out, "transition")  # kept, it would train the head not asked for
     assert out.read_text(encoding="utf8") == edited
     assert write_config(BASE, out, "transition", force=True) == "written"
     assert load_config(out)["components"]["ner"]["factory"] == "ner"

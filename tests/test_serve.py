@@ -312,6 +312,7 @@ def test_serve_names_a_port_in_use_before_loading_the_model(tmp_path):
         )
     said = " ".join(result.stdout.split())
     assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in said and "Serving" not in said
+    assert "--vars.serve_port" in said  # what a user of `spacy project run serve` can pass
     assert "neither a pipeline folder" not in said  # refused before the model is even looked at
 
 

@@ -49,8 +49,30 @@ def read_config(path: Path, *, interpolate_check: bool = True) -> Config:
     except UnicodeDecodeError:
         raise ConfigFileError(f"{path} is not UTF-8 text") from None
     except Exception as err:  # configparser's and thinc's errors share no base class
-        raise ConfigFileError(f"{path} is not a valid config: {parse_error_line(err)}") from None
+        orphan = _orphan_section(path.read_text(encoding="utf8"))
+        raise ConfigFileError(
+            orphan.format(path=path) if orphan else f"{path} is not a valid config: {parse_error_line(err)}"
+        ) from None
     return config
+
+
+_SECTION = re.compile(r"^\[([^\]]+)\]\s*$", re.MULTILINE)
+
+
+def _orphan_section(text: str) -> str:
+    """ "{path}:LINE: ..." for the first section whose parent section the file lacks (thinc only says
+    "Perhaps a section name is wrong?"), with the section names that the misspelt parent may be."""
+    import difflib
+
+    headers = [(text.count("\n", 0, m.start()) + 1, m.group(1).strip()) for m in _SECTION.finditer(text)]
+    names = {name for _, name in headers}
+    for line, name in headers:
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        if parent and parent not in names:
+            near = difflib.get_close_matches(parent, sorted(names), n=1)
+            guess = f" (is [{near[0]}] misspelt?)" if near else ""
+            return f"{{path}}:{line}: section [{name}] has no parent section [{parent}]{guess}"
+    return ""
 
 
 def check_pipeline(path: Path, overrides: dict) -> None:
@@ -104,6 +126,23 @@ def render_config(base: Path, head: str, transition_block: Optional[Path] = None
             raise ConfigFileError(f"spacy init fill-config cannot fill {base}: {parse_error_line(err)}") from None
 
 
+FACTORY_OF_HEAD = {"token": "token_ner", "transition": "ner"}
+
+
+def check_head(path: Path, head: str) -> None:
+    """A config edited by hand is kept, but not when its NER head is another than the one asked for: the
+    workflow would go on and train the head the user did not ask for."""
+    factory = read_config(path, interpolate_check=False).get("components", {}).get("ner", {}).get("factory")
+    if factory is not None and factory != FACTORY_OF_HEAD[head]:
+        heads = {value: key for key, value in FACTORY_OF_HEAD.items()}
+        has = f"the {heads[factory]} head" if factory in heads else f"factory {factory!r}"
+        raise ConfigFileError(
+            f"{path} was edited by hand and has {has} in [components.ner], not the {head} head that "
+            f"ner_head asks for: delete it to regenerate it with the {head} head (your edits go), or "
+            f"set --vars.ner_head {heads.get(factory, 'token')} to keep it"
+        )
+
+
 def write_config(base: Path, output: Path, head: str, *, force: bool = False) -> str:
     """Write `output` unless the user edited it. Returns what happened: 'written', 'unchanged' or 'kept'."""
     body = render_config(base, head)
@@ -113,6 +152,7 @@ def write_config(base: Path, output: Path, head: str, *, force: bool = False) ->
     )
     if output.exists() and not force:
         if was_edited(output):
+            check_head(output, head)
             return "kept"
         if output.read_text(encoding="utf8") == text:
             return "unchanged"

@@ -15,7 +15,7 @@ from spacy.vocab import Vocab
 
 from .errors import CorpusError
 from .iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobDocument, ReadReport, read_iob, spans_to_tags
-from .outputs import atomic_outputs, remove
+from .outputs import atomic_outputs, check_outputs, remove
 
 DOCBIN_ATTRS = ["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"]
 SHARD_TOKENS = 1_000_000  # a DocBin holds ~50 bytes a token in memory: shard big corpora
@@ -139,6 +139,9 @@ def convert_iob(
     """
     input_path, stem = Path(input_path), Path(output_stem)
     finals = [stem.with_suffix(".spacy"), stem.with_suffix(".json"), stem.with_suffix(".report.json")]
+    check_outputs(
+        input_path, finals, [f"the output {final.suffix}" for final in finals[:2]] + ["the report"], folders=True
+    )
     report = ReadReport(path=str(input_path))
     documents = read_iob(
         input_path,

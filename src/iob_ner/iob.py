@@ -9,6 +9,7 @@ export without blank lines) are cut outside every entity and counted like repair
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,7 +140,35 @@ def _scan_layout(path: Path, chunk_size: int = 1 << 20) -> _FileLayout:
             has_tab = has_tab or b"\t" in chunk
             tail = window[-(len(marker) - 1) :]
             chunk = f.read(chunk_size)
-    return _FileLayout(has_tab, bom, crlf, docstarts, first, _usual_columns(body, has_tab))
+    layout = _FileLayout(has_tab, bom, crlf, docstarts, first, _usual_columns(body, has_tab))
+    _check_not_swapped(path, body, has_tab)
+    return layout
+
+
+_TAG = re.compile(r"(?:O|[BIESLUbiesl]-\S+)\Z|o\Z")
+
+
+def _check_not_swapped(path: Path, head: bytes, has_tab: bool, sample: int = 1000) -> None:
+    """A file whose first column holds the tags and whose last holds the words (an export's columns
+    swapped) would read as an IO file whose every word is a label: refused, naming its first line."""
+    firsts = lasts = lines = 0
+    first_line = 0
+    for lineno, raw in enumerate(head[: 1 << 16].splitlines()[:sample], 1):
+        fields = raw.decode("utf8", "replace").split("\t" if has_tab else None)
+        if len(fields) < 2 or raw.startswith(DOCSTART.encode()):
+            continue
+        lines += 1
+        first, last = _TAG.match(fields[0].strip()), _TAG.match(fields[-1].strip())
+        firsts, lasts = firsts + bool(first), lasts + bool(last)
+        if first and not last and not first_line:
+            first_line = lineno
+    if lines >= 3 and firsts >= 0.9 * lines and lasts < 0.5 * lines:
+        raise IobError(
+            path,
+            first_line or 1,
+            "the first column holds the tags (O, B-X, I-X) and the last one the words: the columns look "
+            "swapped; each line must be the token, then its tag (TOKEN<TAB>TAG)",
+        )
 
 
 def _describe_layout(report: ReadReport, layout: _FileLayout, sents_per_doc: int) -> None:
@@ -318,6 +347,23 @@ class _TagState:
     def _strict_fail(self, kind: str, lineno: int, tag: str = "") -> None:
         detail = f": {tag!r}" if tag else ""
         raise IobError(self.path, lineno, f"{REPAIRS[kind]} (strict mode allows no repairs){detail}")
+
+    def check_some_outside(self) -> None:
+        """An IO "export" in which no token is O is not annotated text: it is text whose second word on
+        each line was read as a label (prose, or a word list). Refused, naming the first such line."""
+        seen = list(self.cache.values()) + list(self.lower_case.values())
+        if self.report.scheme == "IO" and not any(prefix == "O" for prefix, _ in seen) and self.first_bare:
+            line, tag = self.first_bare
+            labels = sorted({label for prefix, label in seen if not prefix})
+            shown = ", ".join(repr(label) for label in labels[:3]) + (
+                f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+            )
+            raise IobError(
+                self.path,
+                line,
+                f"no token of the file is tagged O, and its tags are words ({shown}): this is not an IOB "
+                f"export, where each line is a token, then its tag (TOKEN<TAB>TAG), and most tags are O",
+            )
 
     def finish(self) -> None:
         """Settle the scheme and the repairs that depend on it."""
@@ -638,6 +684,7 @@ def read_iob(
     if report.tokens == 0:
         raise IobError(path, max(last_line, 1), "the file holds no token lines")
     tags.finish()
+    tags.check_some_outside()
 
 
 def located_documents(path: Path | str, **read_options) -> Iterator[Tuple[IobDocument, List[int]]]:

@@ -12,7 +12,7 @@ import shutil
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, Path]
 # The (temporary, final) pairs of the innermost outputs_together() block, replaced when it ends well
@@ -134,3 +134,24 @@ def _hash_file(path: Path, digest) -> None:
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+
+
+def check_outputs(
+    source: Path, outputs: Sequence[Optional[Path]], names: Sequence[str] = (), folders: bool = False
+) -> None:
+    """The one check of output paths, before anything is read or written (convert, predict with either
+    engine, review): no output is the input file, no two outputs are one file (JSONL and IOB would
+    interleave), and no output is a folder unless `folders` (a sharded corpus is one). `names`: how each
+    output is called in the message ("the --iob output")."""
+    from .errors import SetupError
+
+    given = [(path, names[i] if i < len(names) else "the output") for i, path in enumerate(outputs) if path is not None]
+    seen: dict = {}
+    for path, name in given:
+        if path.is_dir() and not folders:
+            raise SetupError(f"{name} {path} is a folder: give a file name")
+        if source.is_file() and path.resolve() == source.resolve():
+            raise SetupError(f"{name} {path} is the input file: it would be replaced (give the output another name)")
+        if path.resolve() in seen:
+            raise SetupError(f"{seen[path.resolve()]} and {name} are the same file {path}: give each its own name")
+        seen[path.resolve()] = name

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from ..errors import SetupError
 from ..experiments.crossval import crossval, fold_plan, kept_models, models_record
@@ -21,7 +21,7 @@ from ..runtime import cpu_name, select_device
 from ..training import check_steps, read_config
 from .consistency import find_inconsistencies
 from .findings import KINDS, SCORE_RULE, check_token_score, iob2_classes, model_findings, require_cleanlab
-from .locate import Located, locate_corpus
+from .locate import Located, check_export, locate_corpus
 from .oof import out_of_fold
 from .write import OUTPUTS, finding_block, inconsistency_rows, suggestion_documents, write_outputs
 
@@ -72,12 +72,16 @@ def audit(
     top: int = 20,
     token_score: str = "self_confidence",
     consistency_only: bool = False,
+    train: Optional[Path] = None,
     **train_options,
 ) -> dict:
-    """Audit corpus/ (train, dev and test for consistency; train + dev with the model) into output/."""
+    """Audit corpus/ (train, dev and test for consistency; train + dev with the model) into output/.
+    `train`: the export the user means, which corpus/ must have been converted from."""
     start = time.perf_counter()
     if top < 1:
         raise SetupError(f"top (findings shown in report.md) must be at least 1, not {top}")
+    if train is not None:
+        check_export(corpus, train)
     if not consistency_only:  # why first: these would otherwise stop the audit after k trainings
         require_cleanlab()
         check_token_score(token_score)

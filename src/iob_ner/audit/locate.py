@@ -54,6 +54,18 @@ def _read_split_record(corpus: Path) -> dict:
         raise CorpusError(f"cannot read {path}: run `spacy project run convert` first") from None
 
 
+def check_export(corpus: Path, train: Path) -> None:
+    """Refuse to audit a corpus converted from another export than `train` (the --vars.train the user
+    gave audit), which would report findings in a file the user did not ask about."""
+    record = _read_split_record(corpus)
+    converted = Path(record["sources"]["train"])
+    if converted.resolve() != Path(train).resolve():
+        raise CorpusError(
+            f"{corpus} was converted from {converted}, not {train}: run `spacy project run convert . "
+            f"--vars.train {train}` first (with the same --vars.dev and --vars.test), then audit"
+        )
+
+
 def _source_documents(record: dict, split: str, read_options: dict) -> Iterator[Tuple[IobDocument, List[int]]]:
     """The documents of `split` in its export, in file order, each with the line of each token."""
     carved = record.get("carved", [])

@@ -45,9 +45,9 @@ def predict(
     to the workers) and writes the same outputs."""
     if engine not in ENGINES:
         raise SetupError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    from .inputs import check_outputs
+    from ..outputs import check_outputs
 
-    check_outputs(source, [output, iob_output], ["output", "--iob"])
+    check_outputs(source, [output, iob_output], ["the output", "the --iob output"])
     if engine == "ray":
         from .ray_engine import predict_ray  # Ray is optional: imported only when asked for
 

@@ -49,24 +49,6 @@ class Text:
     text: str
 
 
-def check_outputs(source: Path, outputs: Sequence[Optional[Path]], names: Sequence[str] = ()) -> None:
-    """The one check of output paths, before anything is read or written (predict, both engines, and review):
-    no output is the input file or a folder, no two outputs are one file (JSONL and IOB would interleave).
-    `names`: how each output is given on the command line, for the message."""
-    given = [(path, names[i] if i < len(names) else str(path)) for i, path in enumerate(outputs) if path is not None]
-    seen: dict = {}
-    for path, name in given:
-        if path.is_dir():
-            raise SetupError(f"the output {name} {path} is a folder: give a file name")
-        if source.is_file() and path.resolve() == source.resolve():
-            raise SetupError(f"the output {name} {path} is the input file: it would be replaced by its predictions")
-        if path.resolve() in seen:
-            raise SetupError(
-                f"the outputs {seen[path.resolve()]} and {name} are the same file {path}: give each its own name"
-            )
-        seen[path.resolve()] = name
-
-
 def input_files(source: Path, exclude: Sequence[Path] = ()) -> List[Path]:
     """The files to read: `source` itself, or the .txt/.jsonl/.parquet files of a folder (any case), sorted.
 

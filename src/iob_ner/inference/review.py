@@ -28,11 +28,11 @@ from wasabi import msg
 
 from ..errors import SetupError
 from ..iob import write_iob
-from ..outputs import atomic_outputs
+from ..outputs import atomic_outputs, check_outputs
 from ..runtime import select_device
 from ..scoring import scoring_ner, unscored_ner
 from . import skipped_text
-from .inputs import check_outputs, check_something_read
+from .inputs import check_something_read
 from .pipeline import BATCH_CHARS, Prediction, Reading, check_settings, load_pipeline, source_predictions
 
 RULE = (

@@ -90,7 +90,7 @@ def check_address(host: str, port: int) -> None:
     except OSError as err:
         raise SetupError(
             f"cannot listen on {host}:{port} ({err.strerror or err}): is another server "
-            f"running there? Choose another port with --port"
+            f"running there? Choose another port (--vars.serve_port under spacy project run, --port for the script)"
         ) from None
 
 
