@@ -136,6 +136,8 @@ def test_input_errors_say_what_to_change(tmp_path):
             dev_share=0.5,
             test_share=0.5,
         )
+    with pytest.raises(SplitError, match="dev_share must be above 0 to carve dev from the train file, not 0"):
+        prepare(train=tiny, dev="auto", test="auto", output=tmp_path / "c", dev_share=0.0)
     assert not (tmp_path / "corpus").exists()
 
 

@@ -128,8 +128,11 @@ def carve(
         "dev": dev_share,
         "test": test_share,
     }
+    for part in plan.carved:
+        if shares[part] <= 0:
+            raise SplitError(f"{part}_share must be above 0 to carve {part} from the train file, not {shares[part]:g}")
     if shares["train"] <= 0:
-        raise SplitError(f"dev_share {dev_share} and test_share {test_share} leave nothing to train on: lower them")
+        raise SplitError(f"dev_share {dev_share:g} and test_share {test_share:g} leave nothing to train on: lower them")
     if len(labels) < len(parts):
         raise SplitError(
             f"{plan.files['train']} holds {len(labels)} document(s): too few to carve "
