@@ -49,29 +49,29 @@ def read_config(path: Path, *, interpolate_check: bool = True) -> Config:
     except UnicodeDecodeError:
         raise ConfigFileError(f"{path} is not UTF-8 text") from None
     except Exception as err:  # configparser's and thinc's errors share no base class
-        orphan = _orphan_section(path.read_text(encoding="utf8"))
-        raise ConfigFileError(
-            orphan.format(path=path) if orphan else f"{path} is not a valid config: {parse_error_line(err)}"
-        ) from None
+        orphan = _orphan_section(path, path.read_text(encoding="utf8"))
+        raise ConfigFileError(orphan or f"{path} is not a valid config: {parse_error_line(err)}") from None
     return config
 
 
-_SECTION = re.compile(r"^\[([^\]]+)\]\s*$", re.MULTILINE)
+_SECTION = re.compile(r"^\[([^\]\n]+)\][ \t]*$", re.MULTILINE)
 
 
-def _orphan_section(text: str) -> str:
-    """ "{path}:LINE: ..." for the first section whose parent section the file lacks (thinc only says
+def _orphan_section(path: Path, text: str) -> str:
+    """ "PATH:LINE: ..." for the first section whose parent section the file lacks (thinc only says
     "Perhaps a section name is wrong?"), with the section names that the misspelt parent may be."""
     import difflib
 
     headers = [(text.count("\n", 0, m.start()) + 1, m.group(1).strip()) for m in _SECTION.finditer(text)]
+    if len(headers) != sum(line.lstrip().startswith("[") for line in text.splitlines()):
+        return ""  # a header line that is not one ("[training"): configparser's own message names it
     names = {name for _, name in headers}
     for line, name in headers:
         parent = name.rsplit(".", 1)[0] if "." in name else ""
         if parent and parent not in names:
-            near = difflib.get_close_matches(parent, sorted(names), n=1)
+            near = difflib.get_close_matches(parent, sorted(names - {name}), n=1)
             guess = f" (is [{near[0]}] misspelt?)" if near else ""
-            return f"{{path}}:{line}: section [{name}] has no parent section [{parent}]{guess}"
+            return f"{path}:{line}: section [{name}] has no parent section [{parent}]{guess}"
     return ""
 
 
