@@ -1,7 +1,7 @@
 """spaCy's training loop (`spacy train`), resumable: the same steps, plus checkpoints and resume.
 
 `spacy.training.loop.train` and `train_while_improving`, step for step (the same batches, updates,
-evaluations, model-best rule, patience, logger and saved pipelines), with three changes:
+evaluations, model-best rule, patience, logger and saved pipelines), with these changes:
 
 - every `checkpoint_every` steps (0: at each evaluation) a resumable checkpoint is written
   (`checkpoints.write_checkpoint`), and model-best / model-last are replaced whole, never half written;
@@ -10,6 +10,10 @@ evaluations, model-best rule, patience, logger and saved pipelines), with three 
   from the next step: the losses and scores that follow are those of the run that was never interrupted;
 - the JSONL log (`log.jsonl` in the output folder) is written here, one flushed line per evaluation, so a
   resumed run's log holds every evaluation once.
+- a transformer's parameters are updated in one fused Adam call per step (`fused_adam`), with thinc's Adam
+  arithmetic and state: the same updates to float32 rounding, at a quarter of thinc's time;
+- the training documents are tokenized into wordpieces once, before the first step (`wordpieces`), not
+  again at every step of every epoch: the same batches, less host time.
 
 The config is not touched: `spacy train` with the same config still trains the same pipeline.
 """
@@ -25,7 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from wasabi import msg
 
-from . import checkpoints
+from . import checkpoints, fused_adam, wordpieces
 from .checkpoints import TrainingState
 from .outputs import remove, replace, temporary_name
 
@@ -87,6 +91,16 @@ class _Run:
         self.shuffles: List[Any] = []  # Python's random state before each epoch's shuffle, for a replay
 
     def run(self, resume_from: Optional[Path]) -> None:
+        if wordpieces.install(self.nlp) is not None:
+            start = timer()
+            spans = wordpieces.warm(self.nlp, (eg.predicted for eg in self.train_corpus(self.nlp)))
+            msg.info(f"Wordpieces of {spans:,} training spans tokenized once ({timer() - start:.1f} s)")
+        try:
+            self._run(resume_from)
+        finally:
+            wordpieces.uninstall(self.nlp)
+
+    def _run(self, resume_from: Optional[Path]) -> None:
         T, nlp = self.T, self.nlp
         replay = checkpoints.read_random_states(resume_from)["shuffles"] if resume_from else None
         batches = train_batches(nlp, self.train_corpus, T["batcher"], T["max_epochs"], self.shuffles, replay)
@@ -143,13 +157,7 @@ class _Run:
                     exclude=self.frozen,
                     annotates=self.annotating,
                 )
-            for name, proc in nlp.pipeline:
-                if (
-                    name not in self.frozen
-                    and getattr(proc, "is_trainable", False)
-                    and proc.model not in (True, False, None)
-                ):
-                    proc.finish_update(optimizer)
+            finish_updates(nlp, optimizer, self.frozen)
             optimizer.step_schedules()
             evaluated = not (step % T["eval_frequency"])
             score, other_scores, is_best = None, None, False
@@ -285,3 +293,11 @@ def _recover(path: Path) -> None:
     if not path.exists() and old.exists():
         old.rename(path)
     remove(temporary_name(path))
+
+
+def finish_updates(nlp, optimizer, frozen: List[str]) -> None:
+    """The update at the end of a step, as spaCy's loop makes it (each trainable pipe but the frozen),
+    with a transformer's parameters updated in one fused Adam call (`fused_adam`: thinc's arithmetic)."""
+    for name, proc in nlp.pipeline:
+        if name not in frozen and getattr(proc, "is_trainable", False) and proc.model not in (True, False, None):
+            fused_adam.finish_update(proc, optimizer)
