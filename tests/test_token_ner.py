@@ -8,7 +8,7 @@ import spacy
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from iob_ner.token_ner import _BiluoDecoder
+from iob_ner.token_ner import _BiluoDecoder, _same_token_tags
 
 TRAIN = [
     ("LiFePO4 is a cathode made by sol-gel synthesis".split(), [(0, 1, "MAT"), (6, 8, "SMT")]),
@@ -131,3 +131,57 @@ def test_viterbi_on_a_long_doc_resolves_what_float32_sums_would_round_away():
     scores[-1, 4] = 10.01
     (path,) = _BiluoDecoder(names).decode(scores, [len(scores)], probabilities=False)
     assert path[-1] == 4 and not path[:-1].any()
+
+
+def _thinc_gold(example, names):
+    """What the loss trained on before: spaCy's aligned tags, as indices in `names` (-1: missing)."""
+    return [-1 if tag in (None, "-", "") else names.index(tag) for tag in example.get_aligned_ner()]
+
+
+def _gold_cases(vocab):
+    """Examples of every shape the gold tags take: whole, partly missing, unannotated, a whitespace token, and
+    a predicted doc tokenized otherwise than the reference."""
+    words = "LiFePO4 is a cathode made by sol - gel synthesis".split()
+    cases = []
+    whole = Doc(vocab, words=words, ents=["B-MAT", "O", "O", "O", "O", "O", "B-SMT", "I-SMT", "I-SMT", "I-SMT"])
+    cases.append(Example(Doc(vocab, words=words), whole))
+    partial = Doc(vocab, words=words, ents=["B-MAT", "I-MAT", "", "", "O", "O", "B-SMT", "", "O", "B-CMT"])
+    cases.append(Example(Doc(vocab, words=words), partial))
+    cases.append(Example(Doc(vocab, words=words), Doc(vocab, words=words)))
+    spaced = ["ZnO", "\n", "films", "by", "pulsed", "laser", "deposition"]
+    gold = Doc(vocab, words=spaced, ents=["B-MAT", "", "O", "O", "B-SMT", "I-SMT", "I-SMT"])
+    cases.append(Example(Doc(vocab, words=spaced), gold))
+    joined = "LiFePO4 is a cathode made by sol-gel synthesis".split()
+    cases.append(Example(Doc(vocab, words=joined), whole))
+    return cases
+
+
+def test_gold_tags_read_from_arrays_are_spacys_aligned_tags():
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("token_ner", name="ner")
+    for label in ("CMT", "MAT", "SMT"):
+        ner.add_label(label)
+    for example in _gold_cases(nlp.vocab) + make_examples(nlp):
+        assert ner._gold_tag_ids(example).tolist() == _thinc_gold(example, ner.tag_names), example.reference.text
+    labels = {nlp.vocab.strings[label]: i for i, label in enumerate(ner.labels)}
+    fast = [example for example in _gold_cases(nlp.vocab) if _same_token_tags(example, labels) is not None]
+    assert len(fast) == 3  # the whitespace token and the other tokenization take spaCy's own path
+
+
+def test_the_loss_is_thincs_sequence_crossentropy():
+    from thinc.api import SequenceCategoricalCrossentropy
+
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("token_ner", name="ner")
+    for label in ("CMT", "MAT", "SMT"):
+        ner.add_label(label)
+    examples = _gold_cases(nlp.vocab)
+    rng = numpy.random.default_rng(0)
+    scores = [rng.dirichlet(numpy.ones(len(ner.tag_names)), size=len(eg.predicted)).astype("f") for eg in examples]
+    loss, d_scores = ner.get_loss(examples, scores)
+    truths = [[tag if tag not in ("-", "") else None for tag in eg.get_aligned_ner()] for eg in examples]
+    d_thinc, loss_thinc = SequenceCategoricalCrossentropy(names=ner.tag_names, normalize=False)(scores, truths)
+    assert loss == pytest.approx(float(loss_thinc), rel=1e-6)
+    assert [d.shape for d in d_scores] == [d.shape for d in d_thinc]
+    for ours, theirs in zip(d_scores, d_thinc):
+        numpy.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)

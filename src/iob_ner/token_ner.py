@@ -34,7 +34,7 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import minibatch
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, SequenceCategoricalCrossentropy, get_array_module, set_dropout_rate
+from thinc.api import Config, Model, Optimizer, get_array_module, set_dropout_rate
 
 DEFAULT_MODEL = """
 [model]
@@ -108,6 +108,7 @@ class TokenNER(TrainablePipe):
         # load time wins. None: write doc.ents only, and skip the forward-backward pass.
         self.spans_key = spans_key
         self._decoder: Optional[_BiluoDecoder] = None
+        self._label_hashes: Tuple[Tuple[str, ...], Dict[int, int]] = ((), {})  # labels, and hash -> index
         self._nlp: Optional[Language] = None  # the factory's: dropout samples rerun its transformer
 
     @property
@@ -274,13 +275,38 @@ class TokenNER(TrainablePipe):
                 )
 
     def get_loss(self, examples: Iterable[Example], scores: List) -> Tuple[float, List]:
+        """thinc's SequenceCategoricalCrossentropy (normalize=False) against the gold BILUO tags, tokens
+        whose tag is missing masked out; `scores` are the softmax's probabilities, as in training."""
         validate_examples(examples, "TokenNER.get_loss")
-        loss_func = SequenceCategoricalCrossentropy(names=self.tag_names, normalize=False)
-        truths = [[tag if tag not in ("-", "") else None for tag in eg.get_aligned_ner()] for eg in examples]
-        d_scores, loss = loss_func(scores, truths)
-        if self.model.ops.xp.isnan(loss):
+        xp = self.model.ops.xp
+        gold = xp.asarray(numpy.concatenate([self._gold_tag_ids(eg) for eg in examples]))
+        guesses = xp.concatenate(scores) if len(scores) else xp.zeros((0, len(self.tag_names)), dtype="f")
+        if guesses.shape[0] != gold.shape[0]:
+            raise ValueError(f"{self.name}: {guesses.shape[0]} scored tokens for {gold.shape[0]} gold tags")
+        d_scores = guesses.copy()
+        known = xp.nonzero(gold >= 0)[0]
+        d_scores[known, gold[known]] -= 1.0
+        d_scores[gold < 0] = 0.0
+        loss = (d_scores**2).sum()  # thinc's figure for the loss: the squared gradient
+        if xp.isnan(loss):
             raise ValueError(f"{self.name}: the loss is NaN")
-        return float(loss), d_scores
+        return float(loss), list(xp.split(d_scores, numpy.cumsum([len(s) for s in scores])[:-1].tolist()))
+
+    def _gold_tag_ids(self, example: Example) -> numpy.ndarray:
+        """The index in `tag_names` of each predicted token's gold tag, -1 where it is missing: spaCy's
+        `Example.get_aligned_ner`, read from the reference's arrays where both docs have the same tokens
+        (every document of a converted corpus; ~30x faster than aligning token by token every step)."""
+        from spacy.strings import hash_string
+
+        if self._label_hashes[0] != self.labels:
+            self._label_hashes = (self.labels, {hash_string(label): i for i, label in enumerate(self.labels)})
+        fast = _same_token_tags(example, self._label_hashes[1])
+        if fast is not None:
+            return fast
+        index = {name: i for i, name in enumerate(self.tag_names)}
+        return numpy.asarray(
+            [-1 if tag in (None, "-", "") else index[tag] for tag in example.get_aligned_ner()], dtype="int64"
+        )
 
     def initialize(
         self,
@@ -484,6 +510,44 @@ def _fresh_example(nlp: Language, item: Union[Doc, Example]) -> Example:
     words = [token.text for token in source]
     spaces = [bool(token.whitespace_) for token in source]
     return Example(Doc(nlp.vocab, words=words, spaces=spaces), reference)
+
+
+def _same_token_tags(example: Example, label_index: Dict[int, int]) -> Optional[numpy.ndarray]:
+    """`TokenNER._gold_tag_ids` from the reference doc's ENT_IOB/ENT_TYPE arrays, or None where that would not
+    be what `Example.get_aligned_ner` gives: other tokens in the two docs, a whitespace token (spaCy makes a
+    missing one O), an I without an entity before it, or a label not in `label_index` (label hash -> index)."""
+    from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH
+
+    x, y = example.predicted, example.reference
+    if len(x) != len(y):
+        return None
+    if not len(x):
+        return numpy.zeros(0, dtype="int64")
+    ours, gold = x.to_array([ORTH, IS_SPACE]), y.to_array([ORTH, ENT_IOB, ENT_TYPE])
+    if not numpy.array_equal(ours[:, 0], gold[:, 0]):
+        return None
+    if not y.has_annotation("ENT_IOB"):
+        return numpy.full(len(x), -1, dtype="int64")
+    if ours[:, 1].any():
+        return None
+    iob, types = gold[:, 1].astype("int64"), gold[:, 2]
+    inside, begins = iob == 1, iob == 3
+    follows = numpy.zeros(len(iob), dtype=bool)  # the token before belongs to an entity of the same type
+    follows[1:] = ((iob[:-1] == 1) | (iob[:-1] == 3)) & (types[1:] == types[:-1])
+    if (inside & ~follows).any():
+        return None
+    entity = inside | begins
+    try:
+        kind = numpy.asarray([label_index[t] for t in types[entity].tolist()], dtype="int64")
+    except KeyError:
+        return None
+    goes_on = numpy.zeros(len(iob), dtype=bool)  # the next token continues this entity
+    goes_on[:-1] = inside[1:]
+    # tag_names: O, then B, I, L, U of each label: B 0 (goes on), I 1 (inside, goes on), L 2, U 3 (ends there)
+    offset = numpy.where(goes_on, inside, 2 + begins)
+    tags = numpy.where(iob == 2, 0, -1)
+    tags[entity] = 1 + 4 * kind + offset[entity]
+    return tags
 
 
 def _tag_marginals(lattice: Lattice) -> numpy.ndarray:
