@@ -51,7 +51,9 @@ def test_fused_step_is_thincs_adam():
         our_opt.step_schedules()
     shim_ids = theirs.shims[0].id, ours.shims[0].id
     for (name, a), (_, b) in zip(their_torch.named_parameters(), our_torch.named_parameters()):
-        numpy.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-6, atol=1e-6, err_msg=name)  # a few float32 ulps
+        numpy.testing.assert_allclose(
+            b.detach().numpy(), a.detach().numpy(), rtol=1e-6, atol=1e-6, err_msg=name
+        )  # a few float32 ulps
         for moments in ("mom1", "mom2"):
             their_m, our_m = (getattr(opt, moments)[(i, name)] for opt, i in zip((their_opt, our_opt), shim_ids))
             numpy.testing.assert_allclose(our_m, their_m, rtol=1e-5, atol=1e-8, err_msg=f"{name} {moments}")
