@@ -153,6 +153,7 @@ def _gold_cases(vocab):
     cases.append(Example(Doc(vocab, words=spaced), gold))
     joined = "LiFePO4 is a cathode made by sol-gel synthesis".split()
     cases.append(Example(Doc(vocab, words=joined), whole))
+    cases.append(Example(Doc(vocab, words=[]), Doc(vocab, words=[])))
     return cases
 
 
@@ -161,11 +162,17 @@ def test_gold_tags_read_from_arrays_are_spacys_aligned_tags():
     ner = nlp.add_pipe("token_ner", name="ner")
     for label in ("CMT", "MAT", "SMT"):
         ner.add_label(label)
-    for example in _gold_cases(nlp.vocab) + make_examples(nlp):
-        assert ner._gold_tag_ids(example).tolist() == _thinc_gold(example, ner.tag_names), example.reference.text
+    examples = _gold_cases(nlp.vocab) + make_examples(nlp)
+    for example in examples:  # alone, and all in one batch
+        assert ner.gold_tag_ids([example]).tolist() == _thinc_gold(example, ner.tag_names), example.reference.text
+    assert ner.gold_tag_ids(examples).tolist() == [i for eg in examples for i in _thinc_gold(eg, ner.tag_names)]
     labels = {nlp.vocab.strings[label]: i for i, label in enumerate(ner.labels)}
-    fast = [example for example in _gold_cases(nlp.vocab) if _same_token_tags(example, labels) is not None]
-    assert len(fast) == 3  # the whitespace token and the other tokenization take spaCy's own path
+    read = [tags is not None for tags in _same_token_tags(examples, labels)]
+    # the whitespace token and the other tokenization take spaCy's own path
+    assert read == [True, True, True, False, False, True] + [True] * len(make_examples(nlp))
+    only_two = {nlp.vocab.strings["MAT"]: 1, nlp.vocab.strings["SMT"]: 2}  # CMT unknown: its docs, spaCy's path
+    assert [tags is not None for tags in _same_token_tags(examples, only_two)][6:] == [True, True, False, False]
+    assert _same_token_tags(examples[5:6], only_two)[0].tolist() == []  # an empty doc alone
 
 
 def test_the_loss_is_thincs_sequence_crossentropy():

@@ -89,8 +89,21 @@ def test_the_cached_batch_is_spacy_transformers_batch(nlp):
                 assert [t.shape for t in mine.tensors] == [t.shape for t in doc_data.tensors]
 
 
+def test_batch_id_is_spacy_transformers(nlp):
+    from spacy_transformers.layers.listener import TransformerListener
+
+    docs = _docs(nlp)
+    for start in range(0, len(docs), 5):
+        batch = docs[start : start + 5]
+        assert wordpieces.batch_id(TransformerListener, batch) == TransformerListener.get_batch_id(batch)
+    assert wordpieces.batch_id(TransformerListener, []) == TransformerListener.get_batch_id([]) == 0
+
+
 def test_install_warm_and_uninstall(nlp):
+    from spacy_transformers.layers.listener import TransformerListener
     from spacy_transformers.layers.transformer_model import forward
+
+    spacy_batch_id = vars(TransformerListener)["get_batch_id"]
 
     docs = _docs(nlp)
     cache = wordpieces.install(nlp)
@@ -102,6 +115,8 @@ def test_install_warm_and_uninstall(nlp):
         trf = nlp.get_pipe("transformer").model
         trf.predict(docs[:3])
         assert cache.entries == before  # every span came from the cache
+        assert TransformerListener.get_batch_id.__func__ is wordpieces.batch_id  # while training
     finally:
         wordpieces.uninstall(nlp)
     assert nlp.get_pipe("transformer").model._func is forward
+    assert vars(TransformerListener)["get_batch_id"] is spacy_batch_id

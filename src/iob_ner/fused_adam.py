@@ -74,10 +74,8 @@ def model_finish_update(model: Model, optimizer: Optimizer) -> None:
 
 
 def _shim_finish_update(shim: PyTorchShim, optimizer: Optimizer) -> None:
-    """PyTorchShim.finish_update: skip the update when the loss scaler found an overflow, zero the
+    """PyTorchShim.finish_update: skip the update when the loss scaler found an overflow, clear the
     gradients, let the scaler adapt."""
-    import torch
-
     named = [(name, p) for name, p in shim._model.named_parameters() if p.grad is not None]
     if not shim._grad_scaler.found_inf:
         by_step: Dict[int, List[Tuple[Tuple[int, str], Any]]] = defaultdict(list)
@@ -89,8 +87,8 @@ def _shim_finish_update(shim: PyTorchShim, optimizer: Optimizer) -> None:
             by_step[optimizer.nr_update[key]].append((key, param))
         for step, group in by_step.items():  # one group, unless parameters joined the run at other steps
             _fused_step(optimizer, step, group)
-    if named:
-        torch._foreach_zero_([p.grad for _, p in named])
+    for _, param in named:  # torch's zero_grad(set_to_none=True): the next backward writes the gradient
+        param.grad = None  # afresh, instead of a pass to zero it and another to add to the zeros
     shim._grad_scaler.update()
 
 

@@ -22,7 +22,7 @@ every document of a corpus.
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 import numpy
 
@@ -30,6 +30,9 @@ import numpy
 # spans past the limit are tokenized every step as before.
 MAX_SPANS = 500_000
 WARM_BATCH = 1000
+
+
+_SPACY_BATCH_ID: List[Any] = []  # spacy-transformers' own get_batch_id, kept at the first install
 
 
 class Entry(NamedTuple):
@@ -47,7 +50,7 @@ class Cache:
     def __init__(self, tokenizer: Any, max_spans: int = MAX_SPANS) -> None:
         self.tokenizer = tokenizer
         self.max_spans = max_spans
-        self.entries: Dict[Tuple[str, bytes], Entry] = {}
+        self.entries: Dict[bytes, Entry] = {}
 
     def entries_for(self, spans: List[Any]) -> List[Entry]:
         """Each span's entry, tokenizing the spans not yet cached in one call."""
@@ -70,7 +73,8 @@ def cacheable(tokenizer: Any) -> bool:
 
 
 def install(nlp: Any) -> Optional[Cache]:
-    """Give each spacy-transformers model of `nlp` the cached forward; the cache, or None where none fits."""
+    """Give each spacy-transformers model of `nlp` the cached forward (and the listeners `batch_id`); the
+    cache, or None where none fits."""
     from spacy_transformers.layers.transformer_model import forward
 
     cache = None
@@ -78,6 +82,8 @@ def install(nlp: Any) -> Optional[Cache]:
         if model._func is forward and cacheable(model.tokenizer):
             cache = Cache(model.tokenizer)
             model._func = partial(cached_forward, cache=cache)
+    if cache is not None:
+        _use_batch_id(True)
     return cache
 
 
@@ -87,6 +93,30 @@ def uninstall(nlp: Any) -> None:
     for model in _transformer_models(nlp):
         if isinstance(model._func, partial) and model._func.func is cached_forward:
             model._func = forward
+    _use_batch_id(False)
+
+
+def _use_batch_id(ours: bool) -> None:
+    """`batch_id` as TransformerListener.get_batch_id while training (the class's: both the transformer and
+    its listeners call it on the class), spacy-transformers' own otherwise."""
+    from spacy_transformers.layers.listener import TransformerListener
+
+    if not _SPACY_BATCH_ID:
+        _SPACY_BATCH_ID.append(vars(TransformerListener)["get_batch_id"])
+    TransformerListener.get_batch_id = classmethod(batch_id) if ours else _SPACY_BATCH_ID[0]
+
+
+def batch_id(cls: Any, docs: List[Any]) -> int:
+    """TransformerListener.get_batch_id: the sum of every token's ORTH (a 64-bit hash), to the same Python
+    integer, from arrays (the transformer and its listener compute it each step, token by token). The
+    halves are summed apart so that no sum can overflow 64 bits."""
+    from spacy.attrs import ORTH
+
+    if not docs:
+        return 0
+    orths = numpy.concatenate([doc.to_array(ORTH) for doc in docs])
+    low, high = int((orths & 0xFFFFFFFF).sum(dtype="uint64")), int((orths >> 32).sum(dtype="uint64"))
+    return (high << 32) + low
 
 
 def warm(nlp: Any, docs: Iterable[Any], batch_size: int = WARM_BATCH) -> int:
@@ -120,13 +150,13 @@ def _transformer_models(nlp: Any) -> List[Any]:
     ]
 
 
-def _key(span: Any) -> Tuple[str, bytes]:
-    """The span's text and its tokens' places in it: what its wordpieces and alignment depend on."""
-    from spacy.attrs import IDX, LENGTH
+def _key(span: Any) -> bytes:
+    """The span's tokens' strings and trailing spaces (ORTH, SPACY): they spell its text and place its tokens
+    in it, which is all its wordpieces and alignment depend on. One array read, where `span.text` would
+    join the tokens one by one in Python."""
+    from spacy.attrs import ORTH, SPACY
 
-    bounds = span.doc.to_array([IDX, LENGTH])[span.start : span.end].copy()
-    bounds[:, 0] -= span.start_char
-    return span.text, bounds.tobytes()
+    return span.doc.to_array([ORTH, SPACY])[span.start : span.end].tobytes()
 
 
 def _tokenize(tokenizer: Any, spans: List[Any]) -> List[Entry]:
