@@ -8,7 +8,8 @@ model's vocabulary and tokenizer, so the transformer costs almost nothing, and t
 recipe (configs/config.cfg, fp32) with it for --steps steps after --warmup steps.
 
 How it measures (one run, no profiler in the timed steps):
-- step: wall-clock time of nlp.update + finish_update + step_schedules, as spaCy's training loop runs them
+- step: wall-clock time of the update, the optimizer step and step_schedules, as the project's training loop
+  (src/iob_ner/train_loop.py: `update`, `finish_updates`) runs them
   (evaluation is not part of a step: it runs once every eval_frequency steps);
 - torch: time inside the Hugging Face model's forward (its `forward` wrapped on the instance) plus inside
   torch.autograd.backward (the call thinc's PyTorchShim makes for the backward pass);
@@ -47,7 +48,7 @@ from iob_ner.errors import SetupError
 from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import cpu_name, library_versions, resolve_transformer
 from iob_ner.tiny import TINY_BERT, make_tiny_bert, tiny_training_setup
-from iob_ner.train_loop import finish_updates
+from iob_ner.train_loop import finish_updates, update
 
 ROOT = Path(__file__).resolve().parents[2]
 AREAS = {  # area -> what it holds, for the report
@@ -117,8 +118,8 @@ def train_steps(nlp, draw: Iterator[List], optimizer, dropout: float, steps: int
         batch = next(draw)  # drawing batches is not part of the step
         start = time.perf_counter()
         losses: Dict[str, float] = {}
-        nlp.update(batch, drop=dropout, losses=losses, sgd=False)
-        finish_updates(nlp, optimizer, [])  # the training loop's own update (train_loop)
+        update(nlp, batch, dropout, losses)  # the training loop's own update and optimizer step (train_loop)
+        finish_updates(nlp, optimizer, [])
         optimizer.step_schedules()
         seconds += time.perf_counter() - start
         words += sum(len(eg.reference) for eg in batch)
@@ -257,7 +258,7 @@ def summarize(seconds: float, words: int, steps: int, totals: Dict[str, float]) 
     torch_ms = 1000 * totals.get("torch", 0.0) / steps
     host_ms = step_ms - torch_ms
     areas = {name: 1000 * totals.get(name, 0.0) / steps for name in AREAS}
-    areas["other"] = step_ms - sum(areas.values())  # nlp.update's own loops, validation, step_schedules
+    areas["other"] = step_ms - sum(areas.values())  # the update's own loops, validation, step_schedules
     return {
         "steps": steps,
         "words_per_step": round(words / steps, 1),

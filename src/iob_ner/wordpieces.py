@@ -42,6 +42,7 @@ class Entry(NamedTuple):
     input_ids: numpy.ndarray
     token_type_ids: Optional[numpy.ndarray]
     strings: List[str]
+    length: int  # spacy-transformers' length: the strings that are not the pad token
     token_index: numpy.ndarray
     wordpiece_index: numpy.ndarray
 
@@ -184,6 +185,7 @@ def _tokenize(tokenizer: Any, spans: List[Any]) -> List[Entry]:
                 input_ids=encoding["input_ids"][i, :length].copy(),
                 token_type_ids=None if type_ids is None else type_ids[i, :length].copy(),
                 strings=list(encoding["input_texts"][i][:length]),
+                length=length - list(encoding["input_texts"][i][:length]).count(tokenizer.pad_token),
                 token_index=tokens,
                 wordpiece_index=pieces,
             )
@@ -223,28 +225,22 @@ def padded_batch(tokenizer: Any, spans: List[Any], entries: List[Entry]):
     from spacy_transformers.data_classes import WordpieceBatch
     from thinc.api import NumpyOps
 
-    rows, width = len(entries), max(len(entry.input_ids) for entry in entries)
-    input_ids = numpy.full((rows, width), tokenizer.pad_token_id, dtype=entries[0].input_ids.dtype)
-    mask = numpy.zeros((rows, width), dtype="float32")
-    first_types = entries[0].token_type_ids
+    sizes = numpy.asarray([len(entry.input_ids) for entry in entries])
+    width = int(sizes.max())
+    real = numpy.arange(width)[None, :] < sizes[:, None]  # row by row, the order of the entries' pieces
+    input_ids = numpy.full(real.shape, tokenizer.pad_token_id, dtype=entries[0].input_ids.dtype)
+    input_ids[real] = numpy.concatenate([entry.input_ids for entry in entries])
     type_ids = None
-    if first_types is not None:
-        type_ids = numpy.full((rows, width), tokenizer.pad_token_type_id, dtype=first_types.dtype)
-    strings, lengths = [], []
-    for i, entry in enumerate(entries):
-        size = len(entry.input_ids)
-        input_ids[i, :size] = entry.input_ids
-        mask[i, :size] = 1.0
-        if type_ids is not None:
-            type_ids[i, :size] = entry.token_type_ids
-        strings.append(entry.strings + [tokenizer.pad_token] * (width - size))
-        lengths.append(size - entry.strings.count(tokenizer.pad_token))  # spacy-transformers counts non-pad strings
+    if entries[0].token_type_ids is not None:
+        type_ids = numpy.full(real.shape, tokenizer.pad_token_type_id, dtype=entries[0].token_type_ids.dtype)
+        type_ids[real] = numpy.concatenate([entry.token_type_ids for entry in entries])
+    pad = tokenizer.pad_token
     ops = NumpyOps()
     batch = WordpieceBatch(
-        strings=strings,
+        strings=[entry.strings + [pad] * (width - len(entry.strings)) for entry in entries],
         input_ids=ops.asarray(input_ids, dtype=input_ids.dtype),
-        attention_mask=ops.asarray2f(mask),
-        lengths=lengths,
+        attention_mask=ops.asarray2f(real.astype("float32")),
+        lengths=[entry.length for entry in entries],  # spacy-transformers counts the strings that are not pad
         token_type_ids=None if type_ids is None else ops.asarray(type_ids, dtype=type_ids.dtype),
     )
     return batch, _alignment(spans, entries, width)
