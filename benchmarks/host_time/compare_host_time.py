@@ -11,7 +11,7 @@ machine's load shows in both. Reported:
   transformer's own arithmetic nearly free), the median of `--rounds` runs, with the torch ms per step
   beside it (the same code in both: a gap there means the load changed, not the code);
 - with `--train-steps N`: the default recipe with the real transformer (the embedded MiniLM by default)
-  trained N steps on `corpus/train.spacy` by each checkout's scripts/train.py, on the CPU, one thread:
+  trained N steps on `corpus/train.spacy` by each checkout's scripts/train.py, on the CPU (`--train-threads`):
   the seconds of the whole command (loading, the N steps, an evaluation of dev at step 0 and at step N,
   calibration, saving: the same work in both), and the test P/R/F of its model-best by scripts/evaluate.py.
 """
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BATCHES = (500, 4000)
 
 
-def _env(code: Path) -> Dict[str, str]:
-    """One thread (the host's share is not hidden by parallel numpy/torch), the checkout's src/ first."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(code / "src"))
-    return env
+def _env(code: Path, threads: int = 1) -> Dict[str, str]:
+    """`threads` threads (one for host time: its share is not hidden by parallel numpy/torch), the
+    checkout's src/ first."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=str(code / "src"))
 
 
 def host_time(code: Path, corpus: Path, batch_words: int, steps: int, out: Path) -> Dict[str, Any]:
@@ -52,7 +52,7 @@ def host_time(code: Path, corpus: Path, batch_words: int, steps: int, out: Path)
     return json.loads(out.read_text())
 
 
-def train(code: Path, corpus: Path, steps: int, transformer: str, out: Path) -> Dict[str, Any]:
+def train(code: Path, corpus: Path, steps: int, transformer: str, out: Path, threads: int) -> Dict[str, Any]:
     """`steps` steps of the default recipe by `code`'s scripts/train.py, then its test scores.
 
     The steps' seconds come from the times spaCy's console logger prints its rows: the row of step 0
@@ -76,10 +76,11 @@ def train(code: Path, corpus: Path, steps: int, transformer: str, out: Path) -> 
     step_seconds = (rows[-1] - rows[0]) - evaluation
     metrics = out / "metrics-test.json"
     command = [sys.executable, "scripts/evaluate.py", str(out / "model-best"), str(corpus / "test.spacy"), str(metrics)]
-    subprocess.run(command, env=_env(code), cwd=code, check=True, capture_output=True, text=True)
+    subprocess.run(command, env=_env(code, threads), cwd=code, check=True, capture_output=True, text=True)
     scores = json.loads(metrics.read_text())
     return {
         "steps": steps,
+        "threads": threads,
         "command_seconds": round(stamps[-1][0], 1),
         "evaluation_seconds": round(evaluation, 1),
         "step_seconds": round(step_seconds, 1),
@@ -93,7 +94,9 @@ def _median(runs: List[Dict[str, Any]], key: str) -> float:
     return round(statistics.median(run[key] for run in runs), 2)
 
 
-def compare(before: Path, corpus: Path, rounds: int, steps: int, train_steps: int, transformer: str) -> Dict[str, Any]:
+def compare(
+    before: Path, corpus: Path, rounds: int, steps: int, train_steps: int, transformer: str, threads: int
+) -> Dict[str, Any]:
     codes = {"before": before.resolve(), "after": ROOT}
     result: Dict[str, Any] = {"host_time": {}, "training": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +123,8 @@ def compare(before: Path, corpus: Path, rounds: int, steps: int, train_steps: in
             }
         if train_steps:
             for name, code in codes.items():
-                result["training"][name] = train(code, corpus, train_steps, transformer, Path(tmp) / f"train-{name}")
+                out = Path(tmp) / f"train-{name}"
+                result["training"][name] = train(code, corpus, train_steps, transformer, out, threads)
                 msg.text(f"training, {name}: {result['training'][name]}")
     return result
 
@@ -132,10 +136,11 @@ def main(
     steps: int = typer.Option(60, min=1, help="Timed steps of each host-time run"),
     train_steps: int = typer.Option(0, min=0, help="Also train the real transformer this many steps (0: no)"),
     transformer: str = typer.Option("embedded", help="The transformer of the training runs"),
+    train_threads: int = typer.Option(2, min=1, help="torch threads of the training runs"),
     output: Optional[Path] = typer.Option(None, help="Write the figures as JSON here"),
 ) -> None:
     """Host time per 1,000 training words and training speed, this checkout beside another, in one run."""
-    result = compare(before_code, corpus, rounds, steps, train_steps, transformer)
+    result = compare(before_code, corpus, rounds, steps, train_steps, transformer, train_threads)
     for batch, sides in result["host_time"].items():
         before, after = sides["before"]["host_ms_per_1000_words"], sides["after"]["host_ms_per_1000_words"]
         msg.info(f"{batch}: host {before} -> {after} ms per 1,000 words ({before / after:.2f}x less)")
@@ -144,7 +149,7 @@ def main(
         "before_code": str(before_code.resolve()),
         "after_code": str(ROOT),
         "cpu": cpu_name(),
-        "threads": 1,
+        "host_time_threads": 1,
         "versions": library_versions(),
         **result,
     }
