@@ -113,12 +113,18 @@ def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[
     from ..training import read_config
 
     read_config(config)  # one sentence naming the file when it does not parse
+    import spacy
+
+    gold_labels = sorted({ent.label_ for doc in read_docs(train, spacy.blank("en").vocab) for ent in doc.ents})
+    tag_labels = gold_labels
     if labels is not None:
         tag_labels = list(dict.fromkeys(name[2:] for name in labels.tag_names if name != "O"))
-    else:
-        import spacy
-
-        tag_labels = sorted({ent.label_ for doc in read_docs(train, spacy.blank("en").vocab) for ent in doc.ents})
+        unknown = sorted(set(gold_labels) - set(tag_labels))
+        if unknown:
+            raise SetupError(
+                f"{train} has label(s) {', '.join(unknown)} that the teacher does not predict (it knows "
+                f"{', '.join(tag_labels)}): distil a teacher trained on this corpus"
+            )
     overrides = {"paths.train": str(train), "paths.dev": str(dev), "system.seed": settings.seed}
     remove(folder)
 
