@@ -342,3 +342,13 @@ def test_the_packaged_student_installs_in_a_fresh_venv_and_loads_by_name(sample,
     assert result.returncode == 0, result.stderr[-3000:]
     here = spacy.load(tmp_path / "student" / "model-best")
     assert result.stdout.strip() == f"['ner'] {sorted(e.label_ for e in here(text).ents)} False"
+
+
+def test_project_yml_has_the_distill_command_and_workflow():
+    """weasel refuses a workflow named like a command: the project must still load."""
+    from weasel.util import load_project_config
+
+    project = load_project_config(ROOT)
+    assert "distill" in {c["name"] for c in project["commands"]}
+    assert project["workflows"]["all-distill"][-1] == "distill"
+    assert project["workflows"]["all-distill"][:-1] == project["workflows"]["all"]
