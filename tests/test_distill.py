@@ -245,6 +245,24 @@ def test_a_teacher_without_token_ner_is_refused_in_one_sentence(sample, tmp_path
         )
 
 
+def test_a_teacher_that_lacks_a_training_label_is_refused_before_labelling(sample, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("token_ner", name="ner")
+    doc = Doc(nlp.vocab, words=["LiFePO4", "works"], ents=["B-MAT", "O"])
+    nlp.initialize(lambda: [Example(Doc(nlp.vocab, words=["LiFePO4", "works"]), doc)])
+    nlp.to_disk(tmp_path / "mat-only")
+    with pytest.raises(SetupError, match=r"train.spacy has label\(s\) APL, CMT, PRO, SMT that the teacher"):
+        distill_pipeline(
+            teacher=tmp_path / "mat-only",
+            config=student_config(tmp_path),
+            output=tmp_path / "student",
+            train=sample / "train.spacy",
+            dev=sample / "dev.spacy",
+            labels_dir=tmp_path / "labels",
+        )
+    assert not (tmp_path / "labels").exists() and not (tmp_path / "student").exists()
+
+
 # -- the command, with a transformer teacher ----------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import json
 import resource
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import SetupError
 from ..outputs import remove, replace, write_text_atomic
@@ -42,22 +42,32 @@ def teacher_head_name(nlp, teacher: Path) -> str:
     return names[-1]
 
 
+def gold_labels(train: Path) -> List[str]:
+    import spacy
+
+    from ..corpus import read_docs
+
+    return sorted({ent.label_ for doc in read_docs(train, spacy.blank("en").vocab) for ent in doc.ents})
+
+
 def label_with_teacher(
     teacher: Path, sources, labels_dir: Path, *, temperature: float, shard_size: int, on_shard=None
 ) -> Labels:
-    """Load the teacher, label (or reuse the labels of) `sources`, and let the teacher go."""
+    """Load the teacher, label (or reuse the labels of) `sources` (the first: the gold training corpus), and let
+    the teacher go."""
     import spacy
 
     nlp = spacy.load(teacher)
+    head = teacher_head_name(nlp, teacher)
+    known = nlp.get_pipe(head).labels
+    unknown = sorted(set(gold_labels(sources[0])) - set(known))
+    if unknown:  # why here: before hours of labelling, not after
+        raise SetupError(
+            f"{sources[0]} has label(s) {', '.join(unknown)} that the teacher {teacher} does not predict (it knows "
+            f"{', '.join(known)}): distil a teacher trained on this corpus"
+        )
     labels = label_texts(
-        nlp,
-        teacher,
-        sources,
-        labels_dir,
-        head=teacher_head_name(nlp, teacher),
-        temperature=temperature,
-        shard_size=shard_size,
-        on_shard=on_shard,
+        nlp, teacher, sources, labels_dir, head=head, temperature=temperature, shard_size=shard_size, on_shard=on_shard
     )
     del nlp
     gc.collect()  # why: the teacher's weights are not needed while the student trains
@@ -97,10 +107,14 @@ def distill_pipeline(
             teacher, sources, labels_dir, temperature=settings.temperature, shard_size=shard_size, on_shard=on_shard
         )
     labelling_peak = peak_memory_mb()
-    run = _train(config, output / RUN, train, dev, labels, settings)
-    record = _finish(run, teacher, train, dev, test, labels, settings, batch_size)
-    record.update(device=device, peak_memory_mb_labelling=labelling_peak, peak_memory_mb=peak_memory_mb())
-    write_text_atomic(run.folder / "distillation.json", json.dumps(record, indent=2) + "\n")
+    try:
+        run = _train(config, output / RUN, train, dev, labels, settings)
+        record = _finish(run, teacher, train, dev, test, labels, settings, batch_size)
+        record.update(device=device, peak_memory_mb_labelling=labelling_peak, peak_memory_mb=peak_memory_mb())
+        write_text_atomic(run.folder / "distillation.json", json.dumps(record, indent=2) + "\n")
+    except BaseException:
+        remove(output / RUN)  # the previous student stays as it was; the teacher's labels stay for a rerun
+        raise
     for name in OUTPUTS:
         replace(run.folder / name, output / name)
     remove(run.folder)
@@ -113,18 +127,9 @@ def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[
     from ..training import read_config
 
     read_config(config)  # one sentence naming the file when it does not parse
-    import spacy
-
-    gold_labels = sorted({ent.label_ for doc in read_docs(train, spacy.blank("en").vocab) for ent in doc.ents})
-    tag_labels = gold_labels
-    if labels is not None:
+    tag_labels = gold_labels(train)
+    if labels is not None:  # the teacher's, in its order: the student's tag columns line up with its labels
         tag_labels = list(dict.fromkeys(name[2:] for name in labels.tag_names if name != "O"))
-        unknown = sorted(set(gold_labels) - set(tag_labels))
-        if unknown:
-            raise SetupError(
-                f"{train} has label(s) {', '.join(unknown)} that the teacher does not predict (it knows "
-                f"{', '.join(tag_labels)}): distil a teacher trained on this corpus"
-            )
     overrides = {"paths.train": str(train), "paths.dev": str(dev), "system.seed": settings.seed}
     remove(folder)
 
