@@ -370,3 +370,16 @@ def test_project_yml_has_the_distill_command_and_workflow():
     assert "distill" in {c["name"] for c in project["commands"]}
     assert project["workflows"]["all-distill"][-1] == "distill"
     assert project["workflows"]["all-distill"][:-1] == project["workflows"]["all"]
+
+
+def test_the_benchmark_runs_gold_hard_and_each_soft_size():
+    from conftest import load_benchmark
+
+    runs = load_benchmark("distill/benchmark_distill.py").conditions("0,25000,all")
+    assert [(r["name"], r["mode"], r["unlabelled"]) for r in runs] == [
+        ("gold", "gold", 0),
+        ("hard", "hard", None),
+        ("soft-0", "soft", 0),
+        ("soft-25000", "soft", 25000),
+        ("soft-all", "soft", None),
+    ]
