@@ -30,6 +30,7 @@ from ..outputs import atomic_outputs, fingerprint, remove, write_text_atomic
 MANIFEST = "manifest.json"
 FORMAT = 1  # the layout of the shards; a new layout relabels
 PIPE_BATCH = 64  # documents per pass of the teacher
+SORT_BATCHES = 16  # passes whose documents are sorted by length together
 
 
 @dataclass
@@ -102,24 +103,32 @@ def source_docs(nlp: Language, source: Path, problems: InputProblems) -> Iterato
 
 def teacher_batches(nlp: Language, docs: Iterator[Doc], name: str) -> Iterator[List[SilverDoc]]:
     """The docs through the teacher's pipes up to its `name` head, then that head's logits and Viterbi tags
-    (no entity scores: they are not needed here), a batch at a time, as float32 logits."""
+    (no entity scores: they are not needed here), a buffer of docs at a time, in the order given.
+
+    Within a buffer the docs go through the transformer shortest first: a batch pads its texts to its longest,
+    and sentences of 5 and 100 words batched together waste most of the work."""
     head = nlp.get_pipe(name)
     upstream = nlp.pipe_names[: nlp.pipe_names.index(name)]
-    batch: List[Doc] = []
 
-    def run(batch: List[Doc]) -> List[SilverDoc]:
+    def run(buffer: List[Doc]) -> List[SilverDoc]:
+        order = sorted(range(len(buffer)), key=lambda i: len(buffer[i]))
+        found: List[Optional[SilverDoc]] = [None] * len(buffer)
         with nlp.select_pipes(enable=upstream):
-            done = list(nlp.pipe(batch, batch_size=PIPE_BATCH))
-        outputs = head.logits_and_tags(done)
-        return [SilverDoc(drop_transformer_output(doc), logits, tags) for doc, (logits, tags) in zip(done, outputs)]
+            done = nlp.pipe((buffer[i] for i in order), batch_size=PIPE_BATCH)
+            for start in range(0, len(order), PIPE_BATCH):
+                batch = [next(done) for _ in order[start : start + PIPE_BATCH]]
+                for i, doc, (logits, tags) in zip(order[start:], batch, head.logits_and_tags(batch)):
+                    found[i] = SilverDoc(drop_transformer_output(doc), logits, tags)
+        return found  # type: ignore[return-value]
 
+    buffer: List[Doc] = []
     for doc in docs:
-        batch.append(doc)
-        if len(batch) == PIPE_BATCH:
-            yield run(batch)
-            batch = []
-    if batch:
-        yield run(batch)
+        buffer.append(doc)
+        if len(buffer) == PIPE_BATCH * SORT_BATCHES:
+            yield run(buffer)
+            buffer = []
+    if buffer:
+        yield run(buffer)
 
 
 def softmax(logits: numpy.ndarray, temperature: float) -> numpy.ndarray:
