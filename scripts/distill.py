@@ -71,6 +71,10 @@ def main(
     def on_shard(shards: int, docs: int) -> None:
         msg.text(f"teacher labels: shard {shards} written ({docs:,} documents so far)")
 
+    def on_evaluation(step: int, f: float, losses: dict) -> None:
+        shown = ", ".join(f"{name} {value:.1f}" for name, value in losses.items())
+        msg.text(f"student step {step}: dev F {f:.3f} (losses since the last: {shown})")
+
     with user_errors(OSError):
         if base_config is not None:
             status = write_config(base_config, config, "token")
@@ -89,6 +93,7 @@ def main(
             gpu_id=parse_gpu_id(gpu_id, gpu_id_env),
             batch_size=batch_size,
             on_shard=on_shard,
+            on_evaluation=on_evaluation,
         )
     timing = record["timing"]
     labelled = (

@@ -310,7 +310,7 @@ def test_the_command_distils_a_transformer_scores_the_student_and_reports_both(s
     args += ["--input", texts, "--labels-dir", tmp_path / "labels", "--max-steps", "10", "--eval-frequency", "5"]
     code, output = run_script(*args, "--gpu-id", "cpu")
     assert code == 0, output
-    assert "documents labelled" in output and "the teacher's words/s" in output
+    assert "documents labelled" in output and "student step 10: dev F" in output and "the teacher's words/s" in output
     record = json.loads((tmp_path / "student" / "distillation.json").read_text())
     assert [s["docs"] for s in record["sources"]] == [
         len(list(read_docs(sample / "train.spacy", spacy.blank("en").vocab))),

@@ -89,10 +89,12 @@ def distill_pipeline(
     gpu_id: Optional[int] = -1,
     batch_size: int = 128,
     on_shard=None,
+    on_evaluation=None,
 ) -> Dict[str, Any]:
     """Distil `teacher` into the student of `config`; writes `output`/model-best (calibrated on dev),
     model-last, log.jsonl, calibration.json and distillation.json (settings, timings, peak memory, and teacher
-    and student side by side on `test`, else dev). Returns distillation.json's content."""
+    and student side by side on `test`, else dev). Returns distillation.json's content. `on_shard(shards, docs)`
+    and `on_evaluation(step, dev F, losses)` are told of each shard of labels and each evaluation."""
     from ..runtime import select_device
 
     settings.check()
@@ -108,7 +110,7 @@ def distill_pipeline(
         )
     labelling_peak = peak_memory_mb()
     try:
-        run = _train(config, output / RUN, train, dev, labels, settings)
+        run = _train(config, output / RUN, train, dev, labels, settings, on_evaluation)
         record = _finish(run, teacher, train, dev, test, labels, settings, batch_size)
         record.update(device=device, peak_memory_mb_labelling=labelling_peak, peak_memory_mb=peak_memory_mb())
         write_text_atomic(run.folder / "distillation.json", json.dumps(record, indent=2) + "\n")
@@ -121,7 +123,7 @@ def distill_pipeline(
     return record
 
 
-def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[Labels], settings: StudentSettings):
+def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[Labels], settings, on_evaluation):
     """Build the student with the teacher's labels and train it in `folder`; returns the run and its summary."""
     from ..corpus import read_docs
     from ..training import read_config
@@ -138,7 +140,7 @@ def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[
 
     nlp, head, training, gold = build_student(config, overrides, tag_labels, read_gold)
     dev_examples = gold_examples(nlp, list(read_docs(dev, nlp.vocab)))
-    run = StudentRun(nlp, head, training, folder, dev_examples)
+    run = StudentRun(nlp, head, training, folder, dev_examples, on_evaluation=on_evaluation)
     run.summary = train_student(run, gold, labels, settings)
     return run
 

@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy
 from spacy.language import Language
@@ -119,6 +119,7 @@ class StudentRun:
     best: Optional[float] = None
     best_step: int = 0
     summary: Optional[Dict[str, Any]] = None  # what train_student returned
+    on_evaluation: Optional[Callable[[int, float, Dict[str, float]], None]] = None  # (step, dev F, losses)
 
 
 def train_student(
@@ -194,6 +195,8 @@ def _evaluate_and_keep(run: StudentRun, optimizer, step: int, losses: Dict[str, 
     }
     with (run.folder / "log.jsonl").open("a", encoding="utf8") as handle:
         handle.write(json.dumps(record) + "\n")
+    if run.on_evaluation is not None:
+        run.on_evaluation(step, f, losses)
     if run.best is None or f > run.best:
         run.best, run.best_step = f, step
         run.nlp.meta["performance"] = {key: value for key, value in scores.items() if isinstance(value, float)}
