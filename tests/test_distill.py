@@ -46,10 +46,14 @@ def test_soft_target_loss_and_gradient_match_a_hand_computation(head):
     teacher = numpy.array([[0.7, 0.1, 0.1, 0.05, 0.05], [0.0, 0.9, 0.1, 0.0, 0.0]], dtype="float32")
     T = 2.0
     loss, (grad,) = head.get_teacher_student_loss([teacher], [softmax(z)], temperature=T)
-    # by hand: q = softmax(z / T); loss = T² · Σ -p log q; d loss / d z = T · (q - p)
+    # by hand: q = softmax(z / T); loss = T² · KL(p ‖ q) = T² · Σ p (log p - log q) (0 log 0 = 0); d loss / d z = T · (q - p)
     q = numpy.exp(z / T) / numpy.exp(z / T).sum(axis=1, keepdims=True)
-    assert loss == pytest.approx(T * T * -(teacher * numpy.log(q)).sum(), rel=1e-5)
+    kl = sum(p * (numpy.log(p) - numpy.log(q_)) for p, q_ in zip(teacher.ravel(), q.ravel()) if p > 0)
+    assert loss == pytest.approx(T * T * kl, rel=1e-5)
     numpy.testing.assert_allclose(grad, T * (q - teacher), atol=1e-6)
+    # a student whose logits are T · log p matches the teacher: nothing left to learn
+    matched = softmax(T * numpy.log(numpy.maximum(teacher, 1e-30)))
+    assert head.get_teacher_student_loss([teacher], [matched], temperature=T)[0] == pytest.approx(0.0, abs=1e-4)
     # and the gradient is the loss's: central differences on the logits
     eps, numeric = 1e-3, numpy.zeros_like(z, dtype="float64")
     for i in range(z.shape[0]):

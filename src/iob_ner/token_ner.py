@@ -353,9 +353,11 @@ class TokenNER(TrainablePipe):
         `teacher_probs[i]`: doc i's target distribution over `tag_names` per token (tokens x tags), a teacher's
         softmax(z_t / T), or one-hot rows for hard silver tags. `student_scores[i]`: this head's output on doc
         i in training mode, which is softmax(z_s) (thinc's Softmax normalises while training even with
-        normalize = false). The loss is T² · Σ_tokens CE(p_t, softmax(z_s / T)), summed like `get_loss`;
-        the gradient with respect to the student's logits z_s (what the Softmax layer's backprop takes) is
-        T · (softmax(z_s / T) − p_t). T² keeps the gradient's size independent of T (Hinton et al., 2015).
+        normalize = false). The loss is T² · Σ_tokens KL(p_t ‖ softmax(z_s / T)), summed like `get_loss`: the
+        cross-entropy less the teacher's own entropy, so that 0 means the student matches the teacher (the
+        cross-entropy of soft targets never gets near 0). The gradient with respect to the student's logits
+        z_s (what the Softmax layer's backprop takes) is the same for both: T · (softmax(z_s / T) − p_t). T²
+        keeps the gradient's size independent of T (Hinton et al., 2015).
         """
         if not numpy.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"{self.name}: the distillation temperature must be positive, not {temperature!r}")
@@ -368,7 +370,9 @@ class TokenNER(TrainablePipe):
             scaled = ops.xp.log(ops.xp.maximum(scores, 1e-37)) / temperature
             log_q = scaled - ops.xp.max(scaled, axis=1, keepdims=True)
             log_q = log_q - ops.xp.log(ops.xp.exp(log_q).sum(axis=1, keepdims=True))
-            loss += float(-(temperature**2) * (target * log_q).sum())
+            # p log p with 0 log 0 = 0 (one-hot rows, float16 underflow)
+            entropy_term = ops.xp.where(target > 0, target * ops.xp.log(ops.xp.maximum(target, 1e-37)), 0.0)
+            loss += float((temperature**2) * (entropy_term - target * log_q).sum())
             d_scores.append((temperature * (ops.xp.exp(log_q) - target)).astype("float32"))
         if numpy.isnan(loss):
             raise ValueError(f"{self.name}: the distillation loss is NaN")
