@@ -17,6 +17,13 @@ from iob_ner.runtime import parse_gpu_id
 
 
 def print_summary(record: dict, output: Path) -> None:
+    timing = record["timing"]
+    labelled = (
+        "reused from an earlier run (same teacher and texts)"
+        if record["labels_reused"]
+        else f"{timing['labelled_docs']:,} documents labelled in {timing['labelling_seconds']:.0f} s"
+    )
+    msg.info(f"Teacher labels: {labelled}; student trained in {timing['training_seconds']:.0f} s on {record['device']}")
     side = record["comparison"]
     teacher, student = side["teacher"], side["student"]
     labels = sorted(set(teacher["per_label_f"]) | set(student["per_label_f"]))
@@ -95,26 +102,24 @@ def main(
             on_shard=on_shard,
             on_evaluation=on_evaluation,
         )
-    timing = record["timing"]
-    labelled = (
-        "reused from an earlier run (same teacher and texts)"
-        if record["labels_reused"]
-        else f"{timing['labelled_docs']:,} documents labelled in {timing['labelling_seconds']:.0f} s"
-    )
-    msg.info(f"Teacher labels: {labelled}; student trained in {timing['training_seconds']:.0f} s on {record['device']}")
     print_summary(record, output)
-    if test is not None:  # the student's own metrics and report, on the CPU it is made for
+    if test is not None:
         with user_errors(OSError):
-            for split, corpus in (("dev", dev), ("test", test)):
-                evaluate_pipeline(
-                    model=output / "model-best",
-                    corpus=corpus,
-                    output=output / f"metrics-{split}.json",
-                    predictions=output / f"predictions-{split}.spacy",
-                    gpu_id=-1,
-                )
-            write_report(training_dir=output, test_corpus=test)
+            score_and_report(output, dev, test)
         msg.good(f"{output / 'metrics-dev.json'}, metrics-test.json, report.md (teacher and student side by side)")
+
+
+def score_and_report(output: Path, dev: Path, test: Path) -> None:
+    """The student's own metrics and report, on the CPU it is made for, as evaluate and report write them."""
+    for split, corpus in (("dev", dev), ("test", test)):
+        evaluate_pipeline(
+            model=output / "model-best",
+            corpus=corpus,
+            output=output / f"metrics-{split}.json",
+            predictions=output / f"predictions-{split}.spacy",
+            gpu_id=-1,
+        )
+    write_report(training_dir=output, test_corpus=test)
 
 
 if __name__ == "__main__":

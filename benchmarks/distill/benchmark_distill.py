@@ -77,6 +77,48 @@ def summary(name: str, record: dict) -> dict:
     }
 
 
+def result_file(results: List[dict], teacher: Path, corpus: dict, settings: dict, threads: int) -> dict:
+    """The JSON written: where and with what, the labelling (done once, by the first run that labels), each run."""
+    labelled = next((r for r in results if r["labelled_docs"]), None)
+    return {
+        "date": date.today().isoformat(),
+        "cpu": cpu_name(),
+        "threads": threads,
+        "versions": library_versions(),
+        "teacher": str(teacher),
+        "corpus": corpus,
+        "settings": settings,
+        "labelling": None
+        if labelled is None
+        else {
+            "docs": labelled["labelled_docs"],
+            "seconds": labelled["labelling_seconds"],
+            "peak_memory_mb": labelled["peak_memory_mb_labelling"],
+        },
+        "runs": results,
+    }
+
+
+def print_table(results: List[dict]) -> None:
+    msg.table(
+        [
+            (
+                r["name"],
+                r["silver_docs"],
+                f"{r['student_test_f']:.3f}",
+                f"{r['f_difference_points']:+.1f}",
+                f"{r['student_words_per_second']:,.0f}",
+                f"{r['speedup']:.1f}x",
+                f"{r['training_seconds']:.0f}",
+                f"{r['peak_memory_mb']:,.0f}",
+            )
+            for r in results
+        ],
+        header=("run", "teacher-labelled docs", "student F", "vs teacher", "words/s", "speed-up", "train s", "peak MB"),
+        divider=True,
+    )
+
+
 def main(
     teacher: Path = typer.Option(..., exists=True, file_okay=False, help="The trained transformer pipeline"),
     train: Path = typer.Option(..., exists=True),
@@ -113,42 +155,11 @@ def main(
             f"{run['name']}: student test F {row['student_test_f']:.3f} (teacher {row['teacher_test_f']:.3f}), "
             f"{row['speedup']:.1f}x words/s, trained in {row['training_seconds']:.0f} s"
         )
-    labelled = next((r for r in results if r["labelled_docs"]), None)
-    report = {
-        "date": date.today().isoformat(),
-        "cpu": cpu_name(),
-        "threads": threads,
-        "versions": library_versions(),
-        "teacher": str(teacher),
-        "corpus": {"train": str(train), "dev": str(dev), "test": str(test), "unlabelled": str(unlabelled)},
-        "settings": {"steps": steps, "eval_frequency": eval_frequency, "temperature": temperature, "gpu_id": gpu_id},
-        "labelling": None
-        if labelled is None
-        else {
-            "docs": labelled["labelled_docs"],
-            "seconds": labelled["labelling_seconds"],
-            "peak_memory_mb": labelled["peak_memory_mb_labelling"],
-        },
-        "runs": results,
-    }
+    settings = {"steps": steps, "eval_frequency": eval_frequency, "temperature": temperature, "gpu_id": gpu_id}
+    corpus = {"train": str(train), "dev": str(dev), "test": str(test), "unlabelled": str(unlabelled)}
+    report = result_file(results, teacher, corpus, settings, threads)
     write_text_atomic(output, json.dumps(report, indent=2) + "\n")
-    msg.table(
-        [
-            (
-                r["name"],
-                r["silver_docs"],
-                f"{r['student_test_f']:.3f}",
-                f"{r['f_difference_points']:+.1f}",
-                f"{r['student_words_per_second']:,.0f}",
-                f"{r['speedup']:.1f}x",
-                f"{r['training_seconds']:.0f}",
-                f"{r['peak_memory_mb']:,.0f}",
-            )
-            for r in results
-        ],
-        header=("run", "teacher-labelled docs", "student F", "vs teacher", "words/s", "speed-up", "train s", "peak MB"),
-        divider=True,
-    )
+    print_table(results)
     msg.good(f"{output}")
 
 

@@ -174,12 +174,8 @@ def label_texts(
 
     if shard_size < 1:
         raise SetupError(f"the distillation shard size must be at least 1 document, not {shard_size}")
-    wanted = label_fingerprint(teacher_path, sources, temperature, shard_size)
-    tag_names = teacher.get_pipe(head).tag_names
-    manifest = read_manifest(folder)
-    if manifest is None or manifest.get("fingerprint") != wanted:
-        remove(folder)  # another teacher, input or temperature: nothing of it is reused
-        manifest = {"fingerprint": wanted, "tag_names": tag_names, "shards": [], "sources": [], "complete": False}
+    manifest = _current_manifest(folder, label_fingerprint(teacher_path, sources, temperature, shard_size))
+    manifest.setdefault("tag_names", teacher.get_pipe(head).tag_names)
     if manifest["complete"]:
         return Labels(folder, manifest, reused=True, labelled_docs=0, seconds=0.0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -217,6 +213,16 @@ def label_texts(
     manifest["complete"] = True
     write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return Labels(folder, manifest, reused=False, labelled_docs=labelled, seconds=time.perf_counter() - start)
+
+
+def _current_manifest(folder: Path, wanted: dict) -> dict:
+    """The manifest of the labels in `folder` when they were made as `wanted` says (whole, or interrupted);
+    else a fresh one, the folder emptied: another teacher, input or temperature reuses nothing."""
+    manifest = read_manifest(folder)
+    if manifest is not None and manifest.get("fingerprint") == wanted:
+        return manifest
+    remove(folder)
+    return {"fingerprint": wanted, "shards": [], "sources": [], "complete": False}
 
 
 def _add_shard(folder: Path, manifest: dict, items, temperature: float, on_shard) -> None:
