@@ -142,7 +142,18 @@ def test_a_gpu_that_fails_to_activate_falls_back_under_auto(monkeypatch):
 
 # --- 4. one device var for every command that runs a model ----------------------------------------------
 
-MODEL_COMMANDS = {"train", "evaluate", "crossval", "data-curve", "audit", "predict", "review", "serve", "loadtest"}
+MODEL_COMMANDS = {
+    "train",
+    "distill",
+    "evaluate",
+    "crossval",
+    "data-curve",
+    "audit",
+    "predict",
+    "review",
+    "serve",
+    "loadtest",
+}
 
 
 def test_every_command_that_runs_a_model_takes_gpu_id_and_the_gpu_id_environment_variable():

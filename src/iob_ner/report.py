@@ -404,8 +404,9 @@ def render_report(
     with_errors: int,
     n_docs: int,
     split: Optional[dict] = None,
+    distilled: Sequence[str] = (),
 ) -> str:
-    """report.md's text."""
+    """report.md's text; `distilled`: the "Teacher and student" section of a distilled pipeline."""
     overall = pd.DataFrame(
         {
             split: {
@@ -446,6 +447,7 @@ def render_report(
         "",
         _md_table(overall),
         "",
+        *distilled,
         "## Per label (test)",
         "",
         _md_table(per_label["test"]),
@@ -480,6 +482,19 @@ def render_report(
     return "\n".join(lines)
 
 
+def distillation_lines(training_dir: Path) -> List[str]:
+    """The teacher-and-student section where `training_dir` holds a distilled student (distill's record)."""
+    from .distill.compare import comparison_lines
+
+    path = training_dir / "distillation.json"
+    if not path.is_file():
+        return []
+    try:
+        return comparison_lines(json.loads(path.read_text(encoding="utf8")))
+    except (ValueError, KeyError, TypeError):
+        raise ReportError(f"{path} is not what distill writes: rerun `spacy project run distill`") from None
+
+
 def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
     """Write report.md, the plots and errors.html, all or none; returns (documents with errors, documents)."""
     metrics = load_metrics(training_dir)
@@ -509,7 +524,15 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
                 plot_thresholds(confidence, thresholds_tmp)
             with_errors = write_errors_html(gold, pred, errors_tmp, ner_labels(metrics["test"].get("model")))
             report_tmp.write_text(
-                render_report(metrics, log, per_label, with_errors, len(gold), read_split_record(test_corpus)),
+                render_report(
+                    metrics,
+                    log,
+                    per_label,
+                    with_errors,
+                    len(gold),
+                    read_split_record(test_corpus),
+                    distillation_lines(training_dir),
+                ),
                 encoding="utf8",
             )
     except KeyError as err:  # metrics of an older evaluate.py

@@ -1,0 +1,181 @@
+"""Knowledge distillation: a small CNN pipeline (the student) learns a trained transformer pipeline (the teacher).
+
+The teacher labels the training texts and any unlabelled in-domain texts once (`labels`: per-token BILUO
+distributions at a temperature, stored in shards and reused); the student (configs/student.cfg: spaCy's
+MultiHashEmbed + MaxoutWindowEncoder under the same token_ner head) learns from gold documents and those
+labels (`student`); its entity scores are calibrated on dev like the teacher's, and both are measured side
+by side on the CPU (`compare`). The result is an ordinary pipeline folder that evaluate, report, package,
+predict and serve take. spaCy v4's `spacy distill` does the same with a teacher in memory; spaCy 3 has none.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import SetupError
+from ..outputs import remove, replace, write_text_atomic
+from .labels import Labels, label_texts
+from .student import StudentRun, StudentSettings, build_student, gold_examples, train_student
+
+OUTPUTS = ("model-best", "model-last", "log.jsonl", "calibration.json", "distillation.json")
+RUN = ".run"  # where the student trains, inside the output folder; its files replace the outputs at the end
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far (Linux reports kilobytes)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def teacher_head_name(nlp, teacher: Path) -> str:
+    """The teacher's token_ner component: distillation needs its per-token distributions."""
+    names = [name for name, pipe in nlp.pipeline if hasattr(pipe, "logits_and_tags")]
+    if not names:
+        raise SetupError(
+            f"{teacher} has no token_ner component (its entities come from {', '.join(nlp.pipe_names) or 'nothing'}): "
+            f"distillation learns the token head's per-token distributions; train the teacher with --vars.ner_head token"
+        )
+    return names[-1]
+
+
+def gold_labels(train: Path) -> List[str]:
+    import spacy
+
+    from ..corpus import read_docs
+
+    return sorted({ent.label_ for doc in read_docs(train, spacy.blank("en").vocab) for ent in doc.ents})
+
+
+def label_with_teacher(
+    teacher: Path, sources, labels_dir: Path, *, temperature: float, shard_size: int, on_shard=None
+) -> Labels:
+    """Load the teacher, label (or reuse the labels of) `sources` (the first: the gold training corpus), and let
+    the teacher go."""
+    import spacy
+
+    nlp = spacy.load(teacher)
+    head = teacher_head_name(nlp, teacher)
+    known = nlp.get_pipe(head).labels
+    unknown = sorted(set(gold_labels(sources[0])) - set(known))
+    if unknown:  # why here: before hours of labelling, not after
+        raise SetupError(
+            f"{sources[0]} has label(s) {', '.join(unknown)} that the teacher {teacher} does not predict (it knows "
+            f"{', '.join(known)}): distil a teacher trained on this corpus"
+        )
+    labels = label_texts(
+        nlp, teacher, sources, labels_dir, head=head, temperature=temperature, shard_size=shard_size, on_shard=on_shard
+    )
+    del nlp
+    gc.collect()  # why: the teacher's weights are not needed while the student trains
+    return labels
+
+
+def distill_pipeline(
+    *,
+    teacher: Path,
+    config: Path,
+    output: Path,
+    train: Path,
+    dev: Path,
+    test: Optional[Path] = None,
+    unlabelled: Optional[Path] = None,
+    labels_dir: Path,
+    settings: StudentSettings = StudentSettings(),
+    shard_size: int = 10_000,
+    gpu_id: Optional[int] = -1,
+    batch_size: int = 128,
+    on_shard=None,
+    on_evaluation=None,
+) -> Dict[str, Any]:
+    """Distil `teacher` into the student of `config`; writes `output`/model-best (calibrated on dev),
+    model-last, log.jsonl, calibration.json and distillation.json (settings, timings, peak memory, and teacher
+    and student side by side on `test`, else dev). Returns distillation.json's content. `on_shard(shards, docs)`
+    and `on_evaluation(step, dev F, losses)` are told of each shard of labels and each evaluation."""
+    from ..runtime import select_device
+
+    settings.check()
+    for path, what in ((teacher, "teacher pipeline"), (train, "training corpus"), (dev, "dev corpus")):
+        if not path.exists():
+            raise SetupError(f"the {what} {path} does not exist (run `spacy project run all` first)")
+    _, device = select_device(gpu_id)
+    sources = [train] + ([unlabelled] if unlabelled is not None and unlabelled.resolve() != train.resolve() else [])
+    labels = None
+    if settings.use_silver:
+        labels = label_with_teacher(
+            teacher, sources, labels_dir, temperature=settings.temperature, shard_size=shard_size, on_shard=on_shard
+        )
+    labelling_peak = peak_memory_mb()
+    try:
+        run = _train(config, output / RUN, train, dev, labels, settings, on_evaluation)
+        record = _finish(run, teacher, train, dev, test, labels, settings, batch_size)
+        record.update(device=device, peak_memory_mb_labelling=labelling_peak, peak_memory_mb=peak_memory_mb())
+        write_text_atomic(run.folder / "distillation.json", json.dumps(record, indent=2) + "\n")
+    except BaseException:
+        remove(output / RUN)  # the previous student stays as it was; the teacher's labels stay for a rerun
+        raise
+    for name in OUTPUTS:
+        replace(run.folder / name, output / name)
+    remove(run.folder)
+    return record
+
+
+def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[Labels], settings, on_evaluation):
+    """Build the student with the teacher's labels and train it in `folder`; returns the run and its summary."""
+    from ..corpus import read_docs
+    from ..training import read_config
+
+    read_config(config)  # one sentence naming the file when it does not parse
+    tag_labels = gold_labels(train)
+    if labels is not None:  # the teacher's, in its order: the student's tag columns line up with its labels
+        tag_labels = list(dict.fromkeys(name[2:] for name in labels.tag_names if name != "O"))
+    overrides = {"paths.train": str(train), "paths.dev": str(dev), "system.seed": settings.seed}
+    remove(folder)
+
+    def read_gold(nlp):
+        return gold_examples(nlp, list(read_docs(train, nlp.vocab)))
+
+    nlp, head, training, gold = build_student(config, overrides, tag_labels, read_gold)
+    dev_examples = gold_examples(nlp, list(read_docs(dev, nlp.vocab)))
+    run = StudentRun(nlp, head, training, folder, dev_examples, on_evaluation=on_evaluation)
+    run.summary = train_student(run, gold, labels, settings)
+    return run
+
+
+def _finish(run, teacher, train, dev, test, labels, settings, batch_size) -> Dict[str, Any]:
+    """Calibrate the best student on dev, compare it with the teacher, and say what was done."""
+    import spacy
+
+    from ..corpus import read_docs
+    from ..training import calibrate
+    from .compare import compare
+
+    calibration = calibrate(run.folder / "model-best", dev, run.folder / "calibration.json")
+    corpus = test if test is not None and test.exists() else dev
+    gold = list(read_docs(corpus, spacy.blank("en").vocab))
+    comparison = compare(teacher, run.folder / "model-best", gold, batch_size)
+    silver = 0
+    if labels is not None:
+        train_docs = labels.manifest["sources"][0]["docs"]
+        extra = labels.docs - train_docs
+        silver = train_docs + (extra if settings.max_unlabelled is None else min(extra, settings.max_unlabelled))
+    return {
+        "teacher": str(teacher),
+        "settings": asdict(settings),
+        "labels": None if labels is None else str(labels.folder),
+        "labels_reused": bool(labels is not None and labels.reused),
+        "silver_docs": silver,
+        "sources": [] if labels is None else labels.manifest["sources"],
+        "timing": {
+            "labelling_seconds": 0.0 if labels is None else round(labels.seconds, 1),
+            "labelled_docs": 0 if labels is None else labels.labelled_docs,
+            "training_seconds": run.summary["seconds"],
+        },
+        "training": run.summary,
+        "calibration": calibration,
+        "comparison_corpus": str(corpus),
+        "comparison": comparison,
+    }
