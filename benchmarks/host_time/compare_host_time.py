@@ -63,7 +63,7 @@ def train(code: Path, corpus: Path, steps: int, transformer: str, out: Path, thr
     command += ["--gpu-id", "cpu", "--max-steps", str(steps), "--eval-frequency", str(steps), "--resume", "false"]
     start, stamps = time.perf_counter(), []
     with subprocess.Popen(
-        command, env=_env(code), cwd=code, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, env=_env(code, threads), cwd=code, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as run:
         assert run.stdout is not None
         for line in run.stdout:
