@@ -163,6 +163,22 @@ def test_a_rerun_with_the_same_teacher_and_texts_labels_nothing(sample, tmp_path
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "labels").iterdir()} == before
 
 
+def test_an_unlabelled_input_without_text_is_refused_not_ignored(sample, tmp_path):
+    teacher = spacy.load(sample / "teacher")
+    for empty in (ROOT / "assets" / "train.tsv", tmp_path / "blank.txt"):  # an IOB export; blank lines
+        (tmp_path / "blank.txt").write_text("\n \n", encoding="utf8")
+        with pytest.raises(SetupError, match=f"{empty.name} holds no text to label"):
+            label_texts(
+                teacher,
+                sample / "teacher",
+                [sample / "train.spacy", empty],
+                tmp_path / "labels",
+                head="ner",
+                temperature=2.0,
+                shard_size=16,
+            )
+
+
 def test_a_changed_teacher_relabels(sample, tmp_path):
     first = label(sample, tmp_path / "labels")
     other = tmp_path / "other-teacher"

@@ -208,6 +208,12 @@ def label_texts(
         _add_shard(folder, manifest, pending, temperature, on_shard)
     if not manifest["shards"]:
         raise SetupError(f"no text to label in {', '.join(map(str, sources))}: give --input texts to distil on")
+    empty = [path for path, n in zip(sources[1:], counts[1:]) if n == 0]
+    if empty:  # why refuse: going on would distil on the training texts alone, and look like it used the input
+        raise SetupError(
+            f"{empty[0]} holds no text to label ({problems.count} input(s) skipped, as said above): the unlabelled "
+            f"input is a .txt file (a text a line), a folder of .txt files, JSONL or Parquet"
+        )
     manifest["sources"] = [{"path": str(path), "docs": n} for path, n in zip(sources, counts)]
     manifest["skipped"] = problems.count
     manifest["complete"] = True
