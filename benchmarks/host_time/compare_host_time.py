@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import typer
 from wasabi import msg
@@ -95,12 +95,19 @@ def _median(runs: List[Dict[str, Any]], key: str) -> float:
 
 
 def compare(
-    before: Path, corpus: Path, rounds: int, steps: int, train_steps: int, transformer: str, threads: int
+    before: Path,
+    corpus: Path,
+    rounds: int,
+    steps: int,
+    train_steps: int,
+    transformer: str,
+    threads: int,
+    batches: Tuple[int, ...] = BATCHES,
 ) -> Dict[str, Any]:
     codes = {"before": before.resolve(), "after": ROOT}
     result: Dict[str, Any] = {"host_time": {}, "training": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for batch in BATCHES:
+        for batch in batches:
             runs: Dict[str, List[Dict[str, Any]]] = {"before": [], "after": []}
             for i in range(rounds):
                 for name, code in codes.items():
@@ -137,10 +144,12 @@ def main(
     train_steps: int = typer.Option(0, min=0, help="Also train the real transformer this many steps (0: no)"),
     transformer: str = typer.Option("embedded", help="The transformer of the training runs"),
     train_threads: int = typer.Option(2, min=1, help="torch threads of the training runs"),
+    batch_words: str = typer.Option("500,4000", help="Words per step of the host-time runs, comma-separated"),
     output: Optional[Path] = typer.Option(None, help="Write the figures as JSON here"),
 ) -> None:
     """Host time per 1,000 training words and training speed, this checkout beside another, in one run."""
-    result = compare(before_code, corpus, rounds, steps, train_steps, transformer, train_threads)
+    batches = tuple(int(words) for words in batch_words.split(","))
+    result = compare(before_code, corpus, rounds, steps, train_steps, transformer, train_threads, batches)
     for batch, sides in result["host_time"].items():
         before, after = sides["before"]["host_ms_per_1000_words"], sides["after"]["host_ms_per_1000_words"]
         msg.info(f"{batch}: host {before} -> {after} ms per 1,000 words ({before / after:.2f}x less)")
