@@ -108,8 +108,8 @@ def _fused_step(optimizer: Optimizer, step: int, group: List[Tuple[Tuple[int, st
     for key, param in group:
         for moments, views in ((optimizer.mom1, mom1), (optimizer.mom2, mom2)):
             if key not in moments:
-                ops = get_array_module(torch2xp(param.data))
-                moments[key] = ops.zeros((param.numel(),), dtype="float32")
+                xp = get_array_module(torch2xp(param.data))
+                moments[key] = xp.zeros((param.numel(),), dtype="float32")
             views.append(xp2torch(moments[key], device=param.device).view(param.shape))
     learn_rate, b2 = float(optimizer.learn_rate), float(optimizer.b2)
     steps = [torch.tensor(float(step), device=param.device) for param in params]

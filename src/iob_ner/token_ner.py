@@ -302,11 +302,12 @@ class TokenNER(TrainablePipe):
         if self._label_hashes[0] != self.labels:
             self._label_hashes = (self.labels, {hash_string(label): i for i, label in enumerate(self.labels)})
         tags = _same_token_tags(examples, self._label_hashes[1])
-        index = {name: i for i, name in enumerate(self.tag_names)}
-        for i, example in enumerate(examples):
-            if tags[i] is None:
-                aligned = example.get_aligned_ner()
-                tags[i] = numpy.asarray([-1 if t in (None, "-", "") else index[t] for t in aligned], dtype="int64")
+        if any(found is None for found in tags):
+            index = {name: i for i, name in enumerate(self.tag_names)}
+            for i, example in enumerate(examples):
+                if tags[i] is None:
+                    aligned = example.get_aligned_ner()
+                    tags[i] = numpy.asarray([-1 if t in (None, "-", "") else index[t] for t in aligned], dtype="int64")
         return numpy.concatenate(tags) if tags else numpy.zeros(0, dtype="int64")
 
     def initialize(
@@ -613,7 +614,7 @@ def _same_token_tags(examples: Sequence[Example], label_index: Dict[int, int]) -
     gold = numpy.concatenate([examples[i].reference.to_array([ORTH, ENT_IOB, ENT_TYPE]).reshape(-1, 3) for i in kept])
     ends = numpy.cumsum(sizes)
     doc_of = numpy.searchsorted(ends, numpy.arange(ends[-1]), side="right")
-    ids = _biluo_ids(gold[:, 1].astype("int64"), gold[:, 2], ends, label_index)
+    ids = _biluo_ids(gold[:, 1].astype("int64"), gold[:, 2], ends, doc_of, label_index)
 
     def docs_where(mask: numpy.ndarray) -> numpy.ndarray:
         found = numpy.zeros(len(kept), dtype=bool)
@@ -632,9 +633,12 @@ def _same_token_tags(examples: Sequence[Example], label_index: Dict[int, int]) -
     return tags
 
 
-def _biluo_ids(iob: numpy.ndarray, types: numpy.ndarray, ends: numpy.ndarray, label_index: Dict[int, int]):
+def _biluo_ids(
+    iob: numpy.ndarray, types: numpy.ndarray, ends: numpy.ndarray, doc_of: numpy.ndarray, label_index: Dict[int, int]
+):
     """Tag ids from ENT_IOB (0 missing, 1 I, 2 O, 3 B) and ENT_TYPE of docs laid end to end (doc k ends
-    before index ends[k]): -1 missing, and -2 over a doc that cannot be read this way (see _same_token_tags)."""
+    before index ends[k]; doc_of: each token's doc): -1 missing, and -2 over a doc that cannot be read this
+    way (see _same_token_tags)."""
     size = len(iob)
     starts = numpy.concatenate([[0], ends[:-1]]).astype("int64")
     first, last = numpy.zeros(size, dtype=bool), numpy.zeros(size, dtype=bool)
@@ -655,7 +659,6 @@ def _biluo_ids(iob: numpy.ndarray, types: numpy.ndarray, ends: numpy.ndarray, la
     tags[entity] = 1 + 4 * kind + offset[entity]
     bad = inside & ~follows
     bad[numpy.flatnonzero(entity)[~known]] = True
-    doc_of = numpy.searchsorted(ends, numpy.arange(size), side="right")
     tags[numpy.isin(doc_of, doc_of[bad])] = -2
     return tags
 

@@ -58,11 +58,10 @@ class Cache:
         keys = [_key(span) for span in spans]
         missing = {key: span for key, span in zip(keys, spans) if key not in self.entries}
         if missing:
-            computed = _tokenize(self.tokenizer, list(missing.values()))
-            if len(self.entries) + len(computed) <= self.max_spans:
-                self.entries.update(zip(missing, computed))
-            else:  # full: these spans' entries serve this batch only
-                return [self.entries.get(key) or computed[list(missing).index(key)] for key in keys]
+            fresh = dict(zip(missing, _tokenize(self.tokenizer, list(missing.values()))))
+            if len(self.entries) + len(fresh) > self.max_spans:  # full: these entries serve this batch only
+                return [self.entries.get(key) or fresh[key] for key in keys]
+            self.entries.update(fresh)
         return [self.entries[key] for key in keys]
 
 
@@ -170,6 +169,7 @@ def _tokenize(tokenizer: Any, spans: List[Any]) -> List[Entry]:
     entries = []
     for i, span in enumerate(spans):
         length = int(encoding["attention_mask"][i].sum())
+        strings = list(encoding["input_texts"][i][:length])
         pairs = [
             (k, j)
             for k, wps in enumerate(get_span2wp_from_offset_mapping(span, encoding["offset_mapping"][i]))
@@ -184,8 +184,8 @@ def _tokenize(tokenizer: Any, spans: List[Any]) -> List[Entry]:
             Entry(
                 input_ids=encoding["input_ids"][i, :length].copy(),
                 token_type_ids=None if type_ids is None else type_ids[i, :length].copy(),
-                strings=list(encoding["input_texts"][i][:length]),
-                length=length - list(encoding["input_texts"][i][:length]).count(tokenizer.pad_token),
+                strings=strings,
+                length=length - strings.count(tokenizer.pad_token),
                 token_index=tokens,
                 wordpiece_index=pieces,
             )
@@ -251,19 +251,14 @@ def _alignment(spans: List[Any], entries: List[Entry], width: int):
     padded batch, sorted, a wordpiece counted once where spans overlap (spacy-transformers' sets)."""
     from thinc.types import Ragged
 
-    doc_start: Dict[int, int] = {}
-    total = 0
-    for span in spans:
-        if id(span.doc) not in doc_start:
-            doc_start[id(span.doc)] = total
-            total += len(span.doc)
+    tokens = _TokenPositions(spans)
     positions = numpy.concatenate(
-        [doc_start[id(span.doc)] + span.start + entry.token_index for span, entry in zip(spans, entries)]
+        [tokens.doc_start[id(span.doc)] + span.start + entry.token_index for span, entry in zip(spans, entries)]
     )
     pieces = numpy.concatenate([i * width + entry.wordpiece_index for i, entry in enumerate(entries)])
     cells = len(entries) * width
     pairs = numpy.unique(positions * cells + pieces)  # sorted by token, then wordpiece; duplicates once
-    lengths = numpy.bincount(pairs // cells, minlength=total)
+    lengths = numpy.bincount(pairs // cells, minlength=tokens.total)
     return Ragged((pairs % cells).astype("i"), lengths.astype("i"))
 
 
@@ -273,11 +268,11 @@ class _TokenPositions:
 
     def __init__(self, spans: List[Any]) -> None:
         self.doc_start: Dict[int, int] = {}
-        total = 0
+        self.total = 0  # tokens of all the docs
         for span in spans:
             if id(span.doc) not in self.doc_start:
-                self.doc_start[id(span.doc)] = total
-                total += len(span.doc)
+                self.doc_start[id(span.doc)] = self.total
+                self.total += len(span.doc)
 
     def __getitem__(self, token: Any) -> int:
         return self.doc_start[id(token.doc)] + token.i
