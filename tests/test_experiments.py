@@ -67,10 +67,15 @@ def test_summary_is_the_mean_and_sample_sd_of_the_folds():
 def test_crossval_and_data_curve_run_on_the_sample(tmp_path):
     from test_project import copy_project, run_project
 
+    from iob_ner.runtime import resolve_transformer
+    from iob_ner.tiny import make_tiny_bert
+
     project = copy_project(tmp_path / "p")
     run_project(project, "convert")
     run_project(project, "create-config")
-    steps = ["--vars.max_steps", "6", "--vars.eval_frequency", "3"]
+    # the tiny random BERT: the folds, shares, reports and plots are tested here, not the learning
+    tiny = make_tiny_bert(resolve_transformer("embedded"), tmp_path / "tiny-bert")
+    steps = ["--vars.max_steps", "6", "--vars.eval_frequency", "3", "--vars.transformer", str(tiny)]
     output = run_project(project, "crossval", ".", "--vars.folds", "3", *steps)
     record = json.loads((project / "training" / "crossval" / "crossval.json").read_text())
     assert [r["fold"] for r in record["results"]] == [0, 1, 2]

@@ -45,6 +45,10 @@ def test_fused_step_is_thincs_adam():
             grad = torch.randn(a.shape, generator=generator) * (3.0 if step % 2 else 0.05)  # clipped, or not
             grad[0] = 0.0  # a row that learns nothing this step (an embedding of an absent token)
             a.grad, b.grad = grad.clone(), grad.clone()
+        if step == 3:  # as a checkpoint restores them: new moment arrays, which the next steps must update
+            for opt in (their_opt, our_opt):
+                for store in (opt.mom1, opt.mom2):
+                    store.update({key: array.copy() for key, array in store.items()})
         theirs.finish_update(their_opt)
         fused_adam.model_finish_update(ours, our_opt)
         their_opt.step_schedules()

@@ -17,12 +17,14 @@ pytestmark = pytest.mark.slow
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside this checkout")
 def test_all_on_ncbi_disease_with_a_model_folder_that_is_gone_afterwards(tmp_path):
     """Real data (one label, no -DOCSTART-), train and test files only (dev carved from train), a transformer
-    from a local folder, then load without it."""
+    from a local folder, then load without it. The transformer is the tiny random BERT with the embedded
+    model's tokenizer: what is tested is the data and the folder, not the learning (the sample project's
+    tests train the embedded MiniLM itself), and the 1,880 documents' evaluations take seconds, not minutes."""
     from iob_ner.runtime import resolve_transformer
+    from iob_ner.tiny import make_tiny_bert
 
     project = copy_project(tmp_path / "project")
-    model_copy = tmp_path / "minilm"
-    shutil.copytree(resolve_transformer("embedded"), model_copy)
+    model_copy = make_tiny_bert(resolve_transformer("embedded"), tmp_path / "tiny-bert")
     data = SHARED_DATA / "ncbi-disease"
     run_project(
         project,

@@ -96,6 +96,8 @@ def test_batch_id_is_spacy_transformers(nlp):
     for start in range(0, len(docs), 5):
         batch = docs[start : start + 5]
         assert wordpieces.batch_id(TransformerListener, batch) == TransformerListener.get_batch_id(batch)
+        assert wordpieces.batch_id(TransformerListener, list(batch)) == TransformerListener.get_batch_id(batch)
+    assert wordpieces.batch_id(TransformerListener, docs[1:3]) == TransformerListener.get_batch_id(docs[1:3])
     assert wordpieces.batch_id(TransformerListener, []) == TransformerListener.get_batch_id([]) == 0
 
 

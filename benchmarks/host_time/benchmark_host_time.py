@@ -243,12 +243,12 @@ def measure_host_time(
 
 
 def tokenize_once(nlp, examples: List) -> Dict[str, Any]:
-    """What the training loop does before its first step: the training documents' wordpieces, once
-    (`iob_ner.wordpieces`); its one-off cost, which the steps no longer pay."""
-    from iob_ner import wordpieces
+    """What the training loop does before its first step (`train_loop.install_speedups`): the training
+    documents' wordpieces, once, and the batched pooling; its one-off cost, which the steps no longer pay."""
+    from iob_ner.train_loop import install_speedups
 
     start = time.perf_counter()
-    spans = wordpieces.warm(nlp, (eg.predicted for eg in examples)) if wordpieces.install(nlp) else 0
+    spans = install_speedups(nlp, (eg.predicted for eg in examples)) or 0
     return {"spans": spans, "seconds": round(time.perf_counter() - start, 2)}
 
 

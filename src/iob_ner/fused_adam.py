@@ -10,7 +10,8 @@ in one vectorised pass over every parameter, about 4x faster on the CPU.
 The arithmetic is thinc's, not torch's: per parameter, clip the gradient to `grad_clip` by its own norm;
 Adam with thinc's bias correction (step size lr * sqrt(1 - b2^t) / (1 - b1^t) over sqrt(v) + eps, which is
 torch's formula with eps scaled by 1 / sqrt(1 - b2^t)); then the decoupled weight decay
-w -= lr * L2 * w after the update. The moments stay in the optimizer's own `mom1`/`mom2` arrays (torch
+w -= lr * L2 * w after the update (folded into torch's AdamW kernel by rescaling its learning rate and
+decay, `_fused_step`). The moments stay in the optimizer's own `mom1`/`mom2` arrays (torch
 views of them, no copies) and `nr_update` counts as thinc counts, so a checkpoint written from either path
 resumes with the other, and results match thinc's to float32 rounding (tests/test_fused_adam.py).
 
@@ -20,6 +21,7 @@ that is not thinc's) goes through thinc's own `finish_update` unchanged.
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from typing import Any, Dict, List, Tuple
 
@@ -47,7 +49,7 @@ def fusable(optimizer: Any) -> bool:
 
     return (
         isinstance(optimizer, Optimizer)
-        and hasattr(torch, "_fused_adam_")
+        and hasattr(torch, "_fused_adamw_")
         and not optimizer.use_radam
         and optimizer.b1 > 0.0
         and optimizer.b2 > 0.0
@@ -76,7 +78,7 @@ def model_finish_update(model: Model, optimizer: Optimizer) -> None:
 def _shim_finish_update(shim: PyTorchShim, optimizer: Optimizer) -> None:
     """PyTorchShim.finish_update: skip the update when the loss scaler found an overflow, clear the
     gradients, let the scaler adapt."""
-    named = [(name, p) for name, p in shim._model.named_parameters() if p.grad is not None]
+    named = [(name, p) for name, p in _named_parameters(shim._model) if p.grad is not None]
     if not shim._grad_scaler.found_inf:
         by_step: Dict[int, List[Tuple[Tuple[int, str], Any]]] = defaultdict(list)
         for name, param in named:
@@ -92,6 +94,43 @@ def _shim_finish_update(shim: PyTorchShim, optimizer: Optimizer) -> None:
     shim._grad_scaler.update()
 
 
+# why caches: walking the modules for their parameters and wrapping each moment array as a tensor cost
+# ~2 ms a step with the tiny BERT of benchmarks/host_time (a fifth of the loop's host time at 500 words).
+# The views are those of one optimizer (thinc's Optimizer takes no weak reference): another optimizer's
+# first step, or `release()` at the end of a run, lets the previous one's arrays go.
+_PARAMETERS: "weakref.WeakKeyDictionary[Any, List[Tuple[str, Any]]]" = weakref.WeakKeyDictionary()
+_VIEWS: Dict[str, Any] = {"moments": None, "views": {}}
+
+
+def release() -> None:
+    """Forget the moment views (and so the arrays they hold) of the optimizer updated last."""
+    _VIEWS.update(moments=None, views={})
+
+
+def _named_parameters(module: Any) -> List[Tuple[str, Any]]:
+    """`module.named_parameters()`, listed once per module (a transformer's parameters are fixed)."""
+    if module not in _PARAMETERS:
+        _PARAMETERS[module] = list(module.named_parameters())
+    return _PARAMETERS[module]
+
+
+def _moment_view(optimizer: Optimizer, store: str, key: Tuple[int, str], param: Any) -> Any:
+    """A torch view of the optimizer's moment array `store` ("mom1"/"mom2") for `key`, made (zeros) if
+    missing. Kept while the optimizer holds the same array: a restored checkpoint puts new ones."""
+    moments = getattr(optimizer, store)
+    if key not in moments:
+        xp = get_array_module(torch2xp(param.data))
+        moments[key] = xp.zeros((param.numel(),), dtype="float32")
+    if _VIEWS["moments"] is not optimizer.mom1:
+        _VIEWS.update(moments=optimizer.mom1, views={})
+    array, view = _VIEWS["views"].get((store, key), (None, None))
+    if array is not moments[key]:
+        array = moments[key]
+        view = xp2torch(array, device=param.device).view(param.shape)
+        _VIEWS["views"][(store, key)] = (array, view)
+    return view
+
+
 def _fused_step(optimizer: Optimizer, step: int, group: List[Tuple[Tuple[int, str], Any]]) -> None:
     """One Adam step at update count `step` for parameters `group` ((key, torch parameter) pairs)."""
     import torch
@@ -101,32 +140,30 @@ def _fused_step(optimizer: Optimizer, step: int, group: List[Tuple[Tuple[int, st
     if optimizer.grad_clip:  # thinc clips each parameter's gradient by its own norm
         clip = float(optimizer.grad_clip)
         norms = torch.stack(torch._foreach_norm(grads)).tolist()
-        for grad, norm in zip(grads, norms):
-            if norm >= clip:
-                grad.mul_(clip / norm)
-    mom1, mom2 = [], []
-    for key, param in group:
-        for moments, views in ((optimizer.mom1, mom1), (optimizer.mom2, mom2)):
-            if key not in moments:
-                xp = get_array_module(torch2xp(param.data))
-                moments[key] = xp.zeros((param.numel(),), dtype="float32")
-            views.append(xp2torch(moments[key], device=param.device).view(param.shape))
+        clipped = [(grad, clip / norm) for grad, norm in zip(grads, norms) if norm >= clip]
+        if clipped:
+            torch._foreach_mul_([grad for grad, _ in clipped], [factor for _, factor in clipped])
+    mom1 = [_moment_view(optimizer, "mom1", key, param) for key, param in group]
+    mom2 = [_moment_view(optimizer, "mom2", key, param) for key, param in group]
     learn_rate, b2 = float(optimizer.learn_rate), float(optimizer.b2)
-    steps = [torch.tensor(float(step), device=param.device) for param in params]
-    torch._fused_adam_(
+    # thinc decays the weights after the update, w' = (w - s) * (1 - a) with a = lr * L2; torch's AdamW
+    # decays before it, w' = w * (1 - lr' * wd) - s * lr' / lr: with lr' = lr * (1 - a) and
+    # wd = L2 / (1 - a) that is thinc's w', in the one pass over the weights instead of two
+    decay = learn_rate * float(optimizer.L2)
+    fused_lr = learn_rate * (1.0 - decay)
+    step_tensor = torch.tensor(float(step), device=params[0].device)  # read, not changed, by the kernel
+    torch._fused_adamw_(
         params,
         grads,
         mom1,
         mom2,
         [],
-        steps,
-        lr=learn_rate,
+        [step_tensor] * len(params),
+        lr=fused_lr,
         beta1=float(optimizer.b1),
         beta2=b2,
-        weight_decay=0.0,
+        weight_decay=float(optimizer.L2) / (1.0 - decay),
         eps=float(optimizer.eps) / (1.0 - b2**step) ** 0.5,  # thinc's eps sits outside the bias correction
         amsgrad=False,
         maximize=False,
     )
-    if optimizer.L2 != 0:  # thinc: w -= lr * L2 * w, after the update
-        torch._foreach_mul_(params, 1.0 - learn_rate * float(optimizer.L2))

@@ -14,6 +14,8 @@ evaluations, model-best rule, patience, logger and saved pipelines), with these 
   arithmetic and state: the same updates to float32 rounding, at a quarter of thinc's time;
 - the training documents are tokenized into wordpieces once, before the first step (`wordpieces`), not
   again at every step of every epoch: the same batches, less host time;
+- the transformer's output is pooled onto each token for the whole batch at once (`pooling`), not
+  document by document: the same numbers to the bit;
 - `update` is `nlp.update` without its copy of the batch (unless a component annotates).
 
 The config is not touched: `spacy train` with the same config still trains the same pipeline.
@@ -26,11 +28,11 @@ import shutil
 import sys
 from pathlib import Path
 from timeit import default_timer as timer
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from wasabi import msg
 
-from . import checkpoints, fused_adam, wordpieces
+from . import checkpoints, fused_adam, pooling, wordpieces
 from .checkpoints import TrainingState
 from .outputs import remove, replace, temporary_name
 
@@ -92,14 +94,14 @@ class _Run:
         self.shuffles: List[Any] = []  # Python's random state before each epoch's shuffle, for a replay
 
     def run(self, resume_from: Optional[Path]) -> None:
-        if wordpieces.install(self.nlp) is not None:
-            start = timer()
-            spans = wordpieces.warm(self.nlp, (eg.predicted for eg in self.train_corpus(self.nlp)))
+        start = timer()
+        spans = install_speedups(self.nlp, (eg.predicted for eg in self.train_corpus(self.nlp)))
+        if spans is not None:
             msg.info(f"Wordpieces of {spans:,} training spans tokenized once ({timer() - start:.1f} s)")
         try:
             self._run(resume_from)
         finally:
-            wordpieces.uninstall(self.nlp)
+            uninstall_speedups(self.nlp)
 
     def _run(self, resume_from: Optional[Path]) -> None:
         T, nlp = self.T, self.nlp
@@ -287,6 +289,23 @@ def _recover(path: Path) -> None:
     if not path.exists() and old.exists():
         old.rename(path)
     remove(temporary_name(path))
+
+
+def install_speedups(nlp, docs: Iterable[Any]) -> Optional[int]:
+    """What the loop puts in place for a run, the same arithmetic with less host time (nothing of it is
+    saved with the pipeline): the batched pooling (`pooling`) and the wordpieces of `docs` (the training
+    documents) tokenized once (`wordpieces`); the number of spans cached, or None where no cache fits."""
+    pooling.install(nlp)
+    if wordpieces.install(nlp) is None:
+        return None
+    return wordpieces.warm(nlp, docs)
+
+
+def uninstall_speedups(nlp) -> None:
+    """Put spacy-transformers' own code back and let the optimizer's moment views go."""
+    wordpieces.uninstall(nlp)
+    pooling.uninstall(nlp)
+    fused_adam.release()
 
 
 def update(nlp, examples: List[Any], drop: float, losses: Dict[str, float], exclude=(), annotates=()) -> None:

@@ -33,6 +33,7 @@ WARM_BATCH = 1000
 
 
 _SPACY_BATCH_ID: List[Any] = []  # spacy-transformers' own get_batch_id, kept at the first install
+_LAST_BATCH: List[Any] = []  # (the docs, their batch id) of the last batch_id call: the step's batch
 
 
 class Entry(NamedTuple):
@@ -104,6 +105,7 @@ def _use_batch_id(ours: bool) -> None:
     if not _SPACY_BATCH_ID:
         _SPACY_BATCH_ID.append(vars(TransformerListener)["get_batch_id"])
     TransformerListener.get_batch_id = classmethod(batch_id) if ours else _SPACY_BATCH_ID[0]
+    _LAST_BATCH.clear()
 
 
 def batch_id(cls: Any, docs: List[Any]) -> int:
@@ -114,9 +116,13 @@ def batch_id(cls: Any, docs: List[Any]) -> int:
 
     if not docs:
         return 0
+    last_docs, last_id = _LAST_BATCH[0] if _LAST_BATCH else ((), 0)
+    if len(docs) == len(last_docs) and all(a is b for a, b in zip(docs, last_docs)):
+        return last_id  # the listener asks for the batch the transformer has just asked for
     orths = numpy.concatenate([doc.to_array(ORTH) for doc in docs])
     low, high = int((orths & 0xFFFFFFFF).sum(dtype="uint64")), int((orths >> 32).sum(dtype="uint64"))
-    return (high << 32) + low
+    _LAST_BATCH[:] = [(tuple(docs), (high << 32) + low)]
+    return _LAST_BATCH[0][1]
 
 
 def warm(nlp: Any, docs: Iterable[Any], batch_size: int = WARM_BATCH) -> int:
