@@ -70,6 +70,7 @@ def summary(name: str, record: dict) -> dict:
         "speedup": side["speedup"],
         "best_dev_f": record["training"]["best_dev_f"],
         "labelling_seconds": record["timing"]["labelling_seconds"],
+        "labels_made_in_seconds": record["timing"].get("labels_made_in_seconds"),
         "labelled_docs": record["timing"]["labelled_docs"],
         "training_seconds": record["timing"]["training_seconds"],
         "peak_memory_mb": record["peak_memory_mb"],

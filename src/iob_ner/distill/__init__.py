@@ -171,6 +171,7 @@ def _finish(run, teacher, train, dev, test, labels, settings, batch_size) -> Dic
         "sources": [] if labels is None else labels.manifest["sources"],
         "timing": {
             "labelling_seconds": 0.0 if labels is None else round(labels.seconds, 1),
+            "labels_made_in_seconds": None if labels is None else labels.all_seconds,  # over every run
             "labelled_docs": 0 if labels is None else labels.labelled_docs,
             "training_seconds": run.summary["seconds"],
         },

@@ -61,6 +61,12 @@ class Labels:
         return sum(shard["docs"] for shard in self.manifest["shards"])
 
     @property
+    def all_seconds(self) -> Optional[float]:
+        """The labelling's whole time, over every run that wrote a shard (None for shards of an older format)."""
+        seconds = [shard.get("seconds") for shard in self.manifest["shards"]]
+        return None if None in seconds else round(sum(seconds), 1)
+
+    @property
     def tag_names(self) -> List[str]:
         return list(self.manifest["tag_names"])
 
@@ -197,15 +203,15 @@ def label_texts(
                 yield doc
 
     pending: List[SilverDoc] = []
-    labelled = 0
+    labelled, last = 0, start
     for batch in teacher_batches(teacher, skip_done(every_doc()), head):
         pending.extend(batch)
         labelled += len(batch)
         while len(pending) >= shard_size:
-            _add_shard(folder, manifest, pending[:shard_size], temperature, on_shard)
-            pending = pending[shard_size:]
+            _add_shard(folder, manifest, pending[:shard_size], temperature, on_shard, last)
+            pending, last = pending[shard_size:], time.perf_counter()
     if pending:
-        _add_shard(folder, manifest, pending, temperature, on_shard)
+        _add_shard(folder, manifest, pending, temperature, on_shard, last)
     if not manifest["shards"]:
         raise SetupError(f"no text to label in {', '.join(map(str, sources))}: give --input texts to distil on")
     empty = [path for path, n in zip(sources[1:], counts[1:]) if n == 0]
@@ -231,9 +237,15 @@ def _current_manifest(folder: Path, wanted: dict) -> dict:
     return {"fingerprint": wanted, "shards": [], "sources": [], "complete": False}
 
 
-def _add_shard(folder: Path, manifest: dict, items, temperature: float, on_shard) -> None:
-    """Write a shard, then the manifest that names it (a kill between the two only costs that shard)."""
-    manifest["shards"].append(write_shard(folder, len(manifest["shards"]), items, temperature))
+def _add_shard(folder: Path, manifest: dict, items, temperature: float, on_shard, started: float) -> None:
+    """Write a shard, then the manifest that names it (a kill between the two only costs that shard), with
+    the seconds since `started` (the previous shard, or the run's start): a labelling done over several runs
+    still adds up to its whole time."""
+    import time
+
+    entry = write_shard(folder, len(manifest["shards"]), items, temperature)
+    entry["seconds"] = round(time.perf_counter() - started, 2)
+    manifest["shards"].append(entry)
     write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     if on_shard is not None:
         on_shard(len(manifest["shards"]), sum(shard["docs"] for shard in manifest["shards"]))
