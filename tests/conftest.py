@@ -111,3 +111,15 @@ def trf_nlp(tmp_path_factory):
     for _ in range(10):
         nlp.update(examples, sgd=optimizer, drop=0.1)
     return nlp, gold
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory):
+    """(assets/train.tsv as a .spacy corpus, the 1-layer random BERT's folder): what tiny_training_setup takes."""
+    from iob_ner.corpus import convert_iob
+    from iob_ner.runtime import resolve_transformer
+    from iob_ner.tiny import make_tiny_bert
+
+    folder = tmp_path_factory.mktemp("tiny-sample")
+    convert_iob(ROOT / "assets" / "train.tsv", folder / "train.spacy")
+    return folder / "train.spacy", make_tiny_bert(resolve_transformer("embedded"), folder / "bert")

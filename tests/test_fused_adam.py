@@ -1,4 +1,4 @@
-"""The fused Adam step does thinc's Adam: the same weights and moments after the same updates (the tiny
+"""The fused Adam step does thinc's Adam: the same weights and moments after the same updates (the tiny_sample
 random transformer, the default recipe's optimizer: gradient clipping, decoupled weight decay)."""
 
 import numpy
@@ -6,19 +6,10 @@ import pytest
 from conftest import ROOT
 
 from iob_ner import fused_adam
-from iob_ner.corpus import convert_iob
-from iob_ner.runtime import resolve_transformer
-from iob_ner.tiny import make_tiny_bert, tiny_training_setup
+from iob_ner.tiny import tiny_training_setup
 from iob_ner.train_loop import finish_updates
 
 CONFIG = ROOT / "configs" / "config.cfg"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fused")
-    convert_iob(ROOT / "assets" / "train.tsv", folder / "train.spacy")
-    return folder / "train.spacy", make_tiny_bert(resolve_transformer("embedded"), folder / "bert")
 
 
 def _torch_model(seed: int):
@@ -66,12 +57,12 @@ def test_fused_step_is_thincs_adam():
     assert (our_torch[0].weight - _torch_model(0)[1][0].weight).abs().max() > 0.01  # it did learn
 
 
-def _losses(tiny, update, steps=4):
+def _losses(tiny_sample, update, steps=4):
     """The losses of `steps` updates of the default recipe, `update(nlp, optimizer)` ending each step."""
     import torch
     from thinc.api import fix_random_seed
 
-    corpus, model = tiny
+    corpus, model = tiny_sample
     fix_random_seed(0)
     nlp, examples, optimizer, dropout, _ = tiny_training_setup(CONFIG, corpus, model)
     optimizer.learn_rate = 0.001  # the schedule starts at 0
@@ -83,13 +74,13 @@ def _losses(tiny, update, steps=4):
     return losses
 
 
-def test_training_with_the_fused_step_is_training_with_thincs(tiny):
+def test_training_with_the_fused_step_is_training_with_thincs(tiny_sample):
     def thinc_updates(nlp, optimizer):
         for _, proc in nlp.pipeline:
             proc.finish_update(optimizer)
 
-    ours = _losses(tiny, lambda nlp, optimizer: finish_updates(nlp, optimizer, []))
-    theirs = _losses(tiny, thinc_updates)
+    ours = _losses(tiny_sample, lambda nlp, optimizer: finish_updates(nlp, optimizer, []))
+    theirs = _losses(tiny_sample, thinc_updates)
     assert ours == pytest.approx(theirs, rel=1e-4)
     assert theirs[-1] < theirs[0]  # it learned
 

@@ -4,24 +4,14 @@ several wordpieces, a whitespace token); a batch with an empty document takes sp
 forward; training losses are the same with it installed."""
 
 import numpy
-import pytest
 from conftest import ROOT
 from spacy.tokens import Doc
 from spacy.util import registry
 
 from iob_ner import pooling
-from iob_ner.corpus import convert_iob
-from iob_ner.runtime import resolve_transformer
-from iob_ner.tiny import make_tiny_bert, tiny_training_setup
+from iob_ner.tiny import tiny_training_setup
 
 CONFIG = ROOT / "configs" / "config.cfg"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pooling")
-    convert_iob(ROOT / "assets" / "train.tsv", folder / "train.spacy")
-    return folder / "train.spacy", make_tiny_bert(resolve_transformer("embedded"), folder / "bert")
 
 
 def _layer_and_data(nlp, docs):
@@ -46,8 +36,8 @@ def _both(layer, trf_datas, seed=0):
     return results
 
 
-def test_batched_pooling_is_spacy_transformers(tiny):
-    corpus, model = tiny
+def test_batched_pooling_is_spacy_transformers(tiny_sample):
+    corpus, model = tiny_sample
     nlp, examples, *_ = tiny_training_setup(CONFIG, corpus, model)
     docs = [eg.predicted for eg in examples[:12]]
     words = [t.text for doc in docs for t in doc][:300]  # longer than one span of the recipe's window
@@ -70,8 +60,8 @@ def test_batched_pooling_is_spacy_transformers(tiny):
     assert any(numpy.abs(g).sum() > 0 for g in our_grads)
 
 
-def test_a_batch_with_an_empty_document_takes_spacy_transformers_forward(tiny):
-    corpus, model = tiny
+def test_a_batch_with_an_empty_document_takes_spacy_transformers_forward(tiny_sample):
+    corpus, model = tiny_sample
     nlp, examples, *_ = tiny_training_setup(CONFIG, corpus, model)
     docs = [examples[0].predicted, Doc(nlp.vocab, words=[]), examples[1].predicted]
     layer, trf_datas = _layer_and_data(nlp, docs)
@@ -82,7 +72,7 @@ def test_a_batch_with_an_empty_document_takes_spacy_transformers_forward(tiny):
         numpy.testing.assert_array_equal(a, b)
 
 
-def test_training_with_batched_pooling_is_training_with_spacy_transformers(tiny):
+def test_training_with_batched_pooling_is_training_with_spacy_transformers(tiny_sample):
     import torch
     from thinc.api import fix_random_seed
 
@@ -90,7 +80,7 @@ def test_training_with_batched_pooling_is_training_with_spacy_transformers(tiny)
 
     def losses(install):
         fix_random_seed(0)
-        nlp, examples, optimizer, dropout, _ = tiny_training_setup(CONFIG, *tiny)
+        nlp, examples, optimizer, dropout, _ = tiny_training_setup(CONFIG, *tiny_sample)
         assert pooling.install(nlp) == 1 if install else True
         optimizer.learn_rate = 0.001
         got = []

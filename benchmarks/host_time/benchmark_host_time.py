@@ -48,7 +48,7 @@ from iob_ner.errors import SetupError
 from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import cpu_name, library_versions, resolve_transformer
 from iob_ner.tiny import TINY_BERT, make_tiny_bert, tiny_training_setup
-from iob_ner.train_loop import finish_updates, update
+from iob_ner.train_loop import finish_updates, uninstall_speedups, update
 
 ROOT = Path(__file__).resolve().parents[2]
 AREAS = {  # area -> what it holds, for the report
@@ -215,12 +215,15 @@ def measure_host_time(
             ROOT / "configs" / "config.cfg", corpus, model, batch_words
         )
         warm = tokenize_once(nlp, examples)
-        draw = batches(examples, batcher)
-        train_steps(nlp, draw, optimizer, dropout, warmup)
-        clock = AreaClock()
-        with instrumented(nlp, clock):
-            seconds, words = train_steps(nlp, draw, optimizer, dropout, steps)
-        top = profile_steps(nlp, draw, optimizer, dropout, steps, profile) if profile else None
+        try:
+            draw = batches(examples, batcher)
+            train_steps(nlp, draw, optimizer, dropout, warmup)
+            clock = AreaClock()
+            with instrumented(nlp, clock):
+                seconds, words = train_steps(nlp, draw, optimizer, dropout, steps)
+            top = profile_steps(nlp, draw, optimizer, dropout, steps, profile) if profile else None
+        finally:  # as the training loop does: spacy-transformers' own code back, for whatever runs next
+            uninstall_speedups(nlp)
         batch_words = nlp.config["training"]["batcher"]["size"]["rate"]
     report = summarize(seconds, words, steps, dict(clock.totals))
     report.update(

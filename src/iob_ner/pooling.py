@@ -41,13 +41,9 @@ def uninstall(nlp: Any) -> None:
 
 
 def _pooling_layers(nlp: Any) -> List[Any]:
-    return [
-        node
-        for _, pipe in nlp.pipeline
-        if hasattr(pipe, "model") and hasattr(pipe.model, "walk")
-        for node in pipe.model.walk()
-        if node.name == "trfs2arrays"
-    ]
+    from .wordpieces import model_nodes
+
+    return [node for node in model_nodes(nlp) if node.name == "trfs2arrays"]
 
 
 def _batchable(trf_datas: List[Any]) -> bool:

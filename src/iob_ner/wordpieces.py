@@ -144,16 +144,20 @@ def warm(nlp: Any, docs: Iterable[Any], batch_size: int = WARM_BATCH) -> int:
     return 0
 
 
-def _transformer_models(nlp: Any) -> List[Any]:
-    from spacy_transformers.layers.transformer_model import TransformerModel
-
+def model_nodes(nlp: Any) -> List[Any]:
+    """Every thinc model node of `nlp`'s pipes, in pipeline order."""
     return [
         node
         for _, pipe in nlp.pipeline
         if hasattr(pipe, "model") and hasattr(pipe.model, "walk")
         for node in pipe.model.walk()
-        if isinstance(node, TransformerModel)
     ]
+
+
+def _transformer_models(nlp: Any) -> List[Any]:
+    from spacy_transformers.layers.transformer_model import TransformerModel
+
+    return [node for node in model_nodes(nlp) if isinstance(node, TransformerModel)]
 
 
 def _key(span: Any) -> bytes:
