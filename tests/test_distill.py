@@ -198,8 +198,10 @@ def test_an_interrupted_labelling_goes_on_after_its_last_whole_shard(sample, tmp
     resumed = label(sample, tmp_path / "labels")
     assert not resumed.reused and resumed.labelled_docs == resumed.docs - 32  # two shards of 16 were kept
     whole = label(sample, tmp_path / "fresh")
-    seconds = [shard["seconds"] for shard in resumed.manifest["shards"]]  # the first two: the interrupted run's
-    assert all(s > 0 for s in seconds) and resumed.all_seconds == round(sum(seconds), 1)
+    # the first two shards' seconds are the interrupted run's; a shard cut from the teacher's buffer right
+    # after another takes ~0 s (the buffer's labelling time went to the first)
+    seconds = [shard["seconds"] for shard in resumed.manifest["shards"]]
+    assert min(seconds) >= 0 and sum(seconds[:2]) > 0 and resumed.all_seconds == round(sum(seconds), 1)
     for a, b in zip(resumed.manifest["shards"], whole.manifest["shards"]):
         assert {**a, "seconds": 0} == {**b, "seconds": 0}
         with (

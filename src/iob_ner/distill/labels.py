@@ -244,7 +244,7 @@ def _add_shard(folder: Path, manifest: dict, items, temperature: float, on_shard
     import time
 
     entry = write_shard(folder, len(manifest["shards"]), items, temperature)
-    entry["seconds"] = round(time.perf_counter() - started, 2)
+    entry["seconds"] = round(time.perf_counter() - started, 3)
     manifest["shards"].append(entry)
     write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     if on_shard is not None:
