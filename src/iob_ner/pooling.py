@@ -59,10 +59,6 @@ def _batchable(trf_datas: List[Any]) -> bool:
     )
 
 
-def _host(array: Any) -> numpy.ndarray:
-    return array if isinstance(array, numpy.ndarray) else array.get()  # a cupy array on a GPU
-
-
 def batched_forward(model: Any, trf_datas: List[Any], is_train: bool) -> Tuple[List[Any], Callable]:
     """spacy-transformers' `trfs2arrays` forward, the alignment and pooling done once for the batch."""
     from spacy_transformers.layers.trfs2arrays import forward
@@ -78,10 +74,10 @@ def batched_forward(model: Any, trf_datas: List[Any], is_train: bool) -> Tuple[L
     # the alignments are host arrays: offset and joined there, then one copy to the device (int32: thinc's
     # compiled scatter-add, as spacy-transformers' per-document alignments are)
     indices = ops.asarray(
-        numpy.concatenate([_host(data.align.dataXd).ravel() + start for data, start in zip(trf_datas, starts)]),
+        numpy.concatenate([ops.to_numpy(data.align.dataXd).ravel() + start for data, start in zip(trf_datas, starts)]),
         dtype="int32",
     )
-    lengths = ops.asarray(numpy.concatenate([_host(data.align.lengths) for data in trf_datas]), dtype="int32")
+    lengths = ops.asarray(numpy.concatenate([ops.to_numpy(data.align.lengths) for data in trf_datas]), dtype="int32")
     pooled, backprop_pooling = pooling(Ragged(X[indices], lengths), is_train)
     outputs = xp.split(pooled, numpy.cumsum([len(data.align.lengths) for data in trf_datas])[:-1])
 
