@@ -407,3 +407,54 @@ def test_the_benchmark_runs_gold_hard_and_each_soft_size():
         ("soft-25000", "soft", 25000),
         ("soft-all", "soft", None),
     ]
+
+
+def _schedule(jobs: int, label_threads: int, threads: int, cores: int, monkeypatch):
+    """run_all with steps that record when they start and end (threads of their own, as the real ones are)."""
+    import threading
+    import time
+
+    from conftest import load_benchmark
+
+    bench = load_benchmark("distill/benchmark_distill.py")
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: cores)
+    events, lock = [], threading.Lock()
+
+    def step(name, result):
+        with lock:
+            events.append(("start", name))
+        time.sleep(0.05)
+        with lock:
+            events.append(("end", name))
+        return result
+
+    def student(run, labelling):
+        if labelling is not None:
+            assert labelling.result() == {"docs": 3}
+        return step(run["name"], run["name"])
+
+    label = lambda: step("label", {"docs": 3})  # noqa: E731
+    runs = bench.conditions("0,all")
+    labelling, results = bench.run_all(runs, student, label, label_threads, jobs, threads)
+    assert labelling == {"docs": 3}
+    assert results == ["gold", "hard", "soft-0", "soft-all"]
+    return events
+
+
+def test_the_benchmarks_runs_that_learn_from_the_teacher_start_after_its_labelling(monkeypatch):
+    events = _schedule(jobs=2, label_threads=1, threads=1, cores=2, monkeypatch=monkeypatch)
+    labelled = events.index(("end", "label"))
+    for name in ("hard", "soft-0", "soft-all"):
+        assert events.index(("start", name)) > labelled
+    # the gold-only student needs no labels: it trains while the teacher labels
+    assert events.index(("start", "gold")) < labelled
+    running, most = 0, 0
+    for kind, _ in events:
+        running += 1 if kind == "start" else -1
+        most = max(most, running)
+    assert most == 2
+
+
+def test_the_benchmarks_labelling_runs_alone_when_its_threads_and_a_students_exceed_the_cores(monkeypatch):
+    events = _schedule(jobs=2, label_threads=2, threads=1, cores=2, monkeypatch=monkeypatch)
+    assert events[:2] == [("start", "label"), ("end", "label")]
