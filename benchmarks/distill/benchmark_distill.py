@@ -38,6 +38,7 @@ import typer
 from wasabi import msg
 
 from iob_ner.config_file import write_config
+from iob_ner.distill import label_sources
 from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import cpu_name, library_versions
 
@@ -236,7 +237,7 @@ def main(
     config = work / "student.cfg"
     write_config(base_config, config, "token")
     labels_dir = work / "labels"
-    sources = [train] + ([unlabelled] if unlabelled is not None and unlabelled.resolve() != train.resolve() else [])
+    sources = label_sources(train, unlabelled)
 
     def run_args(run: dict) -> List[str]:
         args = [teacher, config, work / run["name"], "--train", train, "--dev", dev, "--test", test]

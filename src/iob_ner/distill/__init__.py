@@ -50,6 +50,12 @@ def gold_labels(train: Path) -> List[str]:
     return sorted({ent.label_ for doc in read_docs(train, spacy.blank("en").vocab) for ent in doc.ents})
 
 
+def label_sources(train: Path, unlabelled: Optional[Path]) -> List[Path]:
+    """What the teacher labels: the gold training corpus, then the unlabelled texts (unless they are the same
+    file). Its paths are part of the labels' fingerprint: whoever labels ahead of `distill` must use it."""
+    return [train] + ([unlabelled] if unlabelled is not None and unlabelled.resolve() != train.resolve() else [])
+
+
 def label_with_teacher(
     teacher: Path, sources, labels_dir: Path, *, temperature: float, shard_size: int, on_shard=None
 ) -> Labels:
@@ -102,7 +108,7 @@ def distill_pipeline(
         if not path.exists():
             raise SetupError(f"the {what} {path} does not exist (run `spacy project run all` first)")
     _, device = select_device(gpu_id)
-    sources = [train] + ([unlabelled] if unlabelled is not None and unlabelled.resolve() != train.resolve() else [])
+    sources = label_sources(train, unlabelled)
     labels = None
     if settings.use_silver:
         labels = label_with_teacher(
