@@ -5,7 +5,7 @@ import numpy
 import pytest
 from conftest import ROOT
 
-from iob_ner import fused_adam
+from iob_ner.layers import fused_adam
 from iob_ner.tiny import tiny_training_setup
 from iob_ner.train_loop import finish_updates
 
@@ -41,7 +41,7 @@ def test_fused_step_is_thincs_adam():
                 for store in (opt.mom1, opt.mom2):
                     store.update({key: array.copy() for key, array in store.items()})
         theirs.finish_update(their_opt)
-        fused_adam.model_finish_update(ours, our_opt)
+        fused_adam.shim_finish_update(ours.shims[0], our_opt)
         their_opt.step_schedules()
         our_opt.step_schedules()
     shim_ids = theirs.shims[0].id, ours.shims[0].id
@@ -75,9 +75,18 @@ def _losses(tiny_sample, update, steps=4):
 
 
 def test_training_with_the_fused_step_is_training_with_thincs(tiny_sample):
+    """The recipe's transformer (iob_ner.TransformerModel.v1: its shim updates in one fused call), and the
+    same steps with thinc's PyTorchShim.finish_update on the same shim."""
+    from thinc.api import PyTorchShim
+
+    from iob_ner.layers.transformer import TransformerShim
+
     def thinc_updates(nlp, optimizer):
-        for _, proc in nlp.pipeline:
-            proc.finish_update(optimizer)
+        for node in nlp.get_pipe("transformer").model.walk():
+            for shim in node.shims:
+                assert isinstance(shim, TransformerShim)
+                PyTorchShim.finish_update(shim, optimizer)
+        nlp.get_pipe("ner").finish_update(optimizer)
 
     ours = _losses(tiny_sample, lambda nlp, optimizer: finish_updates(nlp, optimizer, []))
     theirs = _losses(tiny_sample, thinc_updates)

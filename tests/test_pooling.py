@@ -8,7 +8,7 @@ from conftest import ROOT
 from spacy.tokens import Doc
 from spacy.util import registry
 
-from iob_ner import pooling
+from iob_ner.layers import pooling
 from iob_ner.tiny import tiny_training_setup
 
 CONFIG = ROOT / "configs" / "config.cfg"
@@ -72,26 +72,35 @@ def test_a_batch_with_an_empty_document_takes_spacy_transformers_forward(tiny_sa
         numpy.testing.assert_array_equal(a, b)
 
 
-def test_training_with_batched_pooling_is_training_with_spacy_transformers(tiny_sample):
+def test_training_with_batched_pooling_is_training_with_spacy_transformers(tiny_sample, tmp_path):
+    """The losses of the recipe with iob_ner.TransformerListener.v1, and with spacy-transformers' listener
+    named in its place in the config: the same, bit for bit."""
     import torch
     from thinc.api import fix_random_seed
 
     from iob_ner.train_loop import finish_updates
 
-    def losses(install):
+    theirs_config = tmp_path / "spacy-transformers-listener.cfg"
+    text = CONFIG.read_text(encoding="utf8")
+    assert '"iob_ner.TransformerListener.v1"' in text
+    theirs_config.write_text(
+        text.replace('"iob_ner.TransformerListener.v1"', '"spacy-transformers.TransformerListener.v1"'), encoding="utf8"
+    )
+
+    def losses(config, batched):
         fix_random_seed(0)
-        nlp, examples, optimizer, dropout, _ = tiny_training_setup(CONFIG, *tiny_sample)
-        assert pooling.install(nlp) == 1 if install else True
+        nlp, examples, optimizer, dropout, _ = tiny_training_setup(config, *tiny_sample)
+        layers = [node for node in nlp.get_pipe("ner").model.walk() if node.name == "trfs2arrays"]
+        assert len(layers) == 1
+        assert any(isinstance(node, pooling.Listener) for node in nlp.get_pipe("ner").model.walk()) == batched
         optimizer.learn_rate = 0.001
         got = []
         for _ in range(4):
             torch.manual_seed(1)
             got.append(nlp.update(examples[:8], drop=dropout, sgd=False)["ner"])
             finish_updates(nlp, optimizer, [])
-        pooling.uninstall(nlp)
-        assert not any(node._func is pooling.batched_forward for node in pooling._pooling_layers(nlp))
         return got
 
-    ours, theirs = losses(True), losses(False)
+    ours, theirs = losses(CONFIG, True), losses(theirs_config, False)
     assert ours == theirs  # bit for bit: the same arithmetic in the same order
     assert theirs[-1] < theirs[0]

@@ -15,11 +15,11 @@ from conftest import ROOT
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import load_config, load_model_from_config
-from spacy_transformers.layers.hf_shim import HFShim
 from thinc.api import Adam
 
 from iob_ner import precision
 from iob_ner.corpus import convert_iob
+from iob_ner.layers.transformer import transformer_shims
 from iob_ner.runtime import SetupError, resolve_transformer
 
 CONFIG = ROOT / "configs" / "config.cfg"
@@ -202,7 +202,7 @@ def test_bf16_runs_the_transformer_in_bf16_and_hands_float32_to_the_head(pipelin
         assert {str(array.dtype) for array in doc._.trf_data.model_output.values()} == {"float32"}  # as stored
     finally:
         assert precision.set_precision(nlp, "fp32") == 1
-    assert type(shim) is HFShim
+    assert shim.autocast is None
     with recorded_dtypes(nlp) as fp32:
         nlp.update(examples, sgd=optimizer)
     assert fp32 == {"linear": {torch.float32}, "head": {"float32"}}
@@ -244,7 +244,7 @@ def test_bf16_trains_the_sample_to_the_dev_f_of_fp32(tmp_path, capsys):
             seed=0,
             log_file=output / "log.jsonl",
         )
-        assert f"Precision: {setting} " in capsys.readouterr().out
+        assert f"Precision: {setting} " in " ".join(capsys.readouterr().out.split())
         last = json.loads((output / "log.jsonl").read_text(encoding="utf8").splitlines()[-1])
         assert last["step"] == STEPS
         dev_f[setting] = last["scores"]["ents_f"] / 100
@@ -254,64 +254,58 @@ def test_bf16_trains_the_sample_to_the_dev_f_of_fp32(tmp_path, capsys):
     # the bf16-trained pipeline loads as any other (the config holds only the string) and predicts in float32
     nlp = spacy.load(tmp_path / "bf16" / "model-best")
     assert nlp.config["system"]["precision"] == "bf16"
-    assert type(nlp.get_pipe("transformer").model.layers[0].shims[0]) is HFShim
+    assert nlp.get_pipe("transformer").model.layers[0].shims[0].autocast is None
 
 
 # --- the precision reaches spaCy's own loop through [initialize] after_init ---------------------------
 
-SEEN_SHIMS: list = []
+SEEN_AUTOCAST: list = []
 
 
-def record_shims(nlp):
-    SEEN_SHIMS.append(
-        sorted(
-            {
-                type(shim).__name__
-                for _, pipe in nlp.pipeline
-                if hasattr(pipe, "model")
-                for node in pipe.model.walk()
-                for shim in node.shims
-            }
-        )
-    )
+def record_autocast(nlp):
+    SEEN_AUTOCAST.append(sorted({str(shim.autocast) for shim in transformer_shims(nlp)}))
     return nlp
 
 
-def test_train_sets_the_precision_through_spacys_hook_and_saves_a_config_without_it(tmp_path):
-    """spaCy's own train runs; the transformer's shim is the bf16 one while it trains (seen by [training]
-    before_to_disk), the user's own after_init callback still runs, and the saved configs hold the user's
-    after_init again, not the project's callback: a packaged pipeline loads without this project."""
+@pytest.mark.parametrize("runner", ["spacy train", "train_pipeline"])
+def test_the_configs_callback_sets_the_precision_in_spacys_loop_and_ours(tmp_path, runner, capsys):
+    """spaCy's own `train` and the project's resumable loop: the transformer's forward is in bf16 while it
+    trains (seen by [training] before_to_disk), the run says so in its "Speed-ups" line, and the saved
+    pipeline loads in float32."""
+    from spacy.cli.train import train
     from spacy.util import registry
 
     from iob_ner.tiny import make_tiny_bert
     from iob_ner.training import train_pipeline
 
-    registry.callbacks.register("test.record_shims.v1", func=lambda: record_shims)
-    own_calls = []
-    registry.callbacks.register("test.own_after_init.v1", func=lambda: own_calls.append)
+    registry.callbacks.register("test.record_autocast.v1", func=lambda: record_autocast)
     convert_iob(ROOT / "assets" / "dev.tsv", tmp_path / "dev")
     bert = make_tiny_bert(resolve_transformer("embedded"), tmp_path / "bert")
     config = tmp_path / "config.cfg"
     text = CONFIG.read_text(encoding="utf8").replace('precision = "auto"', 'precision = "bf16"')
-    text = text.replace("after_init = null\n", "").replace("before_to_disk = null\n", "")
-    text += '\n[initialize.after_init]\n@callbacks = "test.own_after_init.v1"\n'
-    text += '\n[training.before_to_disk]\n@callbacks = "test.record_shims.v1"\n'
+    text = text.replace("before_to_disk = null\n", "")
+    text += '\n[training.before_to_disk]\n@callbacks = "test.record_autocast.v1"\n'
     config.write_text(text, encoding="utf8")
-    SEEN_SHIMS.clear()
-    train_pipeline(
-        config=config,
-        output=tmp_path / "out",
-        train=tmp_path / "dev.spacy",
-        dev=tmp_path / "dev.spacy",
-        transformer=str(bert),
-        gpu_id=-1,
-        max_steps=2,
-        eval_frequency=2,
-        seed=0,
-    )
-    assert SEEN_SHIMS and all(names == ["BF16HFShim"] for names in SEEN_SHIMS), SEEN_SHIMS
-    assert len(own_calls) == 1  # the config's own after_init ran once, before the precision was set
-    for name in ("model-best", "model-last"):
-        saved = load_config(tmp_path / "out" / name / "config.cfg", interpolate=False)
-        assert saved["initialize"]["after_init"] == {"@callbacks": "test.own_after_init.v1"}
-        assert precision.CALLBACK not in (tmp_path / "out" / name / "config.cfg").read_text(encoding="utf8")
+    SEEN_AUTOCAST.clear()
+    dev = str(tmp_path / "dev.spacy")
+    settings = {"paths.train": dev, "paths.dev": dev, "paths.transformer": str(bert), "training.max_steps": 2}
+    if runner == "spacy train":
+        train(config, tmp_path / "out", use_gpu=-1, overrides={**settings, "training.eval_frequency": 2})
+    else:
+        train_pipeline(
+            config=config,
+            output=tmp_path / "out",
+            train=tmp_path / "dev.spacy",
+            dev=tmp_path / "dev.spacy",
+            transformer=str(bert),
+            gpu_id=-1,
+            max_steps=2,
+            eval_frequency=2,
+            seed=0,
+        )
+    assert SEEN_AUTOCAST and all(seen == ["bf16"] for seen in SEEN_AUTOCAST), SEEN_AUTOCAST
+    said = " ".join(capsys.readouterr().out.split())
+    assert "Speed-ups (iob_ner.training_speedups.v1): wordpieces of " in said
+    assert "Precision: bf16 autocast around the transformer on the CPU" in said
+    nlp = spacy.load(tmp_path / "out" / "model-best")
+    assert [shim.autocast for shim in transformer_shims(nlp)] == [None]  # predicts in float32

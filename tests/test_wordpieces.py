@@ -8,7 +8,9 @@ import spacy
 from conftest import ROOT
 from spacy.tokens import Doc, DocBin
 
-from iob_ner import wordpieces
+from iob_ner.layers import wordpieces
+from iob_ner.layers.pooling import Listener
+from iob_ner.layers.speedups import install, release
 from iob_ner.runtime import resolve_transformer
 from iob_ner.tiny import make_tiny_bert
 
@@ -21,7 +23,7 @@ def nlp(tmp_path_factory):
         "transformer",
         config={
             "model": {
-                "@architectures": "spacy-transformers.TransformerModel.v3",
+                "@architectures": "iob_ner.TransformerModel.v1",
                 "name": str(model),
                 "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12},
             }
@@ -95,30 +97,30 @@ def test_batch_id_is_spacy_transformers(nlp):
     docs = _docs(nlp)
     for start in range(0, len(docs), 5):
         batch = docs[start : start + 5]
-        assert wordpieces.batch_id(TransformerListener, batch) == TransformerListener.get_batch_id(batch)
-        assert wordpieces.batch_id(TransformerListener, list(batch)) == TransformerListener.get_batch_id(batch)
-    assert wordpieces.batch_id(TransformerListener, docs[1:3]) == TransformerListener.get_batch_id(docs[1:3])
-    assert wordpieces.batch_id(TransformerListener, []) == TransformerListener.get_batch_id([]) == 0
+        assert Listener.get_batch_id(batch) == TransformerListener.get_batch_id(batch)
+        assert Listener.get_batch_id(list(batch)) == TransformerListener.get_batch_id(batch)
+    assert Listener.get_batch_id(docs[1:3]) == TransformerListener.get_batch_id(docs[1:3])
+    assert Listener.get_batch_id([]) == TransformerListener.get_batch_id([]) == 0
+    # spacy-transformers' own class is left as it is: the transformer component computes the id with it
+    assert TransformerListener.get_batch_id.__func__.__module__ == "spacy_transformers.layers.listener"
 
 
-def test_install_warm_and_uninstall(nlp):
-    from spacy_transformers.layers.listener import TransformerListener
-    from spacy_transformers.layers.transformer_model import forward
-
-    spacy_batch_id = vars(TransformerListener)["get_batch_id"]
-
+def test_the_training_callback_attaches_warms_and_releases_the_cache(nlp):
     docs = _docs(nlp)
-    cache = wordpieces.install(nlp)
+    trf = nlp.get_pipe("transformer").model
+    assert trf.wordpiece_cache is None  # a pipeline outside training: spacy-transformers' forward
     try:
+        got = install(nlp, "fp32")  # no training corpus to read here: the spans are cached as they come
+        assert "wordpieces cached as they come" in got
+        cache = trf.wordpiece_cache
         assert cache is not None and not cache.entries
-        spans = wordpieces.warm(nlp, docs, batch_size=5)
+        spans = wordpieces.warm(trf, docs, batch_size=5)
         assert spans == len(cache.entries) > len(docs) - 2  # the long doc has several, the copy none of its own
         before = dict(cache.entries)
-        trf = nlp.get_pipe("transformer").model
-        trf.predict(docs[:3])
+        theirs = nlp.get_pipe("transformer").model.predict(docs[:3])
         assert cache.entries == before  # every span came from the cache
-        assert TransformerListener.get_batch_id.__func__ is wordpieces.batch_id  # while training
     finally:
-        wordpieces.uninstall(nlp)
-    assert nlp.get_pipe("transformer").model._func is forward
-    assert vars(TransformerListener)["get_batch_id"] is spacy_batch_id
+        release(nlp)
+    assert trf.wordpiece_cache is None
+    plain = trf.predict(docs[:3])
+    _same(theirs, plain)

@@ -10,15 +10,11 @@ evaluations, model-best rule, patience, logger and saved pipelines), with these 
   from the next step: the losses and scores that follow are those of the run that was never interrupted;
 - the JSONL log (`log.jsonl` in the output folder) is written here, one flushed line per evaluation, so a
   resumed run's log holds every evaluation once.
-- a transformer's parameters are updated in one fused Adam call per step (`fused_adam`), with thinc's Adam
-  arithmetic and state: the same updates to float32 rounding, at a quarter of thinc's time;
-- the training documents are tokenized into wordpieces once, before the first step (`wordpieces`), not
-  again at every step of every epoch: the same batches, less host time;
-- the transformer's output is pooled onto each token for the whole batch at once (`pooling`), not
-  document by document: the same numbers to the bit;
 - `update` is `nlp.update` without its copy of the batch (unless a component annotates).
 
-The config is not touched: `spacy train` with the same config still trains the same pipeline.
+The other speed-ups (wordpieces tokenized once, pooling per batch, fused Adam, bf16) come with the config's
+architectures and its `[initialize] after_init` callback (`layers`), in `spacy train` as here. The config
+is not touched: `spacy train` with the same config still trains the same pipeline.
 """
 
 from __future__ import annotations
@@ -28,12 +24,13 @@ import shutil
 import sys
 from pathlib import Path
 from timeit import default_timer as timer
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from wasabi import msg
 
-from . import checkpoints, fused_adam, pooling, wordpieces
+from . import checkpoints
 from .checkpoints import TrainingState
+from .layers.speedups import release
 from .outputs import remove, replace, temporary_name
 
 MODEL_BEST, MODEL_LAST, LOG = "model-best", "model-last", "log.jsonl"
@@ -94,14 +91,10 @@ class _Run:
         self.shuffles: List[Any] = []  # Python's random state before each epoch's shuffle, for a replay
 
     def run(self, resume_from: Optional[Path]) -> None:
-        start = timer()
-        spans = install_speedups(self.nlp, (eg.predicted for eg in self.train_corpus(self.nlp)))
-        if spans is not None:
-            msg.info(f"Wordpieces of {spans:,} training spans tokenized once ({timer() - start:.1f} s)")
         try:
             self._run(resume_from)
         finally:
-            uninstall_speedups(self.nlp)
+            release(self.nlp)  # the training documents' wordpieces
 
     def _run(self, resume_from: Optional[Path]) -> None:
         T, nlp = self.T, self.nlp
@@ -291,23 +284,6 @@ def _recover(path: Path) -> None:
     remove(temporary_name(path))
 
 
-def install_speedups(nlp, docs: Iterable[Any]) -> Optional[int]:
-    """What the loop puts in place for a run, the same arithmetic with less host time (nothing of it is
-    saved with the pipeline): the batched pooling (`pooling`) and the wordpieces of `docs` (the training
-    documents) tokenized once (`wordpieces`); the number of spans cached, or None where no cache fits."""
-    pooling.install(nlp)
-    if wordpieces.install(nlp) is None:
-        return None
-    return wordpieces.warm(nlp, docs)
-
-
-def uninstall_speedups(nlp) -> None:
-    """Put spacy-transformers' own code back and let the optimizer's moment views go."""
-    wordpieces.uninstall(nlp)
-    pooling.uninstall(nlp)
-    fused_adam.release()
-
-
 def update(nlp, examples: List[Any], drop: float, losses: Dict[str, float], exclude=(), annotates=()) -> None:
     """`nlp.update(examples, drop=drop, losses=losses, sgd=False, exclude=..., annotates=...)`, without its
     copy of every example where no component annotates: the copy keeps a caller's docs safe from the
@@ -327,8 +303,8 @@ def update(nlp, examples: List[Any], drop: float, losses: Dict[str, float], excl
 
 
 def finish_updates(nlp, optimizer, frozen: List[str]) -> None:
-    """The update at the end of a step, as spaCy's loop makes it (each trainable pipe but the frozen),
-    with a transformer's parameters updated in one fused Adam call (`fused_adam`: thinc's arithmetic)."""
+    """The update at the end of a step, as spaCy's loop makes it: each trainable pipe but the frozen (a
+    transformer of `iob_ner.TransformerModel.v1` updates its parameters in one fused Adam call)."""
     for name, proc in nlp.pipeline:
         if name not in frozen and getattr(proc, "is_trainable", False) and proc.model not in (True, False, None):
-            fused_adam.finish_update(proc, optimizer)
+            proc.finish_update(optimizer)

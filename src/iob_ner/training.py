@@ -19,7 +19,7 @@ from typing import Dict, Iterator, Optional
 from thinc.api import Config
 from wasabi import msg
 
-from . import config_file, precision
+from . import config_file, precision, train_loop
 from .errors import ConfigFileError, SetupError
 from .outputs import fingerprint, remove, replace
 from .runtime import resolve_transformer, select_device
@@ -156,9 +156,8 @@ def train_pipeline(
     precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
     model = resolve_transformer(transformer)
     gpu, device = select_device(gpu_id)
-    chosen = precision.choose(precision_setting, gpu)
+    precision.choose(precision_setting, gpu)  # one sentence before anything loads, e.g. bf16 on a GPU without it
     msg.info(f"Training on {device}, transformer {model}")
-    msg.info(precision.describe(chosen, precision_setting, gpu))
     overrides = {
         "paths.train": str(train),
         "paths.dev": str(dev),
@@ -176,7 +175,7 @@ def train_pipeline(
     run_dir = output / RUN
     fingerprints = run_fingerprints(config, overrides, train, dev, model)
     resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
-    run = Run(run_dir, output, log_file, gpu, dev, chosen, confidence_samples)
+    run = Run(run_dir, output, log_file, gpu, dev, confidence_samples)
     resumable = {"fingerprints": fingerprints, "resume_from": resume_from}
     resumable.update(checkpoint_every=checkpointing.every, checkpoints_kept=checkpointing.kept)
     _train_then_promote(config, run, overrides, resumable)
@@ -234,7 +233,6 @@ class Run:
     log_file: Optional[Path]
     gpu: int
     dev: Path
-    precision: str = "fp32"
     confidence_samples: int = 0
 
 
@@ -243,11 +241,9 @@ def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict
     kill -9 or a crash, the folder and its checkpoints stay for the next run to resume."""
     with _said_at_once_on_ctrl_c(_interrupted_message(run.output, run.folder)):
         try:
-            # spaCy's training loop, resumable; the transformer's precision is set by an [initialize]
-            # after_init callback
-            precision.train(
-                config, run.folder, use_gpu=run.gpu, overrides=overrides, precision=run.precision, **resumable
-            )
+            # spaCy's training loop, resumable; the speed-ups and the transformer's precision come with the
+            # config (its architectures and [initialize] after_init callback)
+            train_loop.train(config, run.folder, use_gpu=run.gpu, overrides=overrides, **resumable)
             calibrate(
                 run.folder / "model-best", run.dev, run.folder / "calibration.json", samples=run.confidence_samples
             )

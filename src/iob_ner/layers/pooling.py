@@ -1,4 +1,4 @@
-"""The transformer's output pooled onto spaCy's tokens for a whole batch at once, while training.
+"""`iob_ner.TransformerListener.v1`: the transformer's output pooled onto spaCy's tokens for a whole batch at once.
 
 Between the transformer and token_ner, spacy-transformers' `trfs2arrays` layer maps each document's
 wordpiece vectors to its tokens: per document, a reshape, an alignment gather (`apply_alignment`), and on
@@ -10,8 +10,8 @@ spacy-transformers already pools the batch at once), one scatter-add back. The n
 transformers' to the last bit: no two documents share a row, so each row adds the same terms in the same
 order (tests/test_pooling.py compares outputs and gradients on real batches).
 
-`install(nlp)` puts it in place of spacy-transformers' forward for the run, `uninstall(nlp)` puts that
-back; a batch with an empty document or a document aligned to no wordpiece (the cases spacy-transformers
+A registered architecture with spacy-transformers.TransformerListener.v1's arguments, named by the generated
+config in `[components.ner.model.tok2vec]`, in training and in prediction alike; a batch with an empty document or a document aligned to no wordpiece (the cases spacy-transformers
 treats apart) takes spacy-transformers' forward unchanged.
 """
 
@@ -20,35 +20,49 @@ from __future__ import annotations
 from typing import Any, Callable, List, Tuple
 
 import numpy
+from spacy.attrs import ORTH
+from spacy.util import registry
+from spacy_transformers.data_classes import TransformerData
+from spacy_transformers.layers import TransformerListener
+from spacy_transformers.layers.trfs2arrays import forward
+from thinc.api import Model, chain
+from thinc.types import Floats2d, Ragged
+from transformers.utils import ModelOutput
+
+ARCHITECTURE = "iob_ner.TransformerListener.v1"
 
 
-def install(nlp: Any) -> int:
-    """Give each `trfs2arrays` layer of `nlp` the batched forward; the number of layers changed."""
-    from spacy_transformers.layers.trfs2arrays import forward
-
-    layers = [node for node in _pooling_layers(nlp) if node._func is forward]
-    for node in layers:
-        node._func = batched_forward
-    return len(layers)
-
-
-def uninstall(nlp: Any) -> None:
-    from spacy_transformers.layers.trfs2arrays import forward
-
-    for node in _pooling_layers(nlp):
-        if node._func is batched_forward:
-            node._func = forward
+@registry.architectures(ARCHITECTURE)
+def create_transformer_listener(
+    pooling: Model[Ragged, Floats2d], grad_factor: float = 1.0, upstream: str = "*"
+) -> Model[List[Any], List[Floats2d]]:
+    """spacy-transformers.TransformerListener.v1 (the same arguments, layers and refs), its pooling done for
+    the batch at once (`batched_forward`) and the batch id computed from arrays (`Listener`)."""
+    listener = Listener(upstream_name=upstream)
+    model: Model = chain(
+        listener, Model("trfs2arrays", batched_forward, layers=[pooling], attrs={"grad_factor": grad_factor})
+    )
+    model.set_ref("listener", listener)
+    return model
 
 
-def _pooling_layers(nlp: Any) -> List[Any]:
-    from .wordpieces import model_nodes
+class Listener(TransformerListener):
+    """spacy-transformers' TransformerListener, its batch id computed from arrays."""
 
-    return [node for node in model_nodes(nlp) if node.name == "trfs2arrays"]
+    @classmethod
+    def get_batch_id(cls, inputs: List[Any]) -> int:
+        """TransformerListener.get_batch_id: the sum of every token's ORTH (a 64-bit hash), to the same Python
+        integer (the transformer component computes it with spacy-transformers' own, and the two must agree),
+        from arrays instead of token by token. The halves are summed apart so that no sum can overflow 64 bits."""
+        if not inputs:
+            return 0
+        orths = numpy.concatenate([doc.to_array(ORTH) for doc in inputs])
+        low, high = int((orths & 0xFFFFFFFF).sum(dtype="uint64")), int((orths >> 32).sum(dtype="uint64"))
+        return (high << 32) + low
 
 
 def _batchable(trf_datas: List[Any]) -> bool:
     """Every document has wordpiece vectors and at least one token aligned to a wordpiece."""
-    from spacy_transformers.data_classes import TransformerData
 
     return bool(trf_datas) and all(
         isinstance(data, TransformerData)
@@ -61,8 +75,6 @@ def _batchable(trf_datas: List[Any]) -> bool:
 
 def batched_forward(model: Any, trf_datas: List[Any], is_train: bool) -> Tuple[List[Any], Callable]:
     """spacy-transformers' `trfs2arrays` forward, the alignment and pooling done once for the batch."""
-    from spacy_transformers.layers.trfs2arrays import forward
-    from thinc.types import Ragged
 
     if not _batchable(trf_datas):
         return forward(model, trf_datas, is_train)
@@ -82,8 +94,6 @@ def batched_forward(model: Any, trf_datas: List[Any], is_train: bool) -> Tuple[L
     outputs = xp.split(pooled, numpy.cumsum([len(data.align.lengths) for data in trf_datas])[:-1])
 
     def backprop(d_outputs: List[Any]) -> List[Any]:
-        from spacy_transformers.data_classes import TransformerData
-        from transformers.file_utils import ModelOutput
 
         d_aligned = backprop_pooling(xp.concatenate(d_outputs)).dataXd
         dX = ops.alloc2f(*X.shape)

@@ -4,16 +4,17 @@ Every training step, spacy-transformers tokenizes each span of the batch with th
 (a Python call per batch, then `convert_ids_to_tokens` per span) and aligns the wordpieces to spaCy's tokens
 token by token in Python: ~12 ms of host time per 500-word step on one CPU core, repeated every epoch for
 the same texts (benchmarks/host_time). The Hugging Face Trainer tokenizes its dataset once, before
-training; this module does the same for spaCy's loop, without changing the pipeline or its config:
+training; this module does the same for spaCy's loop:
 
-- `install(nlp)` gives the transformer's model a forward that reads each span's wordpieces, offsets and
-  token alignment from a cache keyed by the span's text and token boundaries, and builds the padded batch
-  and the alignment from them (spacy-transformers' `forward` otherwise, step for step);
-- `warm(nlp, docs)` fills the cache for the training documents in large batches before the first step
+- a `Cache` attached to the transformer (`iob_ner.TransformerModel.v1`'s `wordpiece_cache`, by the training
+  callback `iob_ner.training_speedups.v1`) holds each span's wordpieces, offsets and token alignment, keyed
+  by the span's text and token boundaries; `cached_forward` builds the padded batch and the alignment from
+  them (spacy-transformers' `forward` otherwise, step for step);
+- `warm(model, docs)` fills the cache for the training documents in large batches before the first step
   (one tokenizer call per 1,000 spans, ~10x cheaper per span than a step's);
-- anything the cache cannot reproduce exactly (a slow tokenizer without offsets, left padding) takes
-  spacy-transformers' own forward, and `uninstall(nlp)` puts it back. Only the running process holds it:
-  nothing is saved with the pipeline.
+- anything the cache cannot reproduce exactly (a slow tokenizer without offsets, left padding: not
+  `cacheable`) gets no cache and takes spacy-transformers' own forward. Only the running process holds
+  it: nothing is saved with the pipeline, and a loaded pipeline (predict, serve) has none.
 
 The batch it builds is spacy-transformers' to the last index: tests/test_wordpieces.py compares both on
 every document of a corpus.
@@ -21,19 +22,25 @@ every document of a corpus.
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 import numpy
+import torch
+from spacy.attrs import ORTH, SPACY
+from spacy_transformers.align import get_span2wp_from_offset_mapping
+from spacy_transformers.data_classes import FullTransformerBatch, TransformerData, WordpieceBatch
+from spacy_transformers.layers.transformer_model import forward, huggingface_tokenize
+from spacy_transformers.truncate import truncate_oversize_splits
+from spacy_transformers.util import log_batch_size, log_gpu_memory, maybe_flush_pytorch_cache
+from thinc.api import NumpyOps, torch2xp
+from thinc.types import Ragged
+from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
+from transformers.utils import ModelOutput
 
 # Spans kept at most (~2 KB each for a 30-token sentence): bounds the memory on a very large corpus, whose
 # spans past the limit are tokenized every step as before.
 MAX_SPANS = 500_000
 WARM_BATCH = 1000
-
-
-_SPACY_BATCH_ID: List[Any] = []  # spacy-transformers' own get_batch_id, kept at the first install
-_LAST_BATCH: List[Any] = []  # (the docs, their batch id) of the last batch_id call: the step's batch
 
 
 class Entry(NamedTuple):
@@ -68,111 +75,36 @@ class Cache:
 
 def cacheable(tokenizer: Any) -> bool:
     """A fast tokenizer (offsets) that pads on the right: the cases whose batches this module rebuilds."""
-    from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
 
     return isinstance(tokenizer, PreTrainedTokenizerFast) and tokenizer.padding_side == "right"
 
 
-def install(nlp: Any) -> Optional[Cache]:
-    """Give each spacy-transformers model of `nlp` the cached forward (and the listeners `batch_id`); the
-    cache, or None where none fits."""
-    from spacy_transformers.layers.transformer_model import forward
-
-    cache = None
-    for model in _transformer_models(nlp):
-        if model._func is forward and cacheable(model.tokenizer):
-            cache = Cache(model.tokenizer)
-            model._func = partial(cached_forward, cache=cache)
-    if cache is not None:
-        _use_batch_id(True)
-    return cache
-
-
-def uninstall(nlp: Any) -> None:
-    from spacy_transformers.layers.transformer_model import forward
-
-    for model in _transformer_models(nlp):
-        if isinstance(model._func, partial) and model._func.func is cached_forward:
-            model._func = forward
-    _use_batch_id(False)
-
-
-def _use_batch_id(ours: bool) -> None:
-    """`batch_id` as TransformerListener.get_batch_id while training (the class's: both the transformer and
-    its listeners call it on the class), spacy-transformers' own otherwise."""
-    from spacy_transformers.layers.listener import TransformerListener
-
-    if not _SPACY_BATCH_ID:
-        _SPACY_BATCH_ID.append(vars(TransformerListener)["get_batch_id"])
-    TransformerListener.get_batch_id = classmethod(batch_id) if ours else _SPACY_BATCH_ID[0]
-    _LAST_BATCH.clear()
-
-
-def batch_id(cls: Any, docs: List[Any]) -> int:
-    """TransformerListener.get_batch_id: the sum of every token's ORTH (a 64-bit hash), to the same Python
-    integer, from arrays (the transformer and its listener compute it each step, token by token). The
-    halves are summed apart so that no sum can overflow 64 bits."""
-    from spacy.attrs import ORTH
-
-    if not docs:
-        return 0
-    last_docs, last_id = _LAST_BATCH[0] if _LAST_BATCH else ((), 0)
-    if len(docs) == len(last_docs) and all(a is b for a, b in zip(docs, last_docs)):
-        return last_id  # the listener asks for the batch the transformer has just asked for
-    orths = numpy.concatenate([doc.to_array(ORTH) for doc in docs])
-    low, high = int((orths & 0xFFFFFFFF).sum(dtype="uint64")), int((orths >> 32).sum(dtype="uint64"))
-    _LAST_BATCH[:] = [(tuple(docs), (high << 32) + low)]
-    return _LAST_BATCH[0][1]
-
-
-def warm(nlp: Any, docs: Iterable[Any], batch_size: int = WARM_BATCH) -> int:
-    """Tokenize the spans of `docs` (as the transformer will split them) into the installed cache, in
-    batches of `batch_size` spans; the number of spans cached."""
-    for model in _transformer_models(nlp):
-        if isinstance(model._func, partial) and model._func.func is cached_forward:
-            cache, get_spans, pending = model._func.keywords["cache"], model.attrs["get_spans"], []
-            for doc in docs:
-                pending.extend(span for span in get_spans([doc])[0])
-                if len(pending) >= batch_size:
-                    cache.entries_for(pending)
-                    pending = []
-                    if len(cache.entries) >= cache.max_spans:  # full: the rest is tokenized step by step
-                        break
-            if pending:
-                cache.entries_for(pending)
-            return len(cache.entries)
-    return 0
-
-
-def model_nodes(nlp: Any) -> List[Any]:
-    """Every thinc model node of `nlp`'s pipes, in pipeline order."""
-    return [
-        node
-        for _, pipe in nlp.pipeline
-        if hasattr(pipe, "model") and hasattr(pipe.model, "walk")
-        for node in pipe.model.walk()
-    ]
-
-
-def _transformer_models(nlp: Any) -> List[Any]:
-    from spacy_transformers.layers.transformer_model import TransformerModel
-
-    return [node for node in model_nodes(nlp) if isinstance(node, TransformerModel)]
+def warm(model: Any, docs: Iterable[Any], batch_size: int = WARM_BATCH) -> int:
+    """Tokenize the spans of `docs` (as `model`, a transformer, will split them) into its cache, in batches of
+    `batch_size` spans; the number of spans cached."""
+    cache, get_spans, pending = model.wordpiece_cache, model.attrs["get_spans"], []
+    for doc in docs:
+        pending.extend(span for span in get_spans([doc])[0])
+        if len(pending) >= batch_size:
+            cache.entries_for(pending)
+            pending = []
+            if len(cache.entries) >= cache.max_spans:  # full: the rest is tokenized step by step
+                break
+    if pending:
+        cache.entries_for(pending)
+    return len(cache.entries)
 
 
 def _key(span: Any) -> bytes:
     """The span's tokens' strings and trailing spaces (ORTH, SPACY): they spell its text and place its tokens
     in it, which is all its wordpieces and alignment depend on. One array read, where `span.text` would
     join the tokens one by one in Python."""
-    from spacy.attrs import ORTH, SPACY
 
     return span.doc.to_array([ORTH, SPACY])[span.start : span.end].tobytes()
 
 
 def _tokenize(tokenizer: Any, spans: List[Any]) -> List[Entry]:
     """spacy-transformers' tokenization and offset alignment of `spans`, as one entry per span."""
-    from spacy_transformers.align import get_span2wp_from_offset_mapping
-    from spacy_transformers.layers.transformer_model import huggingface_tokenize
 
     encoding = huggingface_tokenize(tokenizer, [span.text for span in spans])
     type_ids = encoding.get("token_type_ids")
@@ -205,9 +137,6 @@ def _tokenize(tokenizer: Any, spans: List[Any]) -> List[Entry]:
 
 def cached_forward(model: Any, docs: List[Any], is_train: bool, *, cache: Cache):
     """spacy_transformers.layers.transformer_model.forward, the wordpieces and alignment from `cache`."""
-    from spacy_transformers.layers.transformer_model import forward
-    from spacy_transformers.truncate import truncate_oversize_splits
-    from spacy_transformers.util import log_batch_size, log_gpu_memory, maybe_flush_pytorch_cache
 
     nested_spans = model.attrs["get_spans"](docs)
     flat_spans = [span for doc_spans in nested_spans for span in doc_spans]
@@ -221,7 +150,7 @@ def cached_forward(model: Any, docs: List[Any], is_train: bool, *, cache: Cache)
         log_batch_size(model.attrs["logger"], wordpieces, is_train)
     wordpieces, align = truncate_oversize_splits(wordpieces, align, model.tokenizer.model_max_length)
     model_output, bp_tensors = model.layers[0](wordpieces, is_train)
-    output = _batch_class()(spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align)
+    output = Batch(spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align)
 
     def backprop_transformer(d_output: Any) -> List[Any]:
         bp_tensors(d_output.model_output)
@@ -232,8 +161,6 @@ def cached_forward(model: Any, docs: List[Any], is_train: bool, *, cache: Cache)
 
 def padded_batch(tokenizer: Any, spans: List[Any], entries: List[Entry]):
     """The WordpieceBatch and token alignment (a Ragged) that spacy-transformers builds for `spans`."""
-    from spacy_transformers.data_classes import WordpieceBatch
-    from thinc.api import NumpyOps
 
     sizes = numpy.asarray([len(entry.input_ids) for entry in entries])
     width = int(sizes.max())
@@ -259,7 +186,6 @@ def padded_batch(tokenizer: Any, spans: List[Any], entries: List[Entry]):
 def _alignment(spans: List[Any], entries: List[Entry], width: int):
     """Each token of each doc (in order of the docs' first spans) -> its wordpieces' indices in the flat,
     padded batch, sorted, a wordpiece counted once where spans overlap (spacy-transformers' sets)."""
-    from thinc.types import Ragged
 
     tokens = _TokenPositions(spans)
     positions = numpy.concatenate(
@@ -290,10 +216,6 @@ class _TokenPositions:
 
 def _split_by_doc(batch: Any) -> List[Any]:
     """FullTransformerBatch.split_by_doc (spacy-transformers 1.4), with `_TokenPositions`."""
-    import torch
-    from spacy_transformers.data_classes import TransformerData
-    from thinc.api import torch2xp
-    from transformers.file_utils import ModelOutput
 
     token_positions = _TokenPositions([span for doc_spans in batch.spans for span in doc_spans])
     xp_model_output = ModelOutput()
@@ -327,14 +249,8 @@ def _split_by_doc(batch: Any) -> List[Any]:
     return outputs
 
 
-@lru_cache(maxsize=None)
-def _batch_class():
-    from spacy_transformers.data_classes import FullTransformerBatch
+class Batch(FullTransformerBatch):
+    """FullTransformerBatch whose per-doc split finds token positions by arithmetic."""
 
-    class Batch(FullTransformerBatch):
-        """FullTransformerBatch whose per-doc split finds token positions by arithmetic."""
-
-        def split_by_doc(self) -> List[Any]:
-            return _split_by_doc(self)
-
-    return Batch
+    def split_by_doc(self) -> List[Any]:
+        return _split_by_doc(self)
