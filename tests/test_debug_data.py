@@ -129,7 +129,7 @@ def test_token_ner_is_swapped_for_the_transition_ner_with_its_listener():
     assert config["components"]["ner"]["factory"] == "ner"
     assert config["components"]["ner"]["model"]["@architectures"] == "spacy.TransitionBasedParser.v2"
     listener = config["components"]["ner"]["model"]["tok2vec"]
-    assert listener["@architectures"] == "spacy-transformers.TransformerListener.v1"
+    assert listener["@architectures"] == "iob_ner.TransformerListener.v1"
     assert config["components"]["transformer"]["factory"] == "transformer"
 
 

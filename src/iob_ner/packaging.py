@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from packaging.version import InvalidVersion, Version
+from thinc.api import Config
 
 from .errors import PackageError
+from .layers.speedups import without_speedups
 from .outputs import atomic_output, remove
 from .outputs import fingerprint as fingerprint_of
 
@@ -77,7 +79,8 @@ def read_lang(model: Path) -> str:
 
 
 def build_package(*, model: Path, staging: Path, name: str, version: str, model_name: str) -> Path:
-    """`spacy package --code token_ner.py` into `staging`, minus the requirement on this project, and its wheel."""
+    """`spacy package --code token_ner.py` into `staging`, minus the requirement on this project and its
+    architectures' names (spacy-transformers' own in their place: the same layers and weights), and its wheel."""
     run_step(
         [
             sys.executable,
@@ -98,6 +101,9 @@ def build_package(*, model: Path, staging: Path, name: str, version: str, model_
         "spacy package",
     )
     package_dir = staging / f"{model_name}-{version}"
+    for config_path in package_dir.glob("**/config.cfg"):  # loads without this project: token_ner ships alone
+        config = Config().from_disk(config_path, interpolate=False)
+        without_speedups(config).to_disk(config_path)
     for meta_path in [package_dir / "meta.json", *package_dir.glob(f"{model_name}/meta.json")]:
         meta = json.loads(meta_path.read_text(encoding="utf8"))
         meta["requirements"] = [r for r in meta.get("requirements", []) if not re.match(rf"{OWN_DISTRIBUTION}\b", r)]

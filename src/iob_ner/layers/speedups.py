@@ -22,11 +22,12 @@ from typing import Any, Callable, List, Optional
 
 import torch
 from spacy.util import registry, resolve_dot_names
-from thinc.api import CupyOps, get_current_ops
+from thinc.api import Config, CupyOps, get_current_ops
 from wasabi import msg
 
 from .. import precision
 from .fused_adam import fusable
+from .pooling import ARCHITECTURE as LISTENER
 from .pooling import Listener
 from .transformer import ARCHITECTURE, TransformerModel, model_nodes, transformer_models, transformer_shims
 from .wordpieces import Cache, cacheable, warm
@@ -81,6 +82,33 @@ def install(nlp: Any, setting: str, *, tokenize_once: bool = True) -> List[str]:
         )
     msg.info(f"Speed-ups ({CALLBACK}): " + "; ".join(got))
     return got
+
+
+# The generated config's names and spacy-transformers' own, for a pipeline that must load without this project
+SPACY_TRANSFORMERS_NAMES = {
+    ARCHITECTURE: "spacy-transformers.TransformerModel.v3",
+    LISTENER: "spacy-transformers.TransformerListener.v1",
+}
+
+
+def without_speedups(config: Config) -> Config:
+    """`config` with spacy-transformers' architectures in place of this project's and no training callback:
+    the same layers and weights (a saved pipeline's files are spacy-transformers' own), loadable where this
+    package is not installed (a packaged pipeline ships token_ner alone)."""
+    config = Config().from_str(config.to_str(), interpolate=False)  # a copy, nested sections included
+
+    def rename(section: Any) -> None:
+        if isinstance(section, dict):
+            if section.get("@architectures") in SPACY_TRANSFORMERS_NAMES:
+                section["@architectures"] = SPACY_TRANSFORMERS_NAMES[section["@architectures"]]
+            for value in section.values():
+                rename(value)
+
+    rename(config)
+    after_init = config.get("initialize", {}).get("after_init")
+    if isinstance(after_init, dict) and after_init.get("@callbacks") == CALLBACK:
+        config["initialize"]["after_init"] = None
+    return config
 
 
 def release(nlp: Any) -> None:
