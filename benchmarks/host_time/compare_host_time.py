@@ -44,21 +44,23 @@ def _env(code: Path, threads: int = 1) -> Dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=str(code / "src"))
 
 
-def host_time(code: Path, corpus: Path, batch_words: int, steps: int, out: Path) -> Dict[str, Any]:
+def host_time(code: Path, corpus: Path, batch_words: int, steps: int, out: Path, python: str) -> Dict[str, Any]:
     script = code / "benchmarks" / "host_time" / "benchmark_host_time.py"
-    command = [sys.executable, str(script), "--corpus", str(corpus / "train.spacy"), "--steps", str(steps)]
+    command = [python, str(script), "--corpus", str(corpus / "train.spacy"), "--steps", str(steps)]
     command += ["--batch-words", str(batch_words), "--output", str(out)]
     subprocess.run(command, env=_env(code), cwd=code, check=True, capture_output=True, text=True)
     return json.loads(out.read_text())
 
 
-def train(code: Path, corpus: Path, steps: int, transformer: str, out: Path, threads: int) -> Dict[str, Any]:
+def train(
+    code: Path, corpus: Path, steps: int, transformer: str, out: Path, threads: int, python: str
+) -> Dict[str, Any]:
     """`steps` steps of the default recipe by `code`'s scripts/train.py, then its test scores.
 
     The steps' seconds come from the times spaCy's console logger prints its rows: the row of step 0
     comes after one step and an evaluation of dev, the row of step N after N more steps and the same
     evaluation, so the steps took (row N - row 0) - (row 0 - table header), give or take one step."""
-    command = [sys.executable, "-u", "scripts/train.py", "configs/config.cfg", str(out), "--train"]
+    command = [python, "-u", "scripts/train.py", "configs/config.cfg", str(out), "--train"]
     command += [str(corpus / "train.spacy"), "--dev", str(corpus / "dev.spacy"), "--transformer", transformer]
     command += ["--gpu-id", "cpu", "--max-steps", str(steps), "--eval-frequency", str(steps), "--resume", "false"]
     start, stamps = time.perf_counter(), []
@@ -75,7 +77,7 @@ def train(code: Path, corpus: Path, steps: int, transformer: str, out: Path, thr
     evaluation = rows[0] - header
     step_seconds = (rows[-1] - rows[0]) - evaluation
     metrics = out / "metrics-test.json"
-    command = [sys.executable, "scripts/evaluate.py", str(out / "model-best"), str(corpus / "test.spacy"), str(metrics)]
+    command = [python, "scripts/evaluate.py", str(out / "model-best"), str(corpus / "test.spacy"), str(metrics)]
     subprocess.run(command, env=_env(code, threads), cwd=code, check=True, capture_output=True, text=True)
     scores = json.loads(metrics.read_text())
     return {
@@ -103,15 +105,19 @@ def compare(
     transformer: str,
     threads: int,
     batches: Tuple[int, ...] = BATCHES,
+    before_python: str = sys.executable,
 ) -> Dict[str, Any]:
     codes = {"before": before.resolve(), "after": ROOT}
+    pythons = {"before": before_python, "after": sys.executable}
     result: Dict[str, Any] = {"host_time": {}, "training": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for batch in batches:
             runs: Dict[str, List[Dict[str, Any]]] = {"before": [], "after": []}
             for i in range(rounds):
                 for name, code in codes.items():
-                    report = host_time(code, corpus, batch, steps, Path(tmp) / f"{name}-{batch}-{i}.json")
+                    report = host_time(
+                        code, corpus, batch, steps, Path(tmp) / f"{name}-{batch}-{i}.json", pythons[name]
+                    )
                     runs[name].append(report)
                     msg.text(f"{batch} words, {name}: host {report['host_ms_per_1000_words']} ms per 1,000 words")
             result["host_time"][f"batch_{batch}_words"] = {
@@ -131,7 +137,7 @@ def compare(
         if train_steps:
             for name, code in codes.items():
                 out = Path(tmp) / f"train-{name}"
-                result["training"][name] = train(code, corpus, train_steps, transformer, out, threads)
+                result["training"][name] = train(code, corpus, train_steps, transformer, out, threads, pythons[name])
                 msg.text(f"training, {name}: {result['training'][name]}")
     return result
 
@@ -146,10 +152,17 @@ def main(
     train_threads: int = typer.Option(2, min=1, help="torch threads of the training runs"),
     batch_words: str = typer.Option("500,4000", help="Words per step of the host-time runs, comma-separated"),
     output: Optional[Path] = typer.Option(None, help="Write the figures as JSON here"),
+    before_python: str = typer.Option(
+        sys.executable,
+        help="The Python of the other checkout's own venv: one whose entry points name modules the other "
+        "checkout lacks (src/iob_ner/layers since 2026-12-06) cannot serve both",
+    ),
 ) -> None:
     """Host time per 1,000 training words and training speed, this checkout beside another, in one run."""
-    batches = tuple(int(words) for words in batch_words.split(","))
-    result = compare(before_code, corpus, rounds, steps, train_steps, transformer, train_threads, batches)
+    batches = tuple(int(words) for words in batch_words.split(",") if words.strip())  # "": training only
+    result = compare(
+        before_code, corpus, rounds, steps, train_steps, transformer, train_threads, batches, before_python
+    )
     for batch, sides in result["host_time"].items():
         before, after = sides["before"]["host_ms_per_1000_words"], sides["after"]["host_ms_per_1000_words"]
         msg.info(f"{batch}: host {before} -> {after} ms per 1,000 words ({before / after:.2f}x less)")
@@ -159,6 +172,7 @@ def main(
         "after_code": str(ROOT),
         "cpu": cpu_name(),
         "host_time_threads": 1,
+        "before_python": before_python,
         "versions": library_versions(),
         **result,
     }
