@@ -172,3 +172,16 @@ def test_a_pipeline_with_spacy_transformers_names_loads_and_predicts_the_same(tm
         ]
     assert TransformerListener.get_batch_id.__func__.__module__ == "spacy_transformers.layers.listener"
     assert "get_batch_id" in vars(TransformerListener)
+
+
+def test_a_config_without_the_names_is_said_to_lack_them(tmp_path):
+    """`lacking`: what train (for a config without the callback) and the callback warn about."""
+    from thinc.api import Config
+
+    from iob_ner.layers.speedups import lacking, lacking_message, without_speedups
+
+    ours = Config().from_disk(ROOT / "configs" / "config.cfg", interpolate=False)
+    assert lacking(ours) == []
+    missing = lacking(without_speedups(ours))
+    assert missing == ["iob_ner.TransformerModel.v1", "iob_ner.TransformerListener.v1", "iob_ner.training_speedups.v1"]
+    assert "regenerate it with `spacy project run create-config`" in lacking_message(missing)

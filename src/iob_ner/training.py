@@ -21,6 +21,7 @@ from wasabi import msg
 
 from . import config_file, precision, train_loop
 from .errors import ConfigFileError, SetupError
+from .layers import speedups
 from .outputs import fingerprint, remove, replace
 from .runtime import resolve_transformer, select_device
 from .scoring import scoring_ner
@@ -158,6 +159,9 @@ def train_pipeline(
     gpu, device = select_device(gpu_id)
     precision.choose(precision_setting, gpu)  # one sentence before anything loads, e.g. bf16 on a GPU without it
     msg.info(f"Training on {device}, transformer {model}")
+    missing = speedups.lacking(config_data)
+    if speedups.CALLBACK in missing:  # else the callback says it, in spacy train too
+        msg.warn(f"{config}: {speedups.lacking_message(missing)}")
     overrides = {
         "paths.train": str(train),
         "paths.dev": str(dev),

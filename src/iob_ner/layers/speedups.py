@@ -11,8 +11,8 @@ spaCy calls it at the end of `nlp.initialize()`, in `python -m spacy train` as i
 - and says in one line what the run gets: the cache, the batched pooling of `iob_ner.TransformerListener.v1`,
   the fused Adam of `layers.fused_adam` (for thinc's plain Adam), the precision.
 
-A config whose transformer is spacy-transformers' own architecture still trains, without these; the line
-says so. `release(nlp)` lets the caches go after training.
+A config that names spacy-transformers' own architectures still trains, without these; a warning says so
+(`lacking`: here, and in `train` for a config without this callback). `release(nlp)` lets the caches go after training.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, List, Optional
 
 import torch
-from spacy.util import registry, resolve_dot_names
+from spacy.util import dict_to_dot, registry, resolve_dot_names
 from thinc.api import Config, CupyOps, get_current_ops
 from wasabi import msg
 
@@ -29,7 +29,7 @@ from .. import precision
 from .fused_adam import fusable
 from .pooling import ARCHITECTURE as LISTENER
 from .pooling import Listener
-from .transformer import ARCHITECTURE, TransformerModel, model_nodes, transformer_models, transformer_shims
+from .transformer import ARCHITECTURE, model_nodes, transformer_models
 from .wordpieces import Cache, cacheable, warm
 
 CALLBACK = "iob_ner.training_speedups.v1"
@@ -51,37 +51,58 @@ def install(nlp: Any, setting: str, *, tokenize_once: bool = True) -> List[str]:
     precision.check_config("the training config", nlp.config, {precision.KEY: setting})  # one sentence
     gpu = active_gpu()
     chosen = precision.choose(setting, gpu)
-    shims = transformer_shims(nlp)
-    if precision.set_precision(nlp, chosen) == 0 and chosen == "bf16":
+    shims = precision.set_precision(nlp, chosen)
+    if shims == 0 and chosen == "bf16":
         msg.warn(f"precision bf16: the pipeline has no {ARCHITECTURE} transformer, so it trains in float32")
     got = []
-    models = transformer_models(nlp)
-    for model in models:
-        model.wordpiece_cache = Cache(model.tokenizer) if cacheable(model.tokenizer) else None
-    cached = [model for model in models if model.wordpiece_cache is not None]
-    if cached:
-        start = time.perf_counter()
-        readable = tokenize_once and training_docs(nlp) is not None
-        spans = sum(warm(model, training_docs(nlp)) for model in cached) if readable else 0
-        got.append(
-            f"wordpieces of {spans:,} training spans tokenized once ({time.perf_counter() - start:.1f} s)"
-            if spans
-            else "wordpieces cached as they come"
-        )
+    cached = _attach_caches(nlp, tokenize_once)
+    if cached is not None:
+        got.append(cached)
     if any(isinstance(node, Listener) for node in model_nodes(nlp)):
         got.append("pooling per batch")
     if shims and fusable(_optimizer(nlp)):
         got.append("Adam in one fused call")
     got.append(precision.describe(chosen, setting, gpu))
-    plain = [node for node in model_nodes(nlp) if node.name == "transformer" and not isinstance(node, TransformerModel)]
-    if plain:
-        msg.warn(
-            f"The transformer is spacy-transformers' own architecture, not {ARCHITECTURE}: it trains without "
-            f"the wordpiece cache, the fused Adam and bf16 (regenerate the config with `spacy project run "
-            f"create-config` to get them)"
-        )
+    missing = lacking(nlp.config)
+    if missing:
+        msg.warn(lacking_message(missing))
     msg.info(f"Speed-ups ({CALLBACK}): " + "; ".join(got))
     return got
+
+
+def _attach_caches(nlp: Any, tokenize_once: bool) -> Optional[str]:
+    """A wordpiece cache on each transformer whose tokenizer allows one, the training corpus tokenized into
+    it; what was done, in words, or None where no cache fits."""
+    start = time.perf_counter()
+    models = transformer_models(nlp)
+    for model in models:
+        model.wordpiece_cache = Cache(model.tokenizer) if cacheable(model.tokenizer) else None
+    cached = [model for model in models if model.wordpiece_cache is not None]
+    if not cached:
+        return None
+    spans = 0
+    for model in cached if tokenize_once else ():
+        docs = training_docs(nlp)  # a generator: read again for each transformer
+        if docs is None:
+            break
+        spans += warm(model, docs)
+    if not spans:
+        return "wordpieces cached as they come"
+    return f"wordpieces of {spans:,} training spans tokenized once ({time.perf_counter() - start:.1f} s)"
+
+
+def lacking(config: Any) -> List[str]:
+    """The speed-up names that `config` (a training config) does not use: an older or hand-written config."""
+    names = {value for key, value in dict_to_dot(dict(config)).items() if key.split(".")[-1].startswith("@")}
+    return [name for name in (ARCHITECTURE, LISTENER, CALLBACK) if name not in names]
+
+
+def lacking_message(missing: List[str]) -> str:
+    return (
+        f"The config does not name {', '.join(missing)}: it trains without what they bring (the wordpiece "
+        f"cache, pooling per batch, the fused Adam and bf16 come with them; regenerate it with `spacy project "
+        f"run create-config`, or copy those sections from configs/base_config.cfg)"
+    )
 
 
 # The generated config's names and spacy-transformers' own, for a pipeline that must load without this project

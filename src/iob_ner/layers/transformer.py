@@ -34,21 +34,9 @@ from .wordpieces import Cache, cached_forward
 ARCHITECTURE = "iob_ner.TransformerModel.v1"
 
 
-@registry.architectures(ARCHITECTURE)
-def create_transformer_model(
-    name: str,
-    get_spans: Callable,
-    tokenizer_config: dict = SimpleFrozenDict(),
-    transformer_config: dict = SimpleFrozenDict(),
-    mixed_precision: bool = False,
-    grad_scaler_config: dict = SimpleFrozenDict(),
-) -> "TransformerModel":
-    """spacy-transformers.TransformerModel.v3, trained faster (see the module's docstring)."""
-    return TransformerModel(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
-
-
+@registry.architectures(ARCHITECTURE)  # the class itself: its arguments are spacy-transformers.TransformerModel.v3's
 class TransformerModel(SpacyTransformerModel):
-    """spacy-transformers' TransformerModel with a `TransformerShim` and a forward that can read a
+    """`iob_ner.TransformerModel.v1`: spacy-transformers' TransformerModel with a `TransformerShim` and a forward that can read a
     wordpiece cache. The layers are built from a reference TransformerModel's public parts (its wrapper's
     attrs hold spacy-transformers' input and output conversions), so that what spacy-transformers puts there
     comes along; tests/test_layers.py fails with a clear message when their shape changes."""
