@@ -185,3 +185,13 @@ def test_a_config_without_the_names_is_said_to_lack_them(tmp_path):
     missing = lacking(without_speedups(ours))
     assert missing == ["iob_ner.TransformerModel.v1", "iob_ner.TransformerListener.v1", "iob_ner.training_speedups.v1"]
     assert "regenerate it with `spacy project run create-config`" in lacking_message(missing)
+
+
+def test_a_bad_precision_is_refused_by_spacys_config_check():
+    """Plain `spacy train` shows spaCy's config error table for it, not a traceback."""
+    from thinc.api import ConfigValidationError
+
+    section = {"after_init": {"@callbacks": "iob_ner.training_speedups.v1", "precision": "bf16x"}}
+    with pytest.raises(ConfigValidationError, match="precision"):
+        registry.resolve(section)
+    assert callable(registry.resolve({"a": {**section["after_init"], "precision": "bf16"}})["a"])

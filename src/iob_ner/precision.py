@@ -22,12 +22,13 @@ float32.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, get_args
 
 from .errors import SetupError
 from .layers.transformer import transformer_shims
 
-SETTINGS = ("auto", "bf16", "fp32")
+Setting = Literal["auto", "bf16", "fp32"]  # the training callback's argument: spaCy's config check refuses others
+SETTINGS = get_args(Setting)
 DEFAULT = "auto"  # where a config has no [system] precision (one written before it existed)
 KEY = "system.precision"
 

@@ -161,7 +161,7 @@ def train_pipeline(
     msg.info(f"Training on {device}, transformer {model}")
     missing = speedups.lacking(config_data)
     if speedups.CALLBACK in missing:  # else the callback says it, in spacy train too
-        msg.warn(f"{config}: {speedups.lacking_message(missing)}")
+        msg.warn(speedups.lacking_message(missing, str(config)))
     overrides = {
         "paths.train": str(train),
         "paths.dev": str(dev),

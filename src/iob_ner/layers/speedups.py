@@ -26,6 +26,7 @@ from thinc.api import Config, CupyOps, get_current_ops
 from wasabi import msg
 
 from .. import precision
+from ..precision import Setting
 from .fused_adam import fusable
 from .pooling import ARCHITECTURE as LISTENER
 from .pooling import Listener
@@ -36,7 +37,7 @@ CALLBACK = "iob_ner.training_speedups.v1"
 
 
 @registry.callbacks(CALLBACK)
-def make_training_speedups(precision: str = precision.DEFAULT, tokenize_once: bool = True) -> Callable[[Any], Any]:
+def make_training_speedups(precision: Setting = precision.DEFAULT, tokenize_once: bool = True) -> Callable[[Any], Any]:
     """The after_init callback: `install(nlp, precision, tokenize_once)`."""
 
     def after_init(nlp: Any) -> Any:
@@ -97,9 +98,9 @@ def lacking(config: Any) -> List[str]:
     return [name for name in (ARCHITECTURE, LISTENER, CALLBACK) if name not in names]
 
 
-def lacking_message(missing: List[str]) -> str:
+def lacking_message(missing: List[str], config: str = "The config") -> str:
     return (
-        f"The config does not name {', '.join(missing)}: it trains without what they bring (the wordpiece "
+        f"{config} does not name {', '.join(missing)}: it trains without what they bring (the wordpiece "
         f"cache, pooling per batch, the fused Adam and bf16 come with them; regenerate it with `spacy project "
         f"run create-config`, or copy those sections from configs/base_config.cfg)"
     )
