@@ -6,7 +6,7 @@ import typer
 from wasabi import msg
 
 from iob_ner.cli import user_errors
-from iob_ner.config_file import HEADS, write_config
+from iob_ner.training.config_file import HEADS, write_config
 
 
 def main(

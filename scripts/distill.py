@@ -8,12 +8,12 @@ import typer
 from wasabi import msg
 
 from iob_ner.cli import user_errors
-from iob_ner.config_file import write_config
 from iob_ner.distill import distill_pipeline
 from iob_ner.distill.student import MODES, StudentSettings
 from iob_ner.evaluation import evaluate_pipeline
 from iob_ner.report import write_report
 from iob_ner.runtime import parse_gpu_id
+from iob_ner.training.config_file import write_config
 
 
 def print_summary(record: dict, output: Path) -> None:

@@ -5,8 +5,8 @@ text and compares entities."""
 import pytest
 from conftest import ROOT, load_benchmark
 
-from iob_ner import precision
 from iob_ner.runtime import SetupError
+from iob_ner.training import precision
 
 benchmark = load_benchmark("training/benchmark_training.py")
 Defaults, Run, build_config, effective_settings = (

@@ -17,7 +17,7 @@ from iob_ner.debug_data import ner_findings, split_stats
 from iob_ner.errors import IobError, SetupError, SplitError
 from iob_ner.prepare import prepare_corpus as prepare
 from iob_ner.runtime import resolve_transformer
-from iob_ner.training import check_steps
+from iob_ner.training.train import check_steps
 
 CORPUS_FILES = [
     f"{split}.{suffix}" for split in ("train", "dev", "test") for suffix in ("spacy", "json", "report.json")
@@ -444,7 +444,7 @@ def test_when_every_input_is_skipped_predict_fails_and_the_previous_outputs_stay
     ],
 )
 def test_a_batch_size_of_zero_in_the_config_is_refused(tmp_path, old, new, name):
-    from iob_ner.training import check_batch_sizes, read_config
+    from iob_ner.training.train import check_batch_sizes, read_config
 
     config = tmp_path / "config.cfg"
     text = (ROOT / "configs" / "config.cfg").read_text(encoding="utf8")
@@ -513,8 +513,8 @@ def test_audit_refuses_a_corpus_converted_from_another_export(tmp_path):
 
 
 def test_a_misspelt_parent_section_is_named_with_its_line(tmp_path):
-    from iob_ner.config_file import read_config
     from iob_ner.errors import ConfigFileError
+    from iob_ner.training.config_file import read_config
 
     config = tmp_path / "config.cfg"
     text = (ROOT / "configs" / "config.cfg").read_text(encoding="utf8")

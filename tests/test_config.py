@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 from spacy.util import load_config, load_config_from_str
 
-from iob_ner.config_file import ConfigFileError, parse_error_line, was_edited, write_config
+from iob_ner.training.config_file import ConfigFileError, parse_error_line, was_edited, write_config
 
 BASE = ROOT / "configs" / "base_config.cfg"
 

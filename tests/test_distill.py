@@ -116,7 +116,7 @@ def trained_teacher(train, steps, seed=0):
 
 def student_config(tmp_path):
     """configs/student.cfg as create-config writes it."""
-    from iob_ner.config_file import write_config
+    from iob_ner.training.config_file import write_config
 
     path = tmp_path / "student.cfg"
     write_config(ROOT / "configs" / "base_student.cfg", path, "token")

@@ -7,7 +7,7 @@ from conftest import ROOT
 
 from iob_ner.layers import fused_adam
 from iob_ner.tiny import tiny_training_setup
-from iob_ner.train_loop import finish_updates
+from iob_ner.training.loop import finish_updates
 
 CONFIG = ROOT / "configs" / "config.cfg"
 

@@ -78,7 +78,7 @@ def test_training_with_batched_pooling_is_training_with_spacy_transformers(tiny_
     import torch
     from thinc.api import fix_random_seed
 
-    from iob_ner.train_loop import finish_updates
+    from iob_ner.training.loop import finish_updates
 
     theirs_config = tmp_path / "spacy-transformers-listener.cfg"
     text = CONFIG.read_text(encoding="utf8")

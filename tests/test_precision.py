@@ -17,10 +17,10 @@ from spacy.training import Example
 from spacy.util import load_config, load_model_from_config
 from thinc.api import Adam
 
-from iob_ner import precision
 from iob_ner.corpus import convert_iob
 from iob_ner.layers.transformer import transformer_shims
 from iob_ner.runtime import SetupError, resolve_transformer
+from iob_ner.training import precision
 
 CONFIG = ROOT / "configs" / "config.cfg"
 
@@ -221,7 +221,7 @@ NATIVE_CPU_BF16 = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", la
 @pytest.mark.slow
 @pytest.mark.skipif(not NATIVE_CPU_BF16, reason="this CPU has no native bf16: emulated, 15x slower than fp32")
 def test_bf16_trains_the_sample_to_the_dev_f_of_fp32(tmp_path, capsys):
-    from iob_ner.training import train_pipeline
+    from iob_ner.training.train import train_pipeline
 
     for split in ("train", "dev"):
         convert_iob(ROOT / "assets" / f"{split}.tsv", tmp_path / split)
@@ -276,7 +276,7 @@ def test_the_configs_callback_sets_the_precision_in_spacys_loop_and_ours(tmp_pat
     from spacy.util import registry
 
     from iob_ner.tiny import make_tiny_bert
-    from iob_ner.training import train_pipeline
+    from iob_ner.training.train import train_pipeline
 
     registry.callbacks.register("test.record_autocast.v1", func=lambda: record_autocast)
     convert_iob(ROOT / "assets" / "dev.tsv", tmp_path / "dev")

@@ -17,7 +17,7 @@ STEPS, EVERY = 16, 4
 
 KILL_AT = """
 import os, runpy, signal, sys
-from iob_ner import checkpoints
+from iob_ner.training import checkpoints
 
 write = checkpoints.write_checkpoint
 
@@ -142,7 +142,7 @@ def test_the_loop_trains_as_spacy_train_does(setup, tmp_path):
     (spacy.cli.train.train) with the same config."""
     from spacy.cli.train import train as spacy_train
 
-    from iob_ner import train_loop
+    from iob_ner.training import loop as train_loop
 
     folder, bert = setup
     overrides = {

@@ -10,7 +10,7 @@ from spacy.util import load_config
 
 from iob_ner.corpus import convert_iob
 from iob_ner.runtime import SetupError
-from iob_ner.training import check_steps, check_training_corpus, read_config, schedule_overrides
+from iob_ner.training.train import check_steps, check_training_corpus, read_config, schedule_overrides
 
 
 def test_a_length_limit_that_drops_documents_names_them(tmp_path, fixture_path, capsys):
@@ -68,7 +68,7 @@ def test_calibrate_with_dropout_samples_stores_them_or_says_why_not(trf_nlp, tmp
     from spacy.tokens import DocBin
     from test_token_ner import trained_nlp
 
-    from iob_ner.training import calibrate
+    from iob_ner.training.train import calibrate
 
     nlp, gold = trf_nlp
     nlp.to_disk(tmp_path / "trf")
@@ -124,7 +124,7 @@ def test_train_script_fails_in_one_line_without_training(tmp_path, fixture_path)
 CTRL_C_CHILD = """
 import sys
 import torch
-from iob_ner.training import _said_at_once_on_ctrl_c
+from iob_ner.training.train import _said_at_once_on_ctrl_c
 matrix = torch.randn(2500, 2500) / 50
 with _said_at_once_on_ctrl_c("Interrupted: the earlier model stays"):
     print("inside", flush=True)

@@ -4,7 +4,7 @@
         --output runs/checkpoints.json
 
 The project's config with the chosen transformer (default: the embedded all-MiniLM-L6-v2) trains
-`--steps` steps with `train`'s own loop (`iob_ner.train_loop`), a checkpoint after each. Each write is
+`--steps` steps with `train`'s own loop (`iob_ner.training.loop`), a checkpoint after each. Each write is
 timed (wall clock, `checkpoints.write_checkpoint`: the pipeline's `to_disk`, Adam's moments, the state,
 the random states), and the last checkpoint's files are summed. Then the run is resumed from its last
 checkpoint, where it has no step left: what a resume costs before its first step (initialize the
@@ -23,8 +23,9 @@ from typing import Any, Dict, List
 import typer
 from wasabi import msg
 
-from iob_ner import checkpoints, train_loop
 from iob_ner.runtime import cpu_name, library_versions, resolve_transformer
+from iob_ner.training import checkpoints
+from iob_ner.training import loop as train_loop
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -37,10 +37,10 @@ from typing import List, Optional
 import typer
 from wasabi import msg
 
-from iob_ner.config_file import write_config
 from iob_ner.distill import label_sources
 from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import cpu_name, library_versions
+from iob_ner.training.config_file import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTILL = ROOT / "scripts" / "distill.py"

@@ -75,7 +75,7 @@ def gpu_memory_mb(gpu: int) -> Optional[int]:
 
 
 def train_step(work: Path, gpu: int, max_steps: int) -> Record:
-    from iob_ner.training import train_pipeline
+    from iob_ner.training.train import train_pipeline
 
     output = work / "training"
     train_pipeline(

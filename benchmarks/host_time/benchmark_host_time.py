@@ -9,7 +9,7 @@ recipe (configs/config.cfg, fp32) with it for --steps steps after --warmup steps
 
 How it measures (one run, no profiler in the timed steps):
 - step: wall-clock time of the update, the optimizer step and step_schedules, as the project's training loop
-  (src/iob_ner/train_loop.py: `update`, `finish_updates`) runs them
+  (src/iob_ner/training/loop.py: `update`, `finish_updates`) runs them
   (evaluation is not part of a step: it runs once every eval_frequency steps);
 - torch: time inside the Hugging Face model's forward (its `forward` wrapped on the instance) plus inside
   torch.autograd.backward (the call thinc's PyTorchShim makes for the backward pass);
@@ -50,7 +50,7 @@ from iob_ner.layers.transformer import transformer_models
 from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import cpu_name, library_versions, resolve_transformer
 from iob_ner.tiny import TINY_BERT, make_tiny_bert, tiny_training_setup
-from iob_ner.train_loop import finish_updates, update
+from iob_ner.training.loop import finish_updates, update
 
 ROOT = Path(__file__).resolve().parents[2]
 AREAS = {  # area -> what it holds, for the report
@@ -120,7 +120,7 @@ def train_steps(nlp, draw: Iterator[List], optimizer, dropout: float, steps: int
         batch = next(draw)  # drawing batches is not part of the step
         start = time.perf_counter()
         losses: Dict[str, float] = {}
-        update(nlp, batch, dropout, losses)  # the training loop's own update and optimizer step (train_loop)
+        update(nlp, batch, dropout, losses)  # the training loop's own update and optimizer step (training/loop.py)
         finish_updates(nlp, optimizer, [])
         optimizer.step_schedules()
         seconds += time.perf_counter() - start

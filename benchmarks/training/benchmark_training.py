@@ -42,8 +42,8 @@ import typer
 from wasabi import msg
 
 import iob_ner.token_ner  # noqa: F401 (the token_ner factory, also where the package is not pip-installed)
-from iob_ner import precision as precision_mod
-from iob_ner.config_file import render_config
+from iob_ner.training import precision as precision_mod
+from iob_ner.training.config_file import render_config
 from iob_ner.corpus import convert_iob
 from iob_ner.outputs import write_text_atomic
 from iob_ner.errors import SetupError

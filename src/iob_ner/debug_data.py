@@ -20,11 +20,11 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from wasabi import table
 
-from .config_file import read_config
 from .errors import ConfigFileError, DataError, SetupError
 from .outputs import write_text_atomic
 from .runtime import resolve_transformer
 from .split_checks import DocumentKey, document_key, find_overlaps, listing, unseen_labels, unseen_sentence
+from .training.config_file import read_config
 
 try:  # spaCy's own threshold for "Low number of examples for label", so that both reports agree
     from spacy.cli.debug_data import NEW_LABEL_THRESHOLD

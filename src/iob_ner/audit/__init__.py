@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 from ..errors import SetupError
 from ..experiments.crossval import crossval, fold_plan, kept_models, models_record
 from ..runtime import cpu_name, select_device
-from ..training import check_steps, read_config
+from ..training.train import check_steps, read_config
 from .consistency import find_inconsistencies
 from .findings import KINDS, SCORE_RULE, check_token_score, iob2_classes, model_findings, require_cleanlab
 from .locate import Located, check_export, locate_corpus

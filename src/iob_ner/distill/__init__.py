@@ -132,7 +132,7 @@ def distill_pipeline(
 def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[Labels], settings, on_evaluation):
     """Build the student with the teacher's labels and train it in `folder`; returns the run and its summary."""
     from ..corpus import read_docs
-    from ..training import read_config
+    from ..training.train import read_config
 
     read_config(config)  # one sentence naming the file when it does not parse
     tag_labels = gold_labels(train)
@@ -156,7 +156,7 @@ def _finish(run, teacher, train, dev, test, labels, settings, batch_size) -> Dic
     import spacy
 
     from ..corpus import read_docs
-    from ..training import calibrate
+    from ..training.train import calibrate
     from .compare import compare
 
     calibration = calibrate(run.folder / "model-best", dev, run.folder / "calibration.json")

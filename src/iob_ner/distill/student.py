@@ -75,7 +75,7 @@ def build_student(config: Path, overrides: Dict[str, Any], labels: Sequence[str]
     from spacy.schemas import ConfigSchemaTraining
     from spacy.util import fix_random_seed, load_config, load_model_from_config, registry
 
-    from ..config_file import parse_error_line
+    from ..training.config_file import parse_error_line
 
     try:
         nlp = load_model_from_config(load_config(config, overrides=overrides, interpolate=False), auto_fill=True)

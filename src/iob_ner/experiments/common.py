@@ -19,7 +19,7 @@ from spacy.vocab import Vocab
 from ..corpus import DOCBIN_ATTRS, read_docs
 from ..evaluation import evaluate_pipeline
 from ..outputs import remove, write_text_atomic
-from ..training import train_pipeline
+from ..training.train import train_pipeline
 
 
 def load_docs(paths: Sequence[Path]) -> List[Doc]:

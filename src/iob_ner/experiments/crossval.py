@@ -25,7 +25,7 @@ from ..outputs import atomic_output, fingerprint, remove, write_text_atomic
 from ..runtime import cpu_name
 from ..split_checks import document_key
 from ..splits import stratified_parts
-from ..training import check_steps
+from ..training.train import check_steps
 from .common import doc_labels, load_docs, mean_sd, per_label_f, pyplot, save_docs, train_and_score, write_json
 
 INNER_DEV_SHARE = 0.1

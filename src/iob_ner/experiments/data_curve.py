@@ -18,7 +18,7 @@ from ..errors import SplitError
 from ..outputs import atomic_output, write_text_atomic
 from ..runtime import cpu_name
 from ..splits import stratified_parts
-from ..training import check_steps
+from ..training.train import check_steps
 from .common import doc_labels, load_docs, pyplot, save_docs, train_and_score, write_json
 
 QUARTERS = (25, 50, 75, 100)

@@ -1,6 +1,6 @@
 """Training the pipeline of configs/config.cfg on the project's corpus, on a GPU when one is present.
 
-The run trains in `training/checkpoints/` (spaCy's loop made resumable: `train_loop`), and its pipelines
+The run trains in `training/checkpoints/` (spaCy's loop made resumable: `loop`), and its pipelines
 replace `training/model-best` and `training/model-last` only when it ends; an interrupted or failed
 retrain leaves the previous pipelines, and the log they came with, as they were. What it leaves in
 `training/checkpoints/` (its best pipeline so far and its last checkpoint) lets the same command go on
@@ -19,12 +19,13 @@ from typing import Dict, Iterator, Optional
 from thinc.api import Config
 from wasabi import msg
 
-from . import config_file, precision, train_loop
-from .errors import ConfigFileError, SetupError
-from .layers import speedups
-from .outputs import fingerprint, remove, replace
-from .runtime import resolve_transformer, select_device
-from .scoring import scoring_ner
+from . import config_file, loop, precision
+from .checkpoints import checkpoints, read_state
+from ..errors import ConfigFileError, SetupError
+from ..layers import speedups
+from ..outputs import fingerprint, remove, replace
+from ..runtime import resolve_transformer, select_device
+from ..scoring import scoring_ner
 
 MODELS = ("model-best", "model-last")
 RUN = "checkpoints"  # where a run trains, beside model-best: its pipelines, log and resumable checkpoints
@@ -45,7 +46,7 @@ def check_training_corpus(config: Config, train_path: Path) -> None:
     """
     import spacy
 
-    from .corpus import read_docs
+    from ..corpus import read_docs
 
     limit = config["corpora"]["train"].get("max_length", 0)
     entities, long_docs = 0, []
@@ -117,7 +118,7 @@ def check_steps(max_steps: int, eval_frequency: int, warmup_ratio: float, confid
 
 @dataclass(frozen=True)
 class Checkpointing:
-    """How a run keeps resumable checkpoints (`checkpoints`, `train_loop`)."""
+    """How a run keeps resumable checkpoints (`checkpoints`, `loop`)."""
 
     every: int = 0  # steps between checkpoints; 0: at each evaluation
     kept: int = 1  # the newest this many are kept (model-best is kept beside them)
@@ -206,8 +207,6 @@ def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, mode
 def _resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> Optional[Path]:
     """The checkpoint to go on from, if an interrupted run left one and `resume`; else the run folder is
     cleared. A checkpoint of another config, corpus or transformer is refused in one sentence."""
-    from .checkpoints import checkpoints, read_state
-
     found = checkpoints(run_dir)
     if found and resume:
         state, _ = read_state(found[-1])
@@ -247,13 +246,11 @@ def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict
         try:
             # spaCy's training loop, resumable; the speed-ups and the transformer's precision come with the
             # config (its architectures and [initialize] after_init callback)
-            train_loop.train(config, run.folder, use_gpu=run.gpu, overrides=overrides, **resumable)
+            loop.train(config, run.folder, use_gpu=run.gpu, overrides=overrides, **resumable)
             calibrate(
                 run.folder / "model-best", run.dev, run.folder / "calibration.json", samples=run.confidence_samples
             )
         except BaseException:
-            from .checkpoints import checkpoints
-
             if not checkpoints(run.folder):  # nothing to resume from: nothing to keep
                 remove(run.folder)
             raise
@@ -278,7 +275,7 @@ def calibrate(model_dir: Path, dev: Path, record: Path, samples: int = 0) -> dic
 
     import spacy
 
-    from .corpus import read_docs
+    from ..corpus import read_docs
 
     nlp = spacy.load(model_dir)
     scoring = scoring_ner(nlp)

@@ -17,7 +17,7 @@ run. A checkpoint here holds all of them:
 
 The batches and the schedules (learning rate, batch size, dropout) are not stored: they are regenerated
 and replayed to the checkpoint's step, each epoch shuffled from its recorded state, which is cheap and
-exact (see `train_loop`). A checkpoint is written under a temporary name and renamed when complete, so a kill -9 at
+exact (see `loop`). A checkpoint is written under a temporary name and renamed when complete, so a kill -9 at
 any moment leaves the previous checkpoint whole.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .outputs import remove, replace, temporary_name
+from ..outputs import remove, replace, temporary_name
 
 STEP_PREFIX = "step-"
 Key = Tuple[int, str]  # thinc's optimizer key: (node or shim id, parameter name)
@@ -38,7 +38,7 @@ Key = Tuple[int, str]  # thinc's optimizer key: (node or shim id, parameter name
 
 @dataclass
 class TrainingState:
-    """Where a run stands after a step (what `train_loop` needs besides weights and optimizer)."""
+    """Where a run stands after a step (what `loop` needs besides weights and optimizer)."""
 
     step: int
     epoch: int
@@ -148,7 +148,7 @@ def set_random_states(states: Dict[str, Any]) -> None:
 def write_checkpoint(folder: Path, nlp, optimizer, state: TrainingState, kept: int, shuffles: List[Any]) -> Path:
     """Write the checkpoint of `state.step` into `folder` (`step-000200/`), whole or not at all, then
     remove all but the newest `kept` checkpoints. `shuffles`: Python's random state before each epoch's
-    shuffle so far (`train_loop.train_batches`). Returns the checkpoint's path."""
+    shuffle so far (`loop.train_batches`). Returns the checkpoint's path."""
     import numpy
 
     final = folder / f"{STEP_PREFIX}{state.step:06d}"

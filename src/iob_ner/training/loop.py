@@ -30,8 +30,8 @@ from wasabi import msg
 
 from . import checkpoints
 from .checkpoints import TrainingState
-from .layers.speedups import release
-from .outputs import remove, replace, temporary_name
+from ..layers.speedups import release
+from ..outputs import remove, replace, temporary_name
 
 MODEL_BEST, MODEL_LAST, LOG = "model-best", "model-last", "log.jsonl"
 
