@@ -8,7 +8,8 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 from test_token_ner import TRAIN, is_valid_biluo, trained_nlp
 
-from iob_ner.token_ner import NEG_INF, SPANS_KEY, TEMPERATURE_GRID, _BiluoDecoder, temperature_bce
+from iob_ner.token_ner import NEG_INF, SPANS_KEY, _BiluoDecoder
+from iob_ner.training.calibration import TEMPERATURE_GRID, fit_temperature, temperature_bce
 
 LABELS = ("A", "B")
 NAMES = ["O"] + [f"{p}-{label}" for label in LABELS for p in "BILU"]
@@ -141,10 +142,10 @@ def test_pipeline_writes_entities_with_scores(nlp):
     assert isinstance(scores, numpy.ndarray) and scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
     numpy.testing.assert_array_equal(scores, raw)
     # predict keeps the plain Viterbi ids of the model's scores
-    flat = component._model_scores([doc])
+    flat = component.model_scores([doc])
     assert (
         component.predict([doc])[0].tag_ids.tolist()
-        == component.decoder.decode(flat, [len(doc)], probabilities=component._outputs_probabilities())[0].tolist()
+        == component.decoder.decode(flat, [len(doc)], probabilities=component.outputs_probabilities())[0].tolist()
     )
     docs = list(nlp.pipe(["", "NiO was studied by Raman spectroscopy"], batch_size=2))
     assert scored(docs[0])[0] == [] and scored(docs[0])[1].shape == (0,)
@@ -211,7 +212,7 @@ def gold_docs(vocab, wrong_every=0):
 def test_fit_temperature_on_overconfident_predictions(nlp):
     component = nlp.get_pipe("ner")
     component.temperature = 1.0
-    fit = component.fit_temperature(nlp, gold_docs(nlp.vocab, wrong_every=2))
+    fit = fit_temperature(component, nlp, gold_docs(nlp.vocab, wrong_every=2))
     assert fit["entities"] == 8 and fit["correct"] == 4
     assert fit["temperature"] > 1.0 and fit["bce_after"] < fit["bce_before"]
     assert component.temperature == fit["temperature"] == component.cfg["temperature"]
@@ -224,11 +225,11 @@ def test_fit_temperature_never_raises_the_loss(nlp):
     docs = gold_docs(nlp.vocab)
     examples = [Example(Doc(nlp.vocab, words=[t.text for t in d]), d) for d in docs]
     for gold in (docs, examples):
-        fit = component.fit_temperature(nlp, gold, apply=False)
+        fit = fit_temperature(component, nlp, gold, apply=False)
         assert fit["correct"] == fit["entities"] == 8
         assert fit["bce_after"] <= fit["bce_before"] and fit["temperature"] <= 1.0  # all right: sharpen
         assert component.temperature == 3.0  # apply=False leaves it
-    empty = component.fit_temperature(nlp, [Doc(nlp.vocab, words=[])])
+    empty = fit_temperature(component, nlp, [Doc(nlp.vocab, words=[])])
     assert empty["entities"] == 0 and component.temperature == 3.0
     component.temperature = 1.0
 
@@ -304,7 +305,7 @@ def test_token_confidence_with_dropout_samples(trf_nlp):
 def test_fit_temperature_with_samples_keeps_both_temperatures_through_saving(trf_nlp, tmp_path):
     nlp, gold = trf_nlp
     ner = nlp.get_pipe("ner")
-    result = ner.fit_temperature(nlp, gold, samples=3)
+    result = fit_temperature(ner, nlp, gold, samples=3)
     try:
         assert result["samples"] == 3 and ner.samples == 3 and result["entities"] > 0
         assert ner.cfg["samples_temperature"] == result["samples_temperature"] == ner.score_temperature
@@ -327,7 +328,7 @@ def test_fit_temperature_with_samples_keeps_both_temperatures_through_saving(trf
 def test_dropout_samples_need_a_transformer(nlp):
     ner = nlp.get_pipe("ner")  # token_ner on spaCy's CPU tok2vec: no transformer to sample
     with pytest.raises(ValueError, match="dropout samples need a transformer"):
-        ner.fit_temperature(nlp, gold_docs(nlp.vocab), samples=2)
+        fit_temperature(ner, nlp, gold_docs(nlp.vocab), samples=2)
     assert ner.samples == 0
     with pytest.raises(ValueError, match="whole number"):
         ner.samples = -1

@@ -68,7 +68,7 @@ def test_calibrate_with_dropout_samples_stores_them_or_says_why_not(trf_nlp, tmp
     from spacy.tokens import DocBin
     from test_token_ner import trained_nlp
 
-    from iob_ner.training.train import calibrate
+    from iob_ner.training.calibration import calibrate
 
     nlp, gold = trf_nlp
     nlp.to_disk(tmp_path / "trf")

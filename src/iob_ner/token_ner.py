@@ -10,9 +10,10 @@ Entity confidence: the head defines a distribution over valid BILUO paths, p(pat
 under the Viterbi's own constraints. A forward-backward pass gives each predicted entity its exact marginal
 probability (the mass of the paths that spell exactly that span and label), written, like spaCy's span
 categorizer does, to `doc.spans[spans_key]` with `attrs["scores"]` (at the fitted temperature T) and
-`attrs["scores_t1"]` (T = 1). `TokenNER.fit_temperature` picks T on gold documents.
+`attrs["scores_t1"]` (T = 1). The temperature is fitted on gold documents after training and kept in the
+component's cfg (`iob_ner.training.calibration.fit_temperature`, as spaCy's find_threshold writes spancat's).
 
-Dropout samples (optional, `fit_temperature(..., samples=K)`): each scored doc also goes K times through the
+Dropout samples (optional, `fit_temperature(pipe, ..., samples=K)`): each scored doc also goes K times through the
 transformer with its dropout on, and an entity's score is the mean of its marginals over those K passes
 (Monte Carlo dropout): it ranks right against wrong entities better, at K more transformer passes per doc
 with entities. Each doc's dropout is seeded from its text, so its scores do not depend on the docs batched
@@ -32,7 +33,6 @@ from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
-from spacy.util import minibatch
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, get_array_module, set_dropout_rate
 
@@ -55,9 +55,6 @@ subword_features = true
 NEG_INF = -1e9
 # doc.spans key of the predicted entities with their probabilities (the factory's `spans_key` setting).
 SPANS_KEY = "token_ner"
-# Temperatures `fit_temperature` tries: log-spaced 0.25 .. 32 (and 1.0, so that fitting never does worse than T = 1).
-# Up to 8 was too few: NCBI-disease trained 3,000 steps on the CPU wanted T = 8 or more (at the grid's edge).
-TEMPERATURE_GRID = numpy.union1d(2.0 ** numpy.linspace(-2.0, 5.0, 71), [1.0])
 Entity = Tuple[int, int, str]  # token start, token end (exclusive), label
 
 
@@ -175,7 +172,7 @@ class TokenNER(TrainablePipe):
         if not any(lengths):
             empty = None if not self.spans_key else numpy.zeros((0,), dtype="float64")
             return [DocPrediction(numpy.zeros((n,), dtype="i"), [], empty, empty) for n in lengths]
-        flat, probabilities = self._model_scores(docs), self._outputs_probabilities()
+        flat, probabilities = self.model_scores(docs), self.outputs_probabilities()
         paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
         entities = [self.decoder.entities(path) for path in paths]
         if not self.spans_key:
@@ -183,7 +180,7 @@ class TokenNER(TrainablePipe):
         logits: List[Any] = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
         if self.samples:  # the entities stay the dropout-free Viterbi ones: only their scores are sampled
             busy = [i for i, ents in enumerate(entities) if ents]
-            for i, stack in zip(busy, self._sampled_logits([docs[i] for i in busy], self.samples)):
+            for i, stack in zip(busy, self.sampled_logits([docs[i] for i in busy], self.samples)):
                 logits[i] = stack
         raw = self.decoder.mean_entity_probabilities(logits, entities, temperature=1.0)
         # T does not move the Viterbi path (a positive scale), only the probabilities: one more pass if T != 1.
@@ -195,7 +192,7 @@ class TokenNER(TrainablePipe):
         )
         return [DocPrediction(*row) for row in zip(paths, entities, calibrated, raw)]
 
-    def _sampled_logits(self, docs: Sequence[Doc], samples: int) -> List[List[numpy.ndarray]]:
+    def sampled_logits(self, docs: Sequence[Doc], samples: int) -> List[List[numpy.ndarray]]:
         """For each doc, `samples` logit matrices, from as many passes of the transformer with its dropout on.
 
         One doc at a time, its copies in one batch, under a seed drawn from its text (torch's RNG is restored
@@ -203,7 +200,7 @@ class TokenNER(TrainablePipe):
         """
         import torch
 
-        transformer = self._sampling_transformer()
+        transformer = self.sampling_transformer()
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
         stacks = []
         for doc in docs:
@@ -213,11 +210,11 @@ class TokenNER(TrainablePipe):
                 torch.manual_seed(zlib.crc32(doc.text.encode("utf8", "surrogatepass")))
                 output, _ = transformer.model.begin_update(copies)  # training mode: dropout on, no gradient kept
             transformer.set_annotations(copies, output)
-            flat = self._model_scores(copies)
-            stacks.append(self.decoder.log_potentials(flat, [len(doc)] * len(copies), self._outputs_probabilities()))
+            flat = self.model_scores(copies)
+            stacks.append(self.decoder.log_potentials(flat, [len(doc)] * len(copies), self.outputs_probabilities()))
         return stacks
 
-    def _sampling_transformer(self):
+    def sampling_transformer(self):
         """The spacy-transformers component this head listens to, in the pipeline that made this component."""
         for _, pipe in self._nlp.pipeline if self._nlp is not None else []:
             if pipe is self:
@@ -229,7 +226,7 @@ class TokenNER(TrainablePipe):
             f"(spacy-transformers' TransformerListener), in the pipeline that holds it; set samples = 0"
         )
 
-    def _model_scores(self, docs: Sequence[Doc]) -> numpy.ndarray:
+    def model_scores(self, docs: Sequence[Doc]) -> numpy.ndarray:
         """The head's output for every token of `docs`, one doc after another (tokens x tags), on the CPU,
         with whitespace tokens barred from beginning or ending an entity."""
         scores = self.model.predict(docs)
@@ -248,10 +245,10 @@ class TokenNER(TrainablePipe):
             return flat
         flat = numpy.array(flat, copy=True)
         edges = [i for i, name in enumerate(self.tag_names) if name[0] in "BLU"]
-        flat[numpy.ix_(space, edges)] = 0.0 if self._outputs_probabilities() else NEG_INF
+        flat[numpy.ix_(space, edges)] = 0.0 if self.outputs_probabilities() else NEG_INF
         return flat
 
-    def _outputs_probabilities(self) -> bool:
+    def outputs_probabilities(self) -> bool:
         """spacy.Tagger.v2 with `normalize = false` predicts logits: cheaper, and Viterbi needs no softmax."""
         if self.model.has_ref("output_layer"):
             return bool(self.model.get_ref("output_layer").attrs.get("softmax_normalize", True))
@@ -450,7 +447,7 @@ class TokenNER(TrainablePipe):
         lengths = [len(doc) for doc in docs]
         if not any(lengths):
             return [(numpy.zeros((n, len(self.tag_names)), dtype="float32"), numpy.zeros((n,), "i")) for n in lengths]
-        flat, probabilities = self._model_scores(docs), self._outputs_probabilities()
+        flat, probabilities = self.model_scores(docs), self.outputs_probabilities()
         paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
         logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
         return [(x.astype("float32"), path) for x, path in zip(logits, paths)]
@@ -467,7 +464,7 @@ class TokenNER(TrainablePipe):
         lengths = [len(doc) for doc in docs]
         if not any(lengths):
             return [numpy.zeros((0,)) for _ in docs]
-        flat, probabilities = self._model_scores(docs), self._outputs_probabilities()
+        flat, probabilities = self.model_scores(docs), self.outputs_probabilities()
         paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
         marginals = self._marginals(docs, flat, lengths)
         return [numpy.minimum(1.0, m[numpy.arange(len(path)), path]) for m, path in zip(marginals, paths)]
@@ -481,102 +478,23 @@ class TokenNER(TrainablePipe):
         lengths = [len(doc) for doc in docs]
         if not any(lengths):
             return [numpy.zeros((0, len(self.tag_names))) for _ in docs]
-        marginals = self._marginals(docs, self._model_scores(docs), lengths)
+        marginals = self._marginals(docs, self.model_scores(docs), lengths)
         # why renormalise: exp(alpha + beta - log_z) sums to 1 only up to rounding
         return [m / numpy.maximum(m.sum(axis=1, keepdims=True), 1e-12) for m in marginals]
 
     def _marginals(self, docs: List[Doc], flat: numpy.ndarray, lengths: List[int]) -> List[numpy.ndarray]:
         """Each doc's tag marginals (tokens x tags) from the head's scores `flat`; with `samples`, the mean of the
         marginals over that many dropout passes."""
-        probabilities = self._outputs_probabilities()
+        probabilities = self.outputs_probabilities()
         if not self.samples:
             logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
             return [_tag_marginals(lattice) for lattice in self.decoder.forward_backward(logits, self.temperature)]
         found = [numpy.zeros((0, len(self.tag_names))) for _ in docs]
         busy = [i for i, doc in enumerate(docs) if len(doc)]
-        for i, stack in zip(busy, self._sampled_logits([docs[i] for i in busy], self.samples)):
+        for i, stack in zip(busy, self.sampled_logits([docs[i] for i in busy], self.samples)):
             lattices = self.decoder.forward_backward(stack, self.score_temperature)
             found[i] = numpy.mean([_tag_marginals(lattice) for lattice in lattices], axis=0)
         return found
-
-    def fit_temperature(
-        self,
-        nlp: Language,
-        gold: Iterable[Union[Doc, Example]],
-        *,
-        grid: Optional[Sequence[float]] = None,
-        apply: bool = True,
-        batch_size: int = 64,
-        samples: Optional[int] = None,
-    ) -> Dict[str, Any]:
-        """Choose the temperature that makes the predicted entities' probabilities honest on `gold`.
-
-        `gold`: annotated Docs (their words are re-read, their ents are the truth) or Examples. Runs the
-        pipes before this one and this head once, then scores every temperature of `grid` (default
-        TEMPERATURE_GRID, always with 1.0) on the same logits: Viterbi does not depend on T, so the predicted
-        entities are fixed and only their marginals move. The loss is the binary cross-entropy between each
-        predicted entity's probability and whether it is exactly (span and label) a gold entity.
-        `samples` (None: the component's setting): also fit the temperature of scores averaged over that
-        many dropout passes (`samples_*` in the result), which then become the scores. With `apply`, the
-        temperatures and `samples` are stored (cfg: saved with the pipeline). An empty prediction changes nothing.
-        """
-        samples = self.samples if samples is None else int(samples)
-        if samples:
-            self._sampling_transformer()  # why first: say it before the long pass, not after
-        examples = [_fresh_example(nlp, item) for item in gold]
-        truth = [{(s.start, s.end, s.label_) for s in eg.get_aligned_spans_y2x(eg.reference.ents)} for eg in examples]
-        docs = self._run_upstream(nlp, [eg.predicted for eg in examples], batch_size)
-        logits, entities = self._logits_and_entities(docs, batch_size)
-        correct = [[ent in gold_ents for ent in ents] for ents, gold_ents in zip(entities, truth)]
-        temperatures = numpy.union1d(TEMPERATURE_GRID if grid is None else numpy.asarray(grid, dtype="float64"), [1.0])
-        n_entities, n_correct = sum(map(len, correct)), sum(map(sum, correct))
-        if not n_entities:
-            return {
-                "temperature": self.temperature,
-                "bce_before": None,  # why not NaN: json.dumps writes NaN, which is not JSON
-                "bce_after": None,
-                "entities": 0,
-                "correct": 0,
-                "at_grid_edge": False,
-                "samples": self.samples,
-            }
-        found = {"": _best_temperature(self.decoder, logits, entities, correct, temperatures)}
-        if samples:
-            busy = [i for i, ents in enumerate(entities) if ents]
-            for i, stack in zip(busy, self._sampled_logits([docs[i] for i in busy], samples)):
-                logits[i] = stack
-            found["samples_"] = _best_temperature(self.decoder, logits, entities, correct, temperatures)
-        if apply:
-            self.temperature = found[""]["temperature"]
-            self.samples = samples
-            if samples:
-                self.cfg["samples_temperature"] = found["samples_"]["temperature"]
-        result = {f"{prefix}{key}": value for prefix, fit in found.items() for key, value in fit.items()}
-        return {**result, "entities": n_entities, "correct": int(n_correct), "samples": samples}
-
-    def _logits_and_entities(self, docs: List[Doc], batch_size: int) -> Tuple[List[numpy.ndarray], List[List[Entity]]]:
-        """This head's logits and Viterbi entities for docs the upstream pipes have run on."""
-        logits: List[numpy.ndarray] = []
-        entities: List[List[Entity]] = []
-        for batch in minibatch(docs, size=batch_size):
-            lengths = [len(doc) for doc in batch]
-            if not any(lengths):
-                logits += [numpy.zeros((0, len(self.tag_names)))] * len(batch)
-                entities += [[] for _ in batch]
-                continue
-            flat, probabilities = self._model_scores(batch), self._outputs_probabilities()
-            entities += [self.decoder.entities(p) for p in self.decoder.decode(flat, lengths, probabilities)]
-            logits += self.decoder.log_potentials(flat, lengths, probabilities)
-        return logits, entities
-
-    def _run_upstream(self, nlp: Language, docs: List[Doc], batch_size: int) -> List[Doc]:
-        """`docs` through the pipes before this one (a transformer, a tok2vec), in place, as nlp.pipe would."""
-        names = [name for name, pipe in nlp.pipeline if pipe is self]
-        if not names:
-            raise ValueError(f"{self.name}: fit_temperature needs the nlp that holds this component")
-        upstream = nlp.pipe_names[: nlp.pipe_names.index(names[0])]
-        with nlp.select_pipes(enable=upstream):
-            return list(nlp.pipe(docs, batch_size=batch_size))
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
         self._decoder = None
@@ -585,15 +503,6 @@ class TokenNER(TrainablePipe):
     def from_disk(self, path, *, exclude=tuple()):
         self._decoder = None
         return super().from_disk(path, exclude=exclude)
-
-
-def _fresh_example(nlp: Language, item: Union[Doc, Example]) -> Example:
-    """An Example whose predicted side is a bare copy of the tokens (no annotation to leak), gold as given."""
-    reference = item.reference if isinstance(item, Example) else item
-    source = item.predicted if isinstance(item, Example) else item
-    words = [token.text for token in source]
-    spaces = [bool(token.whitespace_) for token in source]
-    return Example(Doc(nlp.vocab, words=words, spaces=spaces), reference)
 
 
 def _same_token_tags(examples: Sequence[Example], label_index: Dict[int, int]) -> List[Optional[numpy.ndarray]]:
@@ -740,61 +649,6 @@ def _length_chunks(sizes: Sequence[int], width: int, max_cells: int) -> List[Lis
 def _stack(logits: Union[numpy.ndarray, Sequence[numpy.ndarray]]) -> List[numpy.ndarray]:
     """A doc's logit matrices: one (one pass), or a list of them (dropout samples)."""
     return [logits] if isinstance(logits, numpy.ndarray) else list(logits)
-
-
-def _best_temperature(
-    decoder: "_BiluoDecoder",
-    logits: Sequence[Any],
-    entities: Sequence[List[Entity]],
-    correct: Sequence[Sequence[bool]],
-    temperatures: numpy.ndarray,
-) -> Dict[str, Any]:
-    """The temperature of `temperatures` with the lowest `temperature_bce`, that loss at T = 1 and at it."""
-    bce = temperature_bce(decoder, logits, entities, correct, temperatures)
-    best = float(temperatures[int(numpy.argmin(bce))])
-    # at_grid_edge: the best T may lie beyond the grid (widen it); typical of tiny or toy dev sets.
-    return {
-        "temperature": best,
-        "bce_before": float(bce[temperatures == 1.0][0]),
-        "bce_after": float(bce.min()),
-        "at_grid_edge": best in (float(temperatures[0]), float(temperatures[-1])),
-    }
-
-
-def temperature_bce(
-    decoder: "_BiluoDecoder",
-    logits: Sequence[Any],
-    entities: Sequence[List[Entity]],
-    correct: Sequence[Sequence[bool]],
-    temperatures: Sequence[float],
-    max_cells: int = 8_000_000,
-) -> numpy.ndarray:
-    """The binary cross-entropy of the entities' marginals against `correct`, at each temperature.
-
-    `logits[i]`: doc i's logit matrix, or a list of them (dropout samples: the marginals are averaged).
-
-    All temperatures go through one batched forward-backward pass (a doc at T is the doc's logits / T), so
-    the per-time-step cost of Python is paid once per chunk of docs, not once per T. NaN for every T when
-    there is no entity.
-    """
-    temperatures = numpy.asarray(temperatures, dtype="float64")
-    truth = numpy.array([flag for flags in correct for flag in flags], dtype="float64")
-    if not truth.size:
-        return numpy.full(len(temperatures), numpy.nan)
-    offsets = numpy.cumsum([0] + [len(ents) for ents in entities])
-    probs = numpy.empty((len(temperatures), truth.size))
-    busy = [i for i, ents in enumerate(entities) if ents]
-    stacks = [_stack(x) for x in logits]
-    width = len(decoder.names) * len(temperatures) * max((len(stacks[i]) for i in busy), default=1)
-    for positions in _length_chunks([len(stacks[i][0]) for i in busy], width, max_cells):
-        chunk = [busy[j] for j in positions]
-        scaled = [[x / t for x in stacks[i]] for t in temperatures for i in chunk]
-        found = decoder.mean_entity_probabilities(scaled, [entities[i] for _ in temperatures for i in chunk])
-        for k in range(len(temperatures)):
-            for j, i in enumerate(chunk):
-                probs[k, offsets[i] : offsets[i + 1]] = found[k * len(chunk) + j]
-    probs = numpy.clip(probs, 1e-12, 1 - 1e-12)  # why: one certain mistake must not make the loss infinite
-    return -(truth * numpy.log(probs) + (1 - truth) * numpy.log1p(-probs)).mean(axis=1)
 
 
 class _BiluoDecoder:

@@ -156,7 +156,7 @@ def _finish(run, teacher, train, dev, test, labels, settings, batch_size) -> Dic
     import spacy
 
     from ..corpus import read_docs
-    from ..training.train import calibrate
+    from ..training.calibration import calibrate
     from .compare import compare
 
     calibration = calibrate(run.folder / "model-best", dev, run.folder / "calibration.json")

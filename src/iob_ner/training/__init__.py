@@ -2,7 +2,9 @@
 
 - `train.py`: `train_pipeline`, the `train` command's body: the checks before anything loads (steps, batch
   sizes, corpus, precision, config), the run in `training/checkpoints/` and its promotion to model-best and
-  model-last, the entity scores' calibration;
+  model-last;
+- `calibration.py`: token_ner's entity scores calibrated on dev after training (the temperature, written
+  into the component's cfg: spaCy keeps find_threshold beside spancat the same way);
 - `loop.py`: `spacy.training.loop.train`, step for step, with checkpoints and exact resume;
 - `checkpoints.py`: what a checkpoint holds (weights, Adam's moments, schedules, random states) and how it
   is written and read back;

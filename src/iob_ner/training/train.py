@@ -20,6 +20,7 @@ from thinc.api import Config
 from wasabi import msg
 
 from . import config_file, loop, precision
+from .calibration import calibrate
 from .checkpoints import checkpoints, read_state
 from ..errors import ConfigFileError, SetupError
 from ..layers import speedups
@@ -262,51 +263,6 @@ def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict
     replace(run.folder / "calibration.json", run.output / "calibration.json")
     remove(run.folder)
     msg.good(f"{run.output / 'model-best'} and {run.output / 'model-last'} are this run's")
-
-
-def calibrate(model_dir: Path, dev: Path, record: Path, samples: int = 0) -> dict:
-    """Fit the entity-score temperature of model_dir's token_ner on the dev documents; save it in the pipeline.
-
-    The head's probabilities come out of training over- or under-confident; one temperature, chosen on dev
-    (never test) to minimise the cross-entropy of "this predicted entity is right", makes them honest.
-    `samples` > 0: the scores become means over that many dropout passes, with a temperature of their own.
-    """
-    import json
-
-    import spacy
-
-    from ..corpus import read_docs
-
-    nlp = spacy.load(model_dir)
-    scoring = scoring_ner(nlp)
-    if scoring is None or not hasattr(scoring.pipe, "fit_temperature"):
-        result = {"temperature": None, "note": "the ner head gives no entity scores (spaCy's transition ner)"}
-        msg.info(f"No entity scores to calibrate: {result['note']}")
-    else:
-        name, pipe = scoring.name, scoring.pipe
-        gold = list(read_docs(dev, nlp.vocab))
-        try:
-            result = {"component": name, **pipe.fit_temperature(nlp, gold, samples=samples)}
-        except ValueError as err:  # no transformer to sample: keep the trained model, score in one pass
-            msg.warn(f"{err}: the scores stay one-pass")
-            result = {"component": name, **pipe.fit_temperature(nlp, gold, samples=0)}
-        nlp.to_disk(model_dir)
-        prefix = "samples_" if result.get("samples") else ""
-        if not result["entities"]:
-            msg.warn(
-                f"Entity scores not calibrated: the model predicts no entity on {dev} (dev F 0: train longer, "
-                f"or check the corpus); they keep temperature {result['temperature']:g}"
-            )
-            record.write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
-            return result
-        what = f"means over {result['samples']} dropout passes, " if prefix else ""
-        msg.good(
-            f"Entity scores ({what}calibrated on {dev}): temperature {result[prefix + 'temperature']:.3g}, "
-            f"cross-entropy {result[prefix + 'bce_before']:.3f} -> {result[prefix + 'bce_after']:.3f} over "
-            f"{result['entities']} predicted entities"
-        )
-    record.write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
-    return result
 
 
 def _dev_f(model_dir: Path) -> str:
