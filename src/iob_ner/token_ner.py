@@ -403,42 +403,6 @@ class TokenNER(TrainablePipe):
             raise ValueError(f"{self.name}: the distillation loss is NaN")
         return loss, d_scores
 
-    def distill_update(
-        self,
-        gold: Sequence[Example],
-        silver: Sequence[Doc],
-        teacher_probs: Sequence[Any],
-        *,
-        temperature: float = 1.0,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        """One step on gold examples (loss against their gold tags, `get_loss`) and silver docs (loss against a
-        teacher's distributions, `get_teacher_student_loss`), in one forward and backward pass of the model.
-
-        For a student whose tok2vec is part of this head's model (a CNN student): nothing upstream is updated.
-        `losses` gets `{name}` (gold) and `{name}_distill` (silver) added.
-        """
-        losses = {} if losses is None else losses
-        losses.setdefault(self.name, 0.0)
-        losses.setdefault(f"{self.name}_distill", 0.0)
-        docs = [eg.predicted for eg in gold] + list(silver)
-        if not any(len(doc) for doc in docs):
-            return losses
-        set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update(docs)
-        d_gold: List[Any] = []
-        if gold:
-            gold_loss, d_gold = self.get_loss(gold, scores[: len(gold)])
-            losses[self.name] += gold_loss
-        silver_loss, d_silver = self.get_teacher_student_loss(teacher_probs, scores[len(gold) :], temperature)
-        losses[f"{self.name}_distill"] += silver_loss
-        backprop(list(d_gold) + d_silver)
-        if sgd not in (None, False):
-            self.finish_update(sgd)
-        return losses
-
     def logits_and_tags(self, docs: Sequence[Doc]) -> List[Tuple[numpy.ndarray, numpy.ndarray]]:
         """For each (already processed) doc: this head's logits (tokens x `tag_names`, float32; whitespace tokens
         barred from entity edges as in prediction) and its Viterbi tag ids. What a teacher gives a student:

@@ -4,7 +4,7 @@ A small loop of its own over spaCy's objects (spaCy 3 has no `spacy distill`): t
 dropout, steps and evaluation frequency come from the student config's [training] block through spaCy's
 registry. Each step takes one batch of gold examples (loss against their gold tags) and one batch of
 teacher-labelled documents (loss against the teacher's distributions, or its Viterbi tags as hard silver
-labels), in one forward and backward pass (`TokenNER.distill_update`). Every `eval_frequency` steps the
+labels), in one forward and backward pass (`distill_update`). Every `eval_frequency` steps the
 student is scored on dev with spaCy's scorer; the best is kept, as `spacy train` keeps model-best.
 """
 
@@ -22,6 +22,7 @@ import numpy
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
+from thinc.api import Optimizer, set_dropout_rate
 
 from ..errors import SetupError
 from .labels import Labels, SilverDoc, stream_silver
@@ -142,7 +143,8 @@ def train_student(
     for step in range(1, max_steps + 1):
         silver: List[SilverDoc] = next(silvers) if silvers is not None else []
         targets = [item.probs if settings.mode == "soft" else one_hot(item.tags, width) for item in silver]
-        run.head.distill_update(
+        distill_update(
+            run.head,
             next(golds),
             [item.doc for item in silver],
             targets,
@@ -218,3 +220,41 @@ def gold_examples(nlp: Language, docs: Sequence[Doc]) -> List[Example]:
         Example(Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]), doc)
         for doc in docs
     ]
+
+
+def distill_update(
+    head: Any,
+    gold: Sequence[Example],
+    silver: Sequence[Doc],
+    teacher_probs: Sequence[Any],
+    *,
+    temperature: float = 1.0,
+    drop: float = 0.0,
+    sgd: Optional[Optimizer] = None,
+    losses: Optional[Dict[str, float]] = None,
+) -> Dict[str, float]:
+    """One step of the student `head` (a token_ner) on gold examples (loss against their gold tags, its
+    `get_loss`) and silver docs (loss against a teacher's distributions, its `get_teacher_student_loss`), in
+    one forward and backward pass of its model.
+
+    For a student whose tok2vec is part of the head's model (a CNN student): nothing upstream is updated.
+    `losses` gets `{name}` (gold) and `{name}_distill` (silver) added.
+    """
+    losses = {} if losses is None else losses
+    losses.setdefault(head.name, 0.0)
+    losses.setdefault(f"{head.name}_distill", 0.0)
+    docs = [eg.predicted for eg in gold] + list(silver)
+    if not any(len(doc) for doc in docs):
+        return losses
+    set_dropout_rate(head.model, drop)
+    scores, backprop = head.model.begin_update(docs)
+    d_gold: List[Any] = []
+    if gold:
+        gold_loss, d_gold = head.get_loss(gold, scores[: len(gold)])
+        losses[head.name] += gold_loss
+    silver_loss, d_silver = head.get_teacher_student_loss(teacher_probs, scores[len(gold) :], temperature)
+    losses[f"{head.name}_distill"] += silver_loss
+    backprop(list(d_gold) + d_silver)
+    if sgd not in (None, False):
+        head.finish_update(sgd)
+    return losses
