@@ -69,7 +69,7 @@ def broken_copy(tmp_path, old, new):
     "old,new,first_line",
     [
         ("[nlp]", "[nlp", "Source contains parsing errors: the file (line "),
-        ("rate = 500", "rate = 500\nrate = 3", "option 'rate' in section 'training.batcher.size' already exists"),
+        ("rate = 800", "rate = 800\nrate = 3", "option 'rate' in section 'training.batcher.size' already exists"),
         ("path = ${paths.train}", "path = ${paths.nope}", "contains an interpolation key 'paths.nope'"),
     ],
 )

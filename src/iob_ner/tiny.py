@@ -28,7 +28,7 @@ def make_tiny_bert(source: str, out: Path) -> Path:
 
 def load_recipe(config: Path, corpus: Path, model: Path, batch_words: Optional[int] = None):
     """`config` (configs/config.cfg: the default recipe), reading `corpus` and the tiny model; `batch_words` replaces its
-    constant batch size (500 words)."""
+    constant batch size (800 padded wordpieces, about 500 words)."""
     from spacy.util import load_config
 
     # dev is never read here (no evaluation), but the reader needs a path

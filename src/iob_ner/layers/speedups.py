@@ -106,6 +106,8 @@ def lacking_message(missing: List[str], config: str = "The config") -> str:
     )
 
 
+WORDPIECE_COUNT = "iob_ner.wordpiece_count.v1"  # training/batching.py: the batcher's length in wordpieces
+
 # The generated config's names and spacy-transformers' own, for a pipeline that must load without this project
 SPACY_TRANSFORMERS_NAMES = {
     ARCHITECTURE: "spacy-transformers.TransformerModel.v3",
@@ -116,7 +118,7 @@ SPACY_TRANSFORMERS_NAMES = {
 def without_speedups(config: Config) -> Config:
     """`config` with spacy-transformers' architectures in place of this project's and no training callback:
     the same layers and weights (a saved pipeline's files are spacy-transformers' own), loadable where this
-    package is not installed (a packaged pipeline ships token_ner alone)."""
+    package is not installed (a packaged pipeline ships token_ner alone); the batcher counts spaCy tokens."""
     config = Config().from_str(config.to_str(), interpolate=False)  # a copy, nested sections included
 
     def rename(section: Any) -> None:
@@ -130,6 +132,10 @@ def without_speedups(config: Config) -> Config:
     after_init = config.get("initialize", {}).get("after_init")
     if isinstance(after_init, dict) and after_init.get("@callbacks") == CALLBACK:
         config["initialize"]["after_init"] = None
+    batcher = config.get("training", {}).get("batcher")
+    if isinstance(batcher, dict) and isinstance(batcher.get("get_length"), dict):
+        if batcher["get_length"].get("@misc") == WORDPIECE_COUNT:  # spaCy's batcher counts spaCy tokens instead
+            batcher["get_length"] = None
     return config
 
 

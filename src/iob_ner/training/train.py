@@ -78,7 +78,7 @@ def check_batch_sizes(config: Config, path: Path) -> None:
     values["nlp.batch_size"] = config["nlp"].get("batch_size", 1)
     for name, value in values.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-            raise SetupError(f"{name} = {value} in {path}: a batch size must be positive (the default is 500 words)")
+            raise SetupError(f"{name} = {value} in {path}: a batch size must be positive (the default is 800 padded wordpieces, about 500 words)")
 
 
 def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> Dict[str, int]:
