@@ -118,6 +118,10 @@ def test_report_plots_and_error_view_are_real(sample_project):
     test_metrics = json.loads((training / "metrics-test.json").read_text())
     assert f"| test | {test_metrics['typed']['p']:.3f} |" in report
     assert "](learning-curve.png)" in report and "](errors.html)" in report
+    # the share of padding in the transformer's training batches, logged at each evaluation and reported
+    shares = [json.loads(line)["padding"] for line in (training / "log.jsonl").read_text().splitlines()]
+    assert all(0.0 <= share < 0.5 for share in shares)
+    assert f"Padding: {shares[-1]:.1%} of the transformer's wordpiece positions in training" in report
     html = (training / "errors.html").read_text()
     assert html.count("<tr class=") == test_metrics["examples"]
     assert 'class="entities"' in html

@@ -67,6 +67,7 @@ def read_log(path: Path) -> pd.DataFrame:
                         "step": entry["step"],
                         "loss": sum(entry.get("losses", {}).values()) / steps,
                         "dev_f": entry.get("scores", {}).get("ents_f", 0.0) / 100,
+                        "padding": entry.get("padding"),  # logged since the padding was counted
                     }
                 )
     if unreadable:
@@ -439,6 +440,7 @@ def render_report(
             if best is not None
             else ""
         ),
+        padding_line(log),
         "",
         "## Overall",
         "",
@@ -480,6 +482,17 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def padding_line(log: pd.DataFrame) -> str:
+    """The share of the transformer's training positions that were padding, as the log's last line has it."""
+    if log.empty or "padding" not in log or log["padding"].isna().all():
+        return ""
+    share = float(log["padding"].dropna().iloc[-1])
+    return (
+        f"Padding: {share:.1%} of the transformer's wordpiece positions in training were padding (each row of a "
+        "batch is padded to the longest: `[training.batcher]` in the config groups documents by length)."
+    )
 
 
 def distillation_lines(training_dir: Path) -> List[str]:

@@ -31,6 +31,7 @@ from wasabi import msg
 from . import checkpoints
 from .checkpoints import TrainingState
 from ..layers.speedups import release
+from ..layers.transformer import padding_share
 from ..outputs import remove, replace, temporary_name
 
 MODEL_BEST, MODEL_LAST, LOG = "model-best", "model-last", "log.jsonl"
@@ -132,6 +133,7 @@ class _Run:
             finalize_logger()
         with nlp.use_params(self.optimizer.averages or {}):
             self._save_pipeline(MODEL_LAST)
+        say_padding(nlp)
 
     def _steps(self, batches, dropouts, state: TrainingState, first_step: int) -> Iterator[Tuple[dict, bool, bool]]:
         """spacy.training.loop.train_while_improving from `first_step` on: yields (info, evaluated,
@@ -210,6 +212,9 @@ class _Run:
             "scores": scores,
             "score": float(info["score"]),
         }
+        padding = padding_share(self.nlp)
+        if padding is not None:  # the share of padding in the transformer's training batches so far
+            record["padding"] = round(padding, 4)
         state.log.append(record)
         with self.log_path.open("a", encoding="utf8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -268,6 +273,17 @@ def train_batches(nlp, corpus, batcher, max_epochs: int, shuffles: List[Any], re
         for batch in batcher(examples):
             yield epoch, batch
         epoch += 1
+
+
+def say_padding(nlp) -> None:
+    """One line on the arithmetic spent on padding in this run's transformer batches."""
+    train, predict = padding_share(nlp, "train"), padding_share(nlp, "predict")
+    if train is not None:
+        evaluations = f", {predict:.1%} in its evaluations" if predict is not None else ""
+        msg.info(
+            f"Padding: {train:.1%} of the transformer's wordpiece positions in training were padding{evaluations} "
+            "(rows of a batch are padded to the longest; [training.batcher] groups documents by length)"
+        )
 
 
 def _schedule(value: Any) -> Iterator[float]:
