@@ -248,9 +248,9 @@ def effective_settings(run: Run, config, chosen_precision: str) -> Dict[str, Any
 
 
 def train_for(config, *, gpu: int, budget: float, time_schedule: bool, precision: str = "fp32",
-              max_steps: Optional[int] = None) -> dict:
-    """Train until `budget` seconds of updates have passed (or `max_steps` updates, where given); returns nlp
-    and counts. `precision`: "bf16" or "fp32", set on the initialized pipeline before the loop, as train does."""
+              max_steps: Optional[int] = None, max_words: Optional[int] = None) -> dict:
+    """Train until `budget` seconds of updates have passed (or `max_steps` updates, or the step that reaches
+    `max_words` training words, where given); returns nlp and counts. `precision`: "bf16" or "fp32", set on the initialized pipeline before the loop, as train does."""
     from spacy.schemas import ConfigSchemaTraining
     from spacy.training.initialize import init_nlp
     from spacy.util import minibatch, registry, resolve_dot_names
@@ -272,7 +272,14 @@ def train_for(config, *, gpu: int, budget: float, time_schedule: bool, precision
         sampler.start()
     words = steps = 0
     spent = 0.0
-    while spent < budget or (max_steps is not None and steps < max_steps):
+    limit = max_steps if max_words is None else None
+
+    def done() -> bool:
+        if max_words is not None:
+            return words >= max_words
+        return spent >= budget and (limit is None or steps >= limit)
+
+    while not done():
         random.shuffle(examples)
         for batch in batcher(examples):
             start = time.perf_counter()
@@ -290,7 +297,7 @@ def train_for(config, *, gpu: int, budget: float, time_schedule: bool, precision
             spent += time.perf_counter() - start
             words += sum(len(eg.reference) for eg in batch)
             steps += 1
-            if (spent >= budget and max_steps is None) or (max_steps is not None and steps >= max_steps):
+            if done():
                 break
     busy = sampler.stop() if sampler else None
     return {"nlp": nlp, "train_s": round(spent, 1), "steps": steps, "epochs": round(words / corpus_words, 2),
