@@ -41,6 +41,7 @@ parse_batch_sizes, parse_runs, plan, run_label = (
             [("token", 45.5, {"batch": 4000, "lr": 2e-4, "precision": "bf16"}), ("token", 90.0, {"precision": "fp32"})],
         ),
         ("quickstart:precision=auto", [("quickstart", 90.0, {"precision": "auto"})]),
+        ("token:batcher=words/batch=500", [("token", 90.0, {"batcher": "words", "batch": 500})]),
     ],
 )
 def test_good_specs_give_each_run_its_settings_and_budget(spec, expected):
@@ -59,17 +60,21 @@ def test_good_specs_give_each_run_its_settings_and_budget(spec, expected):
             "'lr=2e-4' is not a recipe: separate settings with '/' (token:batch=4000/lr=2e-4) and runs with commas",
         ),
         ("token:@90", "'token:@90' has a ':' with no settings after it: write e.g. token:batch=4000"),
-        ("token:batch", "the setting 'batch' in 'token:batch' must be KEY=VALUE, with KEY one of batch, lr, precision"),
+        (
+            "token:batch",
+            "the setting 'batch' in 'token:batch' must be KEY=VALUE, with KEY one of batch, lr, precision, batcher",
+        ),
         (
             "token:batch=",
-            "the setting 'batch=' in 'token:batch=' must be KEY=VALUE, with KEY one of batch, lr, precision",
+            "the setting 'batch=' in 'token:batch=' must be KEY=VALUE, with KEY one of batch, lr, precision, batcher",
         ),
-        ("token:eval=200", "unknown setting 'eval' in 'token:eval=200': use batch, lr, precision"),
+        ("token:eval=200", "unknown setting 'eval' in 'token:eval=200': use batch, lr, precision, batcher"),
         ("token:batch=0", "batch=0 in 'token:batch=0' must be a positive whole number of words"),
         ("token:batch=4e3", "batch=4e3 in 'token:batch=4e3' must be a positive whole number of words"),
         ("token:lr=-1", "lr=-1 in 'token:lr=-1' must be a positive number"),
         ("token:lr=nan", "lr=nan in 'token:lr=nan' must be a positive number"),
         ("token:precision=fp16", "precision=fp16 in 'token:precision=fp16' must be one of auto, bf16, fp32"),
+        ("token:batcher=sorted", "batcher=sorted in 'token:batcher=sorted' must be one of padded, words"),
         ("token:lr=1e-4/lr=2e-4", "'token:lr=1e-4/lr=2e-4' sets lr twice"),
         ("token@0", "the budget '0' in 'token@0' must be a positive number of seconds (one '@' per run)"),
         ("token@", "the budget '' in 'token@' must be a positive number of seconds (one '@' per run)"),
@@ -101,13 +106,18 @@ def test_settings_reach_the_config_and_the_table(tmp_path):
     settings = effective_settings(run, config, "bf16")
     assert settings == {
         "batch_words": 4000,
-        "batcher": "spacy.batch_by_words.v1",
+        "batcher": "spacy.batch_by_padded.v1",
         "learn_rate": 2e-4,
         "precision": "bf16",
         "chosen_precision": "bf16",
     }
     entry = {"recipe": "token", "budget_s": 45.0, "settings": settings}
-    assert run_label(entry) == "token batch=4000 lr=0.0002 bf16 (45 s)"
+    assert run_label(entry) == "token padded batch=4000 lr=0.0002 bf16 (45 s)"
+    words = parse_runs("token:batcher=words/batch=4000", budget=90.0)[0]
+    config = build_config(words.recipe, tmp_path, "model", words.settings["batch"], None, words.settings["batcher"])
+    assert config["training"]["batcher"]["@batchers"] == "spacy.batch_by_words.v1"
+    entry = {"recipe": "token", "budget_s": 45.0, "settings": effective_settings(words, config, "fp32")}
+    assert run_label(entry) == "token batch=4000 lr=0.0001 fp32 (45 s)"
     quick = build_config("quickstart", tmp_path, "model", 4000, 2e-4)  # the CLI defaults leave quickstart alone
     assert effective_settings(Run("quickstart", 1.0), quick, "fp32")["batch_words"] == 2000
     assert effective_settings(Run("quickstart", 1.0), quick, "fp32")["learn_rate"] == 5e-5

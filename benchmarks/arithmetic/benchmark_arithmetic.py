@@ -49,15 +49,6 @@ from iob_ner.layers.transformer import Padding, TransformerShim, transformer_mod
 from iob_ner.outputs import write_text_atomic  # noqa: E402
 from iob_ner.runtime import cpu_name, resolve_transformer  # noqa: E402
 
-# The config's batcher before this benchmark: 500 words a batch, in corpus order
-MAIN_BATCHER = {
-    "@batchers": "spacy.batch_by_words.v1",
-    "discard_oversize": False,
-    "tolerance": 0.2,
-    "get_length": None,
-    "size": {"@schedules": "constant.v1", "rate": 500},
-}
-
 
 def matmul_limit(size: int = 2048, repeats: int = 8) -> float:
     """GFLOP/s of a float32 (size x size) matmul on torch's threads: the best of three timings."""
@@ -104,11 +95,8 @@ def arithmetic(padding: Padding, shape: Dict[str, int], seconds: float, limit: f
 
 
 def train_lever(lever: str, seed: int, *, corpus: Path, model: str, words: int, limit: float):
-    config = build_config("token", corpus, model, None, None)
-    config["training"]["seed"] = seed
+    config = build_config("token", corpus, model, None, None, batcher="words" if lever == "main" else "padded")
     config["system"]["seed"] = seed
-    if lever == "main":
-        config["training"]["batcher"] = dict(MAIN_BATCHER)
     TransformerShim.group_rows = True  # the dev/test scoring is the same for both
     run = train_for(config, gpu=-1, budget=0.0, time_schedule=False, max_words=words)
     nlp = run.pop("nlp")

@@ -16,7 +16,7 @@ On a GPU (NCBI-disease, the MTL-Bioinformatics-2016 copy; about 8 minutes on one
 
     python benchmarks/gpu/gpu_check.py --gpu-id 0 --train path/to/ncbi-disease/train.tsv \
         --dev path/to/ncbi-disease/dev.tsv --test path/to/ncbi-disease/test.tsv --max-steps 600 --budget 40 \
-        --recipes "token:batch=4000/precision=bf16,token:batch=4000/precision=fp32,quickstart" \
+        --recipes "token:batch=6400/precision=bf16,token:batcher=words/batch=4000/precision=bf16,token:batch=6400/precision=fp32,quickstart" \
         --hf-peer path/to/hf_peer.py --hf-epochs 7 --output "$OUT/gpu-check.json"
 
 It imports the package from src/ itself, so it also runs where the project is not pip-installed (a GPU
@@ -125,24 +125,33 @@ def write_texts(work: Path, n: Optional[int] = None) -> Path:
 
 
 def predict_step(work: Path, gpu: int) -> Record:
+    """predict on the test texts with each batch run whole (spacy-transformers' way) and in groups of
+    similar length (the default), alternately: words/s and the share of padding of each."""
     from iob_ner.inference import predict
+    from iob_ner.layers.transformer import TransformerShim
 
     source = write_texts(work)
     words = sum(len(line.split()) for line in source.read_text(encoding="utf8").splitlines())
-    start = time.perf_counter()
-    result = predict(
-        model=work / "training" / "model-best",
-        source=source,
-        output=work / "predictions.jsonl",
-        gpu_id=gpu,
-        lines=True,
-        batch_size=256,
-    )
-    return {
-        "documents": result["documents"],
-        "words_per_s": round(words / (time.perf_counter() - start), 1),
-        "device": result["device"],
-    }
+    record: Record = {}
+    for grouped in (False, True, False, True):
+        TransformerShim.group_rows = grouped
+        start = time.perf_counter()
+        try:
+            result = predict(
+                model=work / "training" / "model-best",
+                source=source,
+                output=work / "predictions.jsonl",
+                gpu_id=gpu,
+                lines=True,
+                batch_size=256,
+            )
+        finally:
+            TransformerShim.group_rows = True
+        lever = record.setdefault("grouped" if grouped else "whole", {"words_per_s": []})
+        lever["words_per_s"].append(round(words / (time.perf_counter() - start), 1))
+        lever["padding_share"] = result["padding_share"]
+        record.update(documents=result["documents"], device=result["device"])
+    return record
 
 
 def review_step(work: Path, gpu: int) -> Record:
@@ -302,7 +311,9 @@ def main(
     gpu_id: str = typer.Option("0", help="GPU id, or 'cpu' to try the script on the CPU"),
     max_steps: int = typer.Option(600, help="Training steps of the default recipe"),
     budget: float = typer.Option(40.0, help="Seconds per recipe in the training benchmark (and for --hf-peer)"),
-    recipes: str = typer.Option("token:batch=4000,quickstart", help="The training benchmark's --recipes"),
+    recipes: str = typer.Option(
+        "token:batch=6400,token:batcher=words/batch=4000,quickstart", help="The training benchmark's --recipes"
+    ),
     hf_peer: Optional[Path] = typer.Option(None, help="A Hugging Face Trainer script (see benchmarks/README.md)"),
     hf_epochs: Optional[float] = typer.Option(None),
     ray_docs: int = typer.Option(1000, help="Documents through the Ray engine"),

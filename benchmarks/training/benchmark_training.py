@@ -7,10 +7,14 @@ quickstart transformer recipe, the tutorial's seed). With --hf-peer, the Hugging
 in the same call, for --budget seconds.
 
 --recipes takes runs separated by commas (or spaces), each `NAME[:KEY=VALUE[/KEY=VALUE...]][@SECONDS]`:
-settings are separated by `/` so that a comma always starts the next run. Keys: `batch` (words per batch,
-constant; default --batch-words, else the config's 500), `lr` (peak learning rate; default --learn-rate, else
-the config's), `precision` (auto, bf16 or fp32; default --precision). quickstart keeps the tutorial's batcher
-and schedule, so it takes only `precision`. Example: `token:batch=4000/precision=bf16@60,transition@45`.
+settings are separated by `/` so that a comma always starts the next run. Keys: `batcher` (`padded`, the
+config's: documents of similar wordpiece length, `batch` counted in padded wordpieces; or `words`: spaCy's
+batch_by_words in corpus order, `batch` counted in words, the config's before benchmarks/arithmetic),
+`batch` (constant; default --batch-words, else the config's 800 padded wordpieces or 500 words), `lr`
+(peak learning rate; default --learn-rate, else the config's), `precision` (auto, bf16 or fp32; default
+--precision). quickstart keeps the tutorial's batcher and schedule, so it takes only `precision`. Example:
+`token:batch=6400/precision=bf16@60,token:batcher=words/batch=4000@60,transition@45`. Each run records the
+share of padding in its training batches and in its test predictions.
 
 A GPU run (NCBI-disease; five runs of 40 s each plus the Trainer's 40 s; with the
 setup, model loads, the evaluation and inference passes and the Trainer's start it is estimated, not yet
@@ -18,7 +22,7 @@ measured, to fit in 8 minutes on one GPU; `precision=fp32` pins the rows that mu
 
     python benchmarks/training/benchmark_training.py --gpu-id 0 --train path/to/ncbi-disease/train.tsv \
         --dev path/to/ncbi-disease/dev.tsv --test path/to/ncbi-disease/test.tsv --budget 40 \
-        --recipes "token:batch=500/precision=fp32,token:batch=4000/precision=fp32,token:batch=4000/precision=bf16,transition:batch=4000,quickstart" \
+        --recipes "token:batcher=words/batch=4000/precision=bf16,token:batch=6400/precision=bf16,token:batch=6400/precision=fp32,transition:batch=6400,quickstart" \
         --hf-peer path/to/hf_peer.py --hf-epochs 7 --infer-batch-sizes 256,64 \
         --output benchmarks/training/gpu-ncbi.json
 """
@@ -47,6 +51,7 @@ from iob_ner.training.config_file import render_config
 from iob_ner.corpus import convert_iob
 from iob_ner.outputs import write_text_atomic
 from iob_ner.errors import SetupError
+from iob_ner.layers.transformer import Padding, padding_share, transformer_shims
 from iob_ner.runtime import cpu_name, parse_gpu_id, resolve_transformer, select_device
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,11 +66,16 @@ QUICKSTART = {
                                       "initial_rate": 5e-5},
 }
 RECIPES = {"token": ("token", {}), "transition": ("transition", {}), "quickstart": ("transition", QUICKSTART)}
-SETTING_KEYS = ("batch", "lr", "precision")
+SETTING_KEYS = ("batch", "lr", "precision", "batcher")
+# batcher=words: the config's batcher before benchmarks/arithmetic (documents in corpus order, `batch` words a
+# batch); the default, padded, is the config's (similar wordpiece lengths, `batch` padded wordpieces a batch)
+WORDS_BATCHER = {"@batchers": "spacy.batch_by_words.v1", "discard_oversize": False, "tolerance": 0.2,
+                 "get_length": None, "size": {"@schedules": "constant.v1", "rate": 500}}
+BATCHERS = ("padded", "words")
 # no square brackets: typer's rich help reads them as markup
 SPEC_HELP = ("Runs separated by commas or spaces. Each run: NAME, then optionally :KEY=VALUE with more settings "
-             f"after '/', then optionally @SECONDS (else --budget). NAME: {', '.join(RECIPES)}. KEY: batch (words "
-             "per batch, constant), lr (peak learning rate), precision (auto, bf16, fp32); quickstart takes only "
+             f"after '/', then optionally @SECONDS (else --budget). NAME: {', '.join(RECIPES)}. KEY: batch (padded "
+             "wordpieces, or words with batcher=words, per batch, constant), lr (peak learning rate), precision (auto, bf16, fp32), batcher (padded or words); quickstart takes only "
              "precision. Example: token:batch=4000/lr=2e-4/precision=bf16@60,transition@45")
 
 
@@ -104,7 +114,7 @@ def _parse_run(part: str, budget: float) -> Run:
         key, value = _parse_setting(item, part)
         if key in settings:
             raise SetupError(f"{part!r} sets {key} twice")
-        if name == "quickstart" and key in ("batch", "lr"):
+        if name == "quickstart" and key in ("batch", "lr", "batcher"):
             raise SetupError(f"{key} in {part!r} does not apply: quickstart keeps the tutorial's batcher and "
                              f"learning-rate schedule (only precision can be set)")
         settings[key] = value
@@ -127,6 +137,10 @@ def _parse_setting(item: str, part: str) -> Tuple[str, Any]:
         raise SetupError(f"the setting {item!r} in {part!r} must be KEY=VALUE, with KEY one of {', '.join(SETTING_KEYS)}")
     if key not in SETTING_KEYS:
         raise SetupError(f"unknown setting {key!r} in {part!r}: use {', '.join(SETTING_KEYS)}")
+    if key == "batcher":
+        if value not in BATCHERS:
+            raise SetupError(f"batcher={value} in {part!r} must be one of {', '.join(BATCHERS)}")
+        return key, value
     if key == "precision":
         if value not in precision_mod.SETTINGS:
             raise SetupError(f"precision={value} in {part!r} must be one of {', '.join(precision_mod.SETTINGS)}")
@@ -216,7 +230,8 @@ def _set(config, dotted: str, value) -> None:
     section[key] = value
 
 
-def build_config(recipe: str, corpus: Path, model: str, batch_words: Optional[int], learn_rate: Optional[float]):
+def build_config(recipe: str, corpus: Path, model: str, batch_words: Optional[int], learn_rate: Optional[float],
+                 batcher: str = "padded"):
     from spacy.util import load_config_from_str
 
     head, overrides = RECIPES[recipe]
@@ -224,6 +239,8 @@ def build_config(recipe: str, corpus: Path, model: str, batch_words: Optional[in
     settings = {"paths.train": str(corpus / "train.spacy"), "paths.dev": str(corpus / "dev.spacy"),
                 "paths.transformer": model, **overrides}
     if recipe != "quickstart":
+        if batcher == "words":
+            settings["training.batcher"] = json.loads(json.dumps(WORDS_BATCHER))  # a copy, nested dicts too
         if batch_words:
             settings["training.batcher.size"] = {"@schedules": "constant.v1", "rate": batch_words}
         if learn_rate:
@@ -300,8 +317,10 @@ def train_for(config, *, gpu: int, budget: float, time_schedule: bool, precision
             if done():
                 break
     busy = sampler.stop() if sampler else None
+    padding = padding_share(nlp, "train")
     return {"nlp": nlp, "train_s": round(spent, 1), "steps": steps, "epochs": round(words / corpus_words, 2),
-            "train_words": words, "train_words_per_s": round(words / spent, 1), "gpu_busy_percent": busy}
+            "train_words": words, "train_words_per_s": round(words / spent, 1), "gpu_busy_percent": busy,
+            "padding_share": None if padding is None else round(padding, 4)}
 
 
 def _sync(gpu: int) -> None:
@@ -319,9 +338,14 @@ def score(nlp, corpus_path: Path, batch_sizes: Sequence[int] = (256,)) -> Dict[s
 
     gold = list(read_docs(corpus_path, nlp.vocab))
     words = sum(map(len, gold))
+    shims = transformer_shims(nlp)
+    for shim in shims:
+        shim.padding["predict"] = Padding()
     examples, seconds = predict_gold(nlp, gold, batch_size=batch_sizes[0])
     typed = entity_metrics(examples)["typed"]
-    result: Dict[str, Any] = {**{k: round(v, 4) for k, v in typed.items()}, "infer_words_per_s": round(words / seconds, 1)}
+    padding = padding_share(nlp, "predict")
+    result: Dict[str, Any] = {**{k: round(v, 4) for k, v in typed.items()}, "infer_words_per_s": round(words / seconds, 1),
+                              "infer_padding_share": None if padding is None else round(padding, 4)}
     if len(batch_sizes) > 1:
         by_batch = {str(batch_sizes[0]): result["infer_words_per_s"]}
         for size in batch_sizes[1:]:
@@ -374,7 +398,7 @@ def run_recipe(run: Run, chosen: str, *, corpus: Path, model: str, gpu: int, dev
 
     release_gpu_memory(gpu)
     config = build_config(run.recipe, corpus, model, run.settings.get("batch", defaults.batch_words),
-                          run.settings.get("lr", defaults.learn_rate))
+                          run.settings.get("lr", defaults.learn_rate), run.settings.get("batcher", "padded"))
     settings = effective_settings(run, config, chosen)
     settings["precision"] = settings["precision"] or defaults.precision
     result = train_for(config, gpu=gpu, budget=run.budget, time_schedule=run.recipe != "quickstart", precision=chosen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ..layers.transformer import padding_share
 from ..runtime import select_device
 from .inputs import check_something_read
 from .pipeline import BATCH_CHARS, check_settings, entity_reading, load_pipeline, source_predictions
@@ -52,4 +53,5 @@ def predict_local(
         "device": device,
         "scored": reading.spans_key is not None,
         "min_score": min_score,
+        "padding_share": padding_share(nlp, "predict"),  # of the transformer's positions (None: not counted)
     }
