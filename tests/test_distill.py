@@ -349,6 +349,19 @@ def test_the_command_distils_a_transformer_scores_the_student_and_reports_both(s
     assert code == 0 and "reused from an earlier run" in output, output
 
 
+@pytest.mark.parametrize("steps", ["0", "-5"])
+def test_the_command_refuses_distill_max_steps_0_or_below_in_one_sentence(steps, tmp_path):
+    """--vars.distill_max_steps 0 once meant "the config's 20000 steps": the student trained for hours."""
+    for name in ("train.spacy", "dev.spacy"):
+        (tmp_path / name).write_bytes(b"")
+    args = [tmp_path / "teacher", tmp_path / "student.cfg", tmp_path / "student"]
+    args += ["--train", tmp_path / "train.spacy", "--dev", tmp_path / "dev.spacy", "--max-steps", steps]
+    code, output = run_script(*args, "--gpu-id", "cpu")
+    assert code == 1, output
+    assert f"distill_max_steps must be a positive number of training steps, not {steps}" in output, output
+    assert "Traceback" not in output and not (tmp_path / "student").exists()
+
+
 # -- the packaged student ------------------------------------------------------------------------------------
 
 
