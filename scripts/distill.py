@@ -52,7 +52,8 @@ def main(
     dev: Path = typer.Option(..., exists=True, help="Dev corpus (.spacy): best step and calibration"),
     test: Optional[Path] = typer.Option(None, help="Test corpus (.spacy): teacher and student side by side"),
     input: Optional[Path] = typer.Option(
-        None, help="Unlabelled texts for the teacher to label (a .txt file a text a line, a folder, JSONL, Parquet)"
+        None,
+        help="Unlabelled texts for the teacher to label (a .txt file a text a line, a folder, JSONL, JSON, Parquet)",
     ),
     labels_dir: Path = typer.Option(Path("training/distill-labels"), help="Where the teacher's labels are kept"),
     mode: str = typer.Option("soft", help=f"Targets: {', '.join(MODES)}"),
