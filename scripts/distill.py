@@ -52,13 +52,14 @@ def main(
     dev: Path = typer.Option(..., exists=True, help="Dev corpus (.spacy): best step and calibration"),
     test: Optional[Path] = typer.Option(None, help="Test corpus (.spacy): teacher and student side by side"),
     input: Optional[Path] = typer.Option(
-        None, help="Unlabelled texts for the teacher to label (a .txt file a text a line, a folder, JSONL, Parquet)"
+        None,
+        help="Unlabelled texts for the teacher to label (a .txt file a text a line, a folder, JSONL, JSON, Parquet)",
     ),
     labels_dir: Path = typer.Option(Path("training/distill-labels"), help="Where the teacher's labels are kept"),
     mode: str = typer.Option("soft", help=f"Targets: {', '.join(MODES)}"),
     temperature: float = typer.Option(2.0, help="Distillation temperature of the soft targets"),
-    max_steps: int = typer.Option(0, help="Training steps (0: the config's)"),
-    eval_frequency: int = typer.Option(0, help="Steps between dev evaluations (0: the config's)"),
+    max_steps: Optional[int] = typer.Option(None, help="Training steps (default: the config's; 0 is refused)"),
+    eval_frequency: Optional[int] = typer.Option(None, help="Steps between dev evaluations (default: the config's)"),
     max_unlabelled: int = typer.Option(-1, help="Use at most this many of the unlabelled texts (-1: all)"),
     shard_size: int = typer.Option(10000, help="Documents per shard of teacher labels"),
     seed: int = typer.Option(0),
@@ -69,8 +70,8 @@ def main(
     settings = StudentSettings(
         temperature=temperature,
         mode=mode,
-        max_steps=max_steps or None,
-        eval_frequency=eval_frequency or None,
+        max_steps=max_steps,  # why not `or None`: 0 would silently become the config's 20000 steps
+        eval_frequency=eval_frequency,
         max_unlabelled=None if max_unlabelled < 0 else max_unlabelled,
         seed=seed,
     )

@@ -1,4 +1,4 @@
-"""predict: run a trained pipeline on .txt files, a folder of them, JSONL or Parquet; JSONL (or Parquet) out,
+"""predict: run a trained pipeline on .txt files, a folder of them, JSONL, JSON or Parquet; JSONL (or Parquet) out,
 and optionally an IOB .tsv in the UBIAI export shape. `--engine ray` runs the same on Ray actors."""
 
 from pathlib import Path
@@ -15,7 +15,9 @@ from iob_ner.runtime import parse_gpu_id
 
 def main(
     model: Path = typer.Argument(..., help="Pipeline folder (training/model-best) or installed package name"),
-    source: Path = typer.Argument(..., help=".txt, .jsonl or .parquet file, or a folder of them"),
+    source: Path = typer.Argument(
+        ..., help='.txt, .jsonl, .json (an array of {"text": ...}) or .parquet file, or a folder of them'
+    ),
     output: Path = typer.Argument(..., help="JSONL output (Parquet where it ends in .parquet)"),
     iob: Optional[Path] = typer.Option(None, help="Also write an IOB .tsv (UBIAI export shape)"),
     gpu_id: str = typer.Option("cpu", help="GPU id, 'cpu' or 'auto'"),

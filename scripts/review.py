@@ -13,7 +13,7 @@ from iob_ner.runtime import parse_gpu_id
 
 def main(
     model: Path = typer.Argument(..., help="Pipeline folder (training/model-best) or installed package name"),
-    source: Path = typer.Argument(..., help=".txt file, .jsonl file, or a folder of them (unlabelled)"),
+    source: Path = typer.Argument(..., help=".txt, .jsonl or .json file, or a folder of them (unlabelled)"),
     output_jsonl: Path = typer.Argument(..., help="JSONL output: the documents to review, least sure first"),
     output_iob: Path = typer.Argument(..., help="IOB .tsv output (UBIAI export shape) of the same documents"),
     n: int = typer.Option(50, "--n", help="How many documents to write"),

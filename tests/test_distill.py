@@ -349,6 +349,78 @@ def test_the_command_distils_a_transformer_scores_the_student_and_reports_both(s
     assert code == 0 and "reused from an earlier run" in output, output
 
 
+@pytest.mark.parametrize("steps", ["0", "-5"])
+def test_the_command_refuses_distill_max_steps_0_or_below_in_one_sentence(steps, tmp_path):
+    """--vars.distill_max_steps 0 once meant "the config's 20000 steps": the student trained for hours."""
+    for name in ("train.spacy", "dev.spacy"):
+        (tmp_path / name).write_bytes(b"")
+    args = [tmp_path / "teacher", tmp_path / "student.cfg", tmp_path / "student"]
+    args += ["--train", tmp_path / "train.spacy", "--dev", tmp_path / "dev.spacy", "--max-steps", steps]
+    code, output = run_script(*args, "--gpu-id", "cpu")
+    assert code == 1, output
+    assert f"distill_max_steps must be a positive number of training steps, not {steps}" in output, output
+    assert "Traceback" not in output and not (tmp_path / "student").exists()
+
+
+@pytest.fixture()
+def corpora(tmp_path):
+    """A teacher folder and three corpora of different bytes: nothing is read before the refusal."""
+    (tmp_path / "teacher").mkdir()
+    for name in ("train", "dev", "test"):
+        (tmp_path / f"{name}.spacy").write_bytes(f"{name} documents".encode())
+    return tmp_path
+
+
+def distill_held_out(corpora, unlabelled):
+    return distill_pipeline(
+        teacher=corpora / "teacher",
+        config=corpora / "student.cfg",
+        output=corpora / "student",
+        train=corpora / "train.spacy",
+        dev=corpora / "dev.spacy",
+        test=corpora / "test.spacy",
+        unlabelled=unlabelled,
+        labels_dir=corpora / "labels",
+    )
+
+
+@pytest.mark.parametrize(
+    "make, split, what",
+    [
+        (lambda d: d / "test.spacy", "test", "is"),
+        (lambda d: d / "sub" / ".." / "dev.spacy", "dev", "is"),  # the same file, spelled otherwise
+        (lambda d: d / "copy.spacy", "test", "is a copy of"),  # the same bytes under another name
+        (lambda d: d / "folder", "dev", "holds"),  # a folder with a copy of dev in it
+    ],
+)
+def test_a_dev_or_test_corpus_as_unlabelled_input_is_refused_as_a_leak(corpora, make, split, what):
+    (corpora / "sub").mkdir()
+    (corpora / "copy.spacy").write_bytes((corpora / "test.spacy").read_bytes())
+    (corpora / "folder").mkdir()
+    (corpora / "folder" / "shard.spacy").write_bytes((corpora / "dev.spacy").read_bytes())
+    unlabelled = make(corpora)
+    with pytest.raises(SetupError) as caught:
+        distill_held_out(corpora, unlabelled)
+    text = str(caught.value)
+    assert text.startswith(f"the unlabelled input {unlabelled} {what}"), text
+    assert f"the {split} corpus {corpora / f'{split}.spacy'}" in text and f"its {split} score would leak" in text
+    assert "--vars.distill_input my/unlabelled.txt" in text and "\n" not in text
+    assert not (corpora / "labels").exists() and not (corpora / "student").exists()
+
+
+def test_the_training_corpus_or_other_texts_as_unlabelled_input_are_not_refused(corpora, monkeypatch):
+    import iob_ner.distill as distill
+
+    def labelled(*args, **kwargs):
+        raise RuntimeError("labelling started")
+
+    monkeypatch.setattr(distill, "label_with_teacher", labelled)
+    (corpora / "texts.txt").write_text("LiFePO4 cathodes\n", encoding="utf8")
+    for unlabelled in (corpora / "train.spacy", corpora / "texts.txt", None):
+        with pytest.raises(RuntimeError, match="labelling started"):
+            distill_held_out(corpora, unlabelled)
+
+
 # -- the packaged student ------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ command script or a benchmark imports the package and never another script, and 
 command depend on its own script and on the package folder (so that no module list is kept by hand)."""
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
@@ -95,6 +96,18 @@ def test_a_script_imports_the_package_and_no_other_script(path):
     local = {p.stem for p in SCRIPTS + BENCHMARKS} | {"predict_ray", "experiment", "prepare_corpus", "benchmark"}
     imported = {name.split(".")[0] for name in imported_names(path)}
     assert not imported & local, f"{path.name} imports the script(s) {sorted(imported & local)}"
+
+
+def test_every_command_depends_on_the_inputs_its_script_names():
+    """A command reruns when an input it reads changes: each corpus/, configs/ or assets/ path and the IOB
+    export (${vars.train}) its script names is a dependency (or its own output). ${vars.dev} and ${vars.test}
+    are left out: their default "auto" names no file, and weasel refuses a dependency that does not exist."""
+    for command in srsly.read_yaml(ROOT / "project.yml")["commands"]:
+        script = " ".join(command["script"])
+        named = set(re.findall(r"(?<![\w/.-])((?:corpus|configs|assets)/[\w./-]+)", script))
+        named |= set(re.findall(r"\$\{vars\.train\}", script))
+        listed = set(command.get("deps", [])) | set(command.get("outputs", []))
+        assert named <= listed, (command["name"], sorted(named - listed))
 
 
 def test_every_command_depends_on_its_script_and_the_package():

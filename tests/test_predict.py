@@ -158,13 +158,46 @@ def test_other_extensions_are_warned_once_and_upper_case_txt_is_read(models, tmp
     (folder / "b.csv").write_text("x,y", encoding="utf8")
     (folder / ".DS_Store").write_bytes(b"\x00\x01")
     result = predict(model=plain, source=folder, output=folder / "out.jsonl")
-    assert [r["id"] for r in records(folder / "out.jsonl")] == ["A.TXT", "b"]
+    assert [r["id"] for r in records(folder / "out.jsonl")] == ["A.TXT", "a.json", "b"]  # .json: read as JSON
     out = " ".join(capsys.readouterr().out.split())
     assert out.count("with other extensions") == 1
-    assert "skipped 2 file(s) with other extensions: a.json, b.csv" in out
+    assert "skipped 1 file(s) with other extensions: b.csv" in out
     # The output now sits in the input folder: a second run must not read it back as input.
     again = predict(model=plain, source=folder, output=folder / "out.jsonl")
-    assert again["documents"] == result["documents"] == 2
+    assert again["documents"] == result["documents"] == 3
+
+
+def test_a_json_file_is_read_as_json_records_not_as_its_source_text(models, tmp_path, capsys):
+    plain, _ = models
+    source = tmp_path / "in.json"
+    source.write_text('[{"text": "LiFePO4 cathodes"}, {"id": "z", "text": "ZnO films ."}]', encoding="utf8")
+    predict(model=plain, source=source, output=tmp_path / "out.jsonl")
+    written = records(tmp_path / "out.jsonl")
+    assert [(r["id"], r["text"]) for r in written] == [("in.json[0]", "LiFePO4 cathodes"), ("z", "ZnO films .")]
+    assert [e["text"] for e in written[1]["entities"]] == ["ZnO"]
+    one = tmp_path / "one.json"  # one object, as a .jsonl line holds it
+    one.write_text('{"id": "o", "text": "NiO ."}', encoding="utf8")
+    predict(model=plain, source=one, output=tmp_path / "one.jsonl")
+    assert [(r["id"], r["text"]) for r in records(tmp_path / "one.jsonl")] == [("o", "NiO .")]
+
+
+def test_a_json_file_of_the_wrong_shape_is_named_with_its_item(models, tmp_path, capsys):
+    plain, _ = models
+    source = tmp_path / "in.json"
+    source.write_text('[{"text": "ZnO ."}, "NiO .", {"title": "x"}]', encoding="utf8")
+    result = predict(model=plain, source=source, output=tmp_path / "out.jsonl")
+    assert [r["text"] for r in records(tmp_path / "out.jsonl")] == ["ZnO ."]
+    assert result["skipped_reasons"] == {'no "text"': 2}
+    out = " ".join(capsys.readouterr().out.split())
+    for index in (1, 2):
+        assert f'{source}[{index}]: skipped, no "text" string (a record is an object {{"text": ..., "id": ...}})' in out
+    strings = tmp_path / "strings.json"
+    strings.write_text('"ZnO ."', encoding="utf8")
+    with pytest.raises(NothingRead, match=r"no document of .*strings.json could be read \(1 not records"):
+        predict(model=plain, source=strings, output=tmp_path / "strings.jsonl")
+    out = " ".join(capsys.readouterr().out.split())
+    assert f'{strings}: skipped, a JSON string, not an array of {{"text": ..., "id": ...}} objects nor one' in out
+    assert not (tmp_path / "strings.jsonl").exists()
 
 
 def test_a_document_the_pipeline_fails_on_is_skipped_and_its_batch_is_rerun(models, tmp_path, capsys):

@@ -34,6 +34,10 @@ class SplitError(UserError, ValueError):
     """A split that cannot be made as asked; the message says what to change."""
 
 
+class CheckpointError(UserError, ValueError):
+    """A damaged training checkpoint; the message names the damaged file and says how to start over."""
+
+
 class ConfigFileError(UserError, ValueError):
     """A config file that cannot be read; the message names the file and the parse error."""
 

@@ -56,6 +56,40 @@ def label_sources(train: Path, unlabelled: Optional[Path]) -> List[Path]:
     return [train] + ([unlabelled] if unlabelled is not None and unlabelled.resolve() != train.resolve() else [])
 
 
+def check_unlabelled(unlabelled: Optional[Path], held_out: Dict[str, Optional[Path]]) -> None:
+    """Refuse a held-out corpus (dev or test: the same path, or the same bytes under another name, alone or in
+    a folder) as the unlabelled texts: the student would learn the teacher's labels of the very documents it
+    is then scored on, and its score would leak."""
+    if unlabelled is None or not unlabelled.exists():
+        return
+    from ..outputs import fingerprint
+
+    candidates = [unlabelled]
+    if unlabelled.is_dir():
+        candidates += sorted(p for p in unlabelled.rglob("*.spacy") if p.is_file())
+    for name, corpus in held_out.items():
+        if corpus is None or not corpus.exists():
+            continue
+        digest = None
+        for candidate in candidates:
+            itself = candidate.resolve() == corpus.resolve()
+            same = itself
+            if not same and candidate.is_dir() == corpus.is_dir():
+                if corpus.is_dir() or candidate.stat().st_size == corpus.stat().st_size:
+                    digest = digest or fingerprint(corpus)
+                    same = fingerprint(candidate) == digest
+            if same:
+                what = "is" if itself else "is a copy of"
+                if candidate != unlabelled:
+                    what = f"holds {candidate}, which {what}"
+                raise SetupError(
+                    f"the unlabelled input {unlabelled} {what} the {name} corpus {corpus}: the student would learn "
+                    f"the teacher's labels of the documents it is then scored on, and its {name} score would leak; "
+                    f"pass texts that are in no dev or test split (--vars.distill_input my/unlabelled.txt), or "
+                    f"the training corpus (corpus/train.spacy, the default)"
+                )
+
+
 def label_with_teacher(
     teacher: Path, sources, labels_dir: Path, *, temperature: float, shard_size: int, on_shard=None
 ) -> Labels:
@@ -107,6 +141,7 @@ def distill_pipeline(
     for path, what in ((teacher, "teacher pipeline"), (train, "training corpus"), (dev, "dev corpus")):
         if not path.exists():
             raise SetupError(f"the {what} {path} does not exist (run `spacy project run all` first)")
+    check_unlabelled(unlabelled, {"dev": dev, "test": test})
     _, device = select_device(gpu_id)
     sources = label_sources(train, unlabelled)
     labels = None

@@ -51,9 +51,17 @@ class StudentSettings:
             raise SetupError(f"distill_mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if not numpy.isfinite(self.temperature) or self.temperature <= 0:
             raise SetupError(f"distill_temperature must be a positive number, not {self.temperature}")
-        for name, value in (("distill_max_steps", self.max_steps), ("distill_eval_frequency", self.eval_frequency)):
-            if value is not None and value <= 0:
-                raise SetupError(f"{name} must be a positive number of steps, not {value}")
+        # as train's check_steps: 0 is no "use the default" here, and never "no limit"
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise SetupError(
+                f"distill_max_steps must be a positive number of training steps, not {self.max_steps} "
+                f"(--vars.distill_max_steps 600, say)"
+            )
+        if self.eval_frequency is not None and self.eval_frequency <= 0:
+            raise SetupError(
+                f"distill_eval_frequency must be a positive number of steps, not {self.eval_frequency} "
+                f"(--vars.distill_eval_frequency 100, say)"
+            )
         if self.max_unlabelled is not None and self.max_unlabelled < 0:
             raise SetupError(f"the number of unlabelled texts must be 0 or more, not {self.max_unlabelled}")
 
@@ -129,7 +137,12 @@ def train_student(
     """Train `run.nlp` for the settings' steps; writes model-best (best dev F), model-last and log.jsonl in
     `run.folder`. Returns the steps, seconds, best dev F and its step."""
     training = run.training
-    max_steps = settings.max_steps or training["max_steps"]
+    max_steps = settings.max_steps if settings.max_steps is not None else training["max_steps"]
+    if max_steps <= 0:  # spaCy's "no limit": the loop would train no step (or forever)
+        raise SetupError(
+            f"the student config's [training] max_steps must be a positive number of training steps, not "
+            f"{max_steps} (--vars.distill_max_steps 600, say)"
+        )
     eval_frequency = min(settings.eval_frequency or training["eval_frequency"], max_steps)
     batcher, optimizer = training["batcher"], training["optimizer"]
     golds = gold_batches(gold, batcher, settings.seed)

@@ -1,9 +1,11 @@
-"""Reading the documents to predict: .txt files (whole, or a line each), a folder of them, JSONL
-({"text": ...} per line) or Parquet (a `text` column, optionally `id`).
+"""Reading the documents to predict: .txt files (whole, or a line each), JSONL ({"text": ...} per line, with
+an optional "id"), JSON (an array of such objects, or one), Parquet (a `text` column, optionally `id`), or a
+folder of any of them: a single file and a file in a folder are read alike, by their extension.
 
-Nothing is lost at the edges: a document that cannot be read (not UTF-8, not JSON, empty) is named with its
-file and line, skipped and counted (`InputProblems`), and the reading goes on. Streams: a file is never
-held whole, except a .txt file that is one document.
+Nothing is lost at the edges: a document that cannot be read (not UTF-8, not JSON, empty, an item that is no
+object with a "text" string) is named with its file and line (a .json item: `file[index]`), skipped and
+counted (`InputProblems`), and the reading goes on. Streams: a file is never held whole, except a .txt file
+that is one document and a .json file (one JSON value).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from ..errors import SetupError, first_line, not_utf8_hint
 from ..json_documents import parse_json_or_reason
 from ..outputs import temporary_name
 
-INPUT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+INPUT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 BOM = b"\xef\xbb\xbf"
+JSON_KINDS = {str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 class InputProblems:
@@ -50,7 +53,7 @@ class Text:
 
 
 def input_files(source: Path, exclude: Sequence[Path] = ()) -> List[Path]:
-    """The files to read: `source` itself, or the .txt/.jsonl/.parquet files of a folder (any case), sorted.
+    """The files to read: `source` itself, or the .txt/.jsonl/.json/.parquet files of a folder (any case), sorted.
 
     Files with other extensions are named once in a warning instead of vanishing without a word.
     """
@@ -73,7 +76,7 @@ def input_files(source: Path, exclude: Sequence[Path] = ()) -> List[Path]:
         examples += ", ..." if len(others) > 5 else ""
         msg.warn(f"skipped {len(others)} file(s) with other extensions: {examples}")
     if not files:
-        raise SetupError(f"{source} holds no .txt, .jsonl or .parquet files")
+        raise SetupError(f"{source} holds no .txt, .jsonl, .json or .parquet files")
     return files
 
 
@@ -125,11 +128,12 @@ def check_something_read(documents: int, source: Path, problems: InputProblems, 
 def read_texts(
     files: Sequence[Path], problems: InputProblems, *, lines: bool = False, root: Optional[Path] = None
 ) -> Iterator[Text]:
-    """Documents from .jsonl files (a line each), .parquet files (a row each), .txt files (one each, or a
-    line each with `lines`). A text file that is an IOB export is skipped: its tags are no text."""
+    """Documents from .jsonl files (a line each), .json files (an item each of an array, or the one object),
+    .parquet files (a row each), .txt files (one each, or a line each with `lines`); any other extension is
+    read as a .txt file. A text file that is an IOB export is skipped: its tags are no text."""
     for path in files:
         try:
-            if path.suffix.lower() not in (".jsonl", ".parquet") and looks_like_iob(path):
+            if path.suffix.lower() not in (".jsonl", ".json", ".parquet") and looks_like_iob(path):
                 problems.skip(
                     str(path),
                     "an annotated IOB file (token and tag columns), not raw text: predict reads texts; "
@@ -138,6 +142,8 @@ def read_texts(
                 )
             elif path.suffix.lower() == ".jsonl":
                 yield from _read_jsonl(path, problems)
+            elif path.suffix.lower() == ".json":
+                yield from _read_json(path, problems)
             elif path.suffix.lower() == ".parquet":
                 yield from _read_parquet(path, problems)
             elif lines:
@@ -164,24 +170,61 @@ def _decoded_lines(path: Path, problems: InputProblems) -> Iterator[Tuple[int, s
                 yield lineno, where, line
 
 
+def _record_text(record, where: str, default_id: str, problems: InputProblems) -> Optional[Text]:
+    """The document of one JSON record ({"text": ..., "id": ...}: a .jsonl line, a .json item), or None when
+    it is named and skipped."""
+    text = record.get("text") if isinstance(record, dict) else None
+    if not isinstance(text, str):
+        problems.skip(where, 'no "text" string (a record is an object {"text": ..., "id": ...})', 'no "text"')
+    elif not text.strip():
+        problems.skip(where, "the text is empty", "empty")
+    else:
+        doc_id = str(record.get("id", default_id))
+        surrogate = re.search("[\ud800-\udfff]", doc_id + text)
+        if surrogate:  # a JSON escape such as \ud800 alone: no UTF-8 output can hold it
+            problems.skip(where, f"not UTF-8 (unpaired surrogate \\u{ord(surrogate.group()):04x})", "not UTF-8")
+        else:
+            return Text(doc_id, where, text)
+    return None
+
+
 def _read_jsonl(path: Path, problems: InputProblems) -> Iterator[Text]:
     for lineno, where, line in _decoded_lines(path, problems):
         record, why = parse_json_or_reason(line)
         if why:
             problems.skip(where, why, "not JSON")
             continue
-        text = record.get("text") if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            problems.skip(where, 'no "text" string', 'no "text"')
-        elif not text.strip():
-            problems.skip(where, "the text is empty", "empty")
-        else:
-            doc_id = str(record.get("id", f"{path.name}:{lineno}"))
-            surrogate = re.search("[\ud800-\udfff]", doc_id + text)
-            if surrogate:  # a JSON escape such as \ud800 alone: no UTF-8 output can hold it
-                problems.skip(where, f"not UTF-8 (unpaired surrogate \\u{ord(surrogate.group()):04x})", "not UTF-8")
-            else:
-                yield Text(doc_id, where, text)
+        text = _record_text(record, where, f"{path.name}:{lineno}", problems)
+        if text is not None:
+            yield text
+
+
+def _read_json(path: Path, problems: InputProblems) -> Iterator[Text]:
+    """A .json file: an array of records as a .jsonl line holds them (item i named `file[i]`, its id by default
+    `name[i]`), or one record (its id by default the file's name). Held whole: it is one JSON value."""
+    data, why = decode_utf8(path.read_bytes().removeprefix(BOM), whole_file=True)
+    if data is None:
+        problems.skip(str(path), why, "not UTF-8")
+        return
+    value, why = parse_json_or_reason(data)
+    if why:
+        problems.skip(str(path), why, "not JSON")
+    elif isinstance(value, list):
+        for index, record in enumerate(value):
+            text = _record_text(record, f"{path}[{index}]", f"{path.name}[{index}]", problems)
+            if text is not None:
+                yield text
+    elif isinstance(value, dict):
+        text = _record_text(value, str(path), path.name, problems)
+        if text is not None:
+            yield text
+    else:
+        problems.skip(
+            str(path),
+            f"a JSON {JSON_KINDS.get(type(value), 'value')}, not an array of "
+            '{"text": ..., "id": ...} objects nor one such object',
+            "not records",
+        )
 
 
 def _read_parquet(path: Path, problems: InputProblems, rows_per_read: int = 4096) -> Iterator[Text]:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..errors import CheckpointError
 from ..outputs import remove, replace, temporary_name
 
 STEP_PREFIX = "step-"
@@ -167,20 +168,77 @@ def write_checkpoint(folder: Path, nlp, optimizer, state: TrainingState, kept: i
     return final
 
 
+FILES = ("state.json", "optimizer.npz", "random.pkl", "model")  # what every checkpoint holds
+
+
 def checkpoints(folder: Path) -> List[Path]:
-    """The complete checkpoints in `folder`, oldest first."""
+    """The checkpoints in `folder`, oldest first. Each was renamed into place whole (`write_checkpoint`), so
+    one that lacks a file was damaged afterwards: `verify_checkpoint` refuses it, it is not skipped."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
-    return sorted(p for p in found if (p / "random.pkl").exists())
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX))
+
+
+def unfinished_checkpoints(folder: Path) -> List[Path]:
+    """Checkpoints whose writing was interrupted (their temporary names): never resumed from."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.startswith(f".{STEP_PREFIX}") and p.name.endswith(".tmp"))
+
+
+def _damaged(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"the checkpoint file {path} is damaged ({why}): rerun with --vars.resume false to start over (the "
+        f"interrupted run's checkpoints are then removed)"
+    )
 
 
 def read_state(checkpoint: Path) -> Tuple[TrainingState, Dict[str, Any]]:
-    """(the training state, the optimizer's counts) of a checkpoint."""
-    data = json.loads((checkpoint / "state.json").read_text(encoding="utf8"))
-    counts = data.pop("optimizer")
-    data["results"] = [tuple(result) for result in data["results"]]
-    return TrainingState(**data), counts
+    """(the training state, the optimizer's counts) of a checkpoint; a CheckpointError naming state.json
+    when it is missing, truncated or not a state."""
+    path = checkpoint / "state.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf8"))
+        counts = data.pop("optimizer")
+        data["results"] = [tuple(result) for result in data["results"]]
+        return TrainingState(**data), counts
+    except FileNotFoundError:
+        raise _damaged(path, "it is missing") from None
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise _damaged(path, f"it is not whole JSON: {err}") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise _damaged(path, f"it is not a training state: {type(err).__name__} {err}") from None
+
+
+def verify_checkpoint(checkpoint: Path) -> Tuple[TrainingState, Dict[str, Any]]:
+    """Check every file of a checkpoint before anything heavy is loaded (the transformer takes minutes):
+    its state, optimizer moments, random states and weights folder. Returns `read_state`'s answer; a
+    CheckpointError names the first damaged file."""
+    import zipfile
+
+    state = read_state(checkpoint)
+    model = checkpoint / "model"
+    if not (model / "config.cfg").is_file():
+        raise _damaged(model, "it is missing" if not model.exists() else "it has no config.cfg")
+    optimizer = checkpoint / "optimizer.npz"
+    if not optimizer.is_file():
+        raise _damaged(optimizer, "it is missing")
+    try:
+        with zipfile.ZipFile(optimizer) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"{bad} fails its checksum")
+    except (zipfile.BadZipFile, OSError) as err:
+        raise _damaged(optimizer, f"it is not a whole NumPy archive: {err}") from None
+    try:
+        states = read_random_states(checkpoint)
+        if not isinstance(states, dict) or "shuffles" not in states:
+            raise ValueError("it holds no random states")
+    except FileNotFoundError:
+        raise _damaged(checkpoint / "random.pkl", "it is missing") from None
+    except Exception as err:  # a truncated pickle raises EOFError, UnpicklingError, ValueError...
+        raise _damaged(checkpoint / "random.pkl", f"{type(err).__name__}: {err}") from None
+    return state
 
 
 def load_checkpoint(checkpoint: Path, nlp, optimizer) -> TrainingState:

@@ -21,7 +21,7 @@ from wasabi import msg
 
 from . import config_file, loop, precision
 from .calibration import calibrate
-from .checkpoints import checkpoints, read_state
+from .checkpoints import checkpoints, unfinished_checkpoints, verify_checkpoint
 from ..errors import ConfigFileError, SetupError
 from ..layers import speedups
 from ..outputs import fingerprint, remove, replace
@@ -209,8 +209,11 @@ def _resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> 
     """The checkpoint to go on from, if an interrupted run left one and `resume`; else the run folder is
     cleared. A checkpoint of another config, corpus or transformer is refused in one sentence."""
     found = checkpoints(run_dir)
+    if resume:
+        for unfinished in unfinished_checkpoints(run_dir):  # kill -9 while it was written: said, not silent
+            msg.warn(f"Skipping {unfinished}: its writing was interrupted, so it is incomplete")
     if found and resume:
-        state, _ = read_state(found[-1])
+        state, _ = verify_checkpoint(found[-1])  # one sentence naming a damaged file, before the transformer loads
         changed = [what for what, value in fingerprints.items() if state.fingerprints.get(what) != value]
         if changed:
             raise SetupError(
