@@ -214,7 +214,7 @@ class _Run:
         }
         padding = padding_share(self.nlp)
         if padding is not None:  # the share of padding in the transformer's training batches so far
-            record["padding"] = round(padding, 4)
+            record["padding"] = round(padding, 6)
         state.log.append(record)
         with self.log_path.open("a", encoding="utf8") as handle:
             handle.write(json.dumps(record) + "\n")
