@@ -9,6 +9,7 @@ from wasabi import msg
 
 from iob_ner.cli import user_errors
 from iob_ner.distill import distill_pipeline
+from iob_ner.distill.compare import speedup_text
 from iob_ner.distill.student import MODES, StudentSettings
 from iob_ner.evaluation import evaluate_pipeline
 from iob_ner.report import write_report
@@ -32,10 +33,11 @@ def print_summary(record: dict, output: Path) -> None:
         for label in labels
     ]
     rows.insert(0, ("typed F", f"{teacher['typed']['f']:.3f}", f"{student['typed']['f']:.3f}"))
-    rows.append(("words/s", f"{teacher['words_per_second']:,.0f}", f"{student['words_per_second']:,.0f}"))
+    rows.append(("words/s (median)", f"{teacher['words_per_second']:,.0f}", f"{student['words_per_second']:,.0f}"))
     msg.table(rows, header=(record["comparison_corpus"], "teacher", "student"), divider=True)
+    speedup = speedup_text(side, "the teacher's words/s")
     msg.good(
-        f"{output / 'model-best'}: {side['speedup']:.1f}x the teacher's words/s on {side['cpu']} "
+        f"{output / 'model-best'}: {speedup} on {side['cpu']} "
         f"({side['threads']} thread(s), batch {side['batch_size']}), {100 * side['f_difference']:+.1f} F points; "
         f"peak memory {record['peak_memory_mb']:,.0f} MB -> {output / 'distillation.json'}"
     )

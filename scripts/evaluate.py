@@ -68,6 +68,9 @@ def main(
         f"{corpus}: {m['examples']} documents, {m['words']} words at {m['words_per_second']:.0f} words/s "
         f"on {m['device']} -> {output}"
     )
+    warning = m["corpus_check"]["warning"]
+    if warning is not None:  # last, where it is seen: the scores above may say nothing about the model
+        msg.warn(warning)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from iob_ner.distill import labels as labels_module
 from iob_ner.distill.labels import label_texts, stream_silver
 from iob_ner.distill.student import StudentSettings, one_hot
 from iob_ner.errors import SetupError
+from iob_ner.outputs import fingerprint
 
 SCRIPT = ROOT / "scripts" / "distill.py"
 
@@ -248,8 +249,18 @@ def test_a_student_learns_from_the_teacher_on_tiny_data_and_beats_chance(sample,
         and nlp.get_pipe("ner").labels == spacy.load(sample / "teacher").get_pipe("ner").labels
     )
     assert nlp.get_pipe("ner").temperature == pytest.approx(record["calibration"]["temperature"])
+    trained_on = nlp.meta["iob_ner_trained_on"]  # what evaluate compares a corpus with
+    assert trained_on["dev"] == {"path": str(sample / "dev.spacy"), "sha256": fingerprint(sample / "dev.spacy")}
+    assert trained_on["train"]["sha256"] == fingerprint(sample / "train.spacy")
     side = record["comparison"]
-    assert side["teacher"]["words"] == side["student"]["words"] > 0 and side["speedup"] > 0
+    assert side["teacher"]["words"] == side["student"]["words"] == side["timing_words"] > 0
+    # the speed-up: the median of alternate timed rounds, with the spread of the per-round ratios
+    assert side["rounds"] == 3 and len(side["speedup_rounds"]) == 3 and side["timing_documents"] > 0
+    assert side["speedup_min"] <= side["speedup"] <= side["speedup_max"] and side["speedup"] > 0
+    assert side["speedup"] == pytest.approx(sorted(side["speedup_rounds"])[1], abs=0.011)
+    for name in ("teacher", "student"):
+        assert len(side[name]["seconds"]) == len(side[name]["words_per_second_rounds"]) == 3
+        assert side[name]["words_per_second"] == pytest.approx(sorted(side[name]["words_per_second_rounds"])[1])
     assert record["silver_docs"] == record["sources"][0]["docs"] > 0 and record["peak_memory_mb"] > 0
 
 
@@ -341,7 +352,10 @@ def test_the_command_distils_a_transformer_scores_the_student_and_reports_both(s
         2,
     ]
     report = (tmp_path / "student" / "report.md").read_text()
-    assert "## Teacher and student" in report and "| words/s |" in report
+    assert "## Teacher and student" in report and "| words/s (median) |" in report
+    side = record["comparison"]
+    assert f"{side['speedup']:.1f}x as fast (median of 3 rounds" in report
+    assert f"per round {side['speedup_min']:.1f}x to {side['speedup_max']:.1f}x" in report
     for name in ("metrics-dev.json", "metrics-test.json"):
         assert json.loads((tmp_path / "student" / name).read_text())["model"].endswith("model-best")
     # the same command again: the teacher's labels are reused
@@ -530,3 +544,24 @@ def test_the_benchmarks_runs_that_learn_from_the_teacher_start_after_its_labelli
 def test_the_benchmarks_labelling_runs_alone_when_its_threads_and_a_students_exceed_the_cores(monkeypatch):
     events = _schedule(jobs=2, label_threads=2, threads=1, cores=2, monkeypatch=monkeypatch)
     assert events[:2] == [("start", "label"), ("end", "label")]
+
+
+def test_the_speed_rounds_alternate_teacher_and_student_and_an_older_record_says_one_pass(sample, monkeypatch):
+    from iob_ner.distill import compare as compare_module
+
+    nlps = {"teacher": spacy.load(sample / "teacher"), "student": spacy.load(sample / "teacher")}
+    gold = list(read_docs(sample / "test.spacy", spacy.blank("en").vocab))
+    order = []
+    predict = compare_module.predict_gold
+
+    def recorded(nlp, texts, batch_size):
+        order.append(next(name for name, candidate in nlps.items() if candidate is nlp))
+        return predict(nlp, texts, batch_size=batch_size)
+
+    monkeypatch.setattr(compare_module, "predict_gold", recorded)
+    seconds = compare_module.timed_rounds(nlps, gold, 8, 3)
+    assert order == ["teacher", "student"] * 3 and all(len(s) == 3 and min(s) > 0 for s in seconds.values())
+    old = {"speedup": 12.34}
+    assert (
+        compare_module.speedup_text(old) == "12.3x as fast (one pass of each: rerun distill for a median over rounds)"
+    )

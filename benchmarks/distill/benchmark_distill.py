@@ -38,6 +38,7 @@ import typer
 from wasabi import msg
 
 from iob_ner.distill import label_sources
+from iob_ner.distill.compare import speedup_text
 from iob_ner.outputs import write_text_atomic
 from iob_ner.runtime import cpu_name, library_versions
 from iob_ner.training.config_file import write_config
@@ -115,7 +116,9 @@ def summary(name: str, record: dict) -> dict:
         "teacher_per_label_f": side["teacher"]["per_label_f"],
         "teacher_words_per_second": side["teacher"]["words_per_second"],
         "student_words_per_second": side["student"]["words_per_second"],
-        "speedup": side["speedup"],
+        "speedup": side["speedup"],  # median of alternate rounds (distill.compare), with their spread
+        "speedup_min": side.get("speedup_min"),
+        "speedup_max": side.get("speedup_max"),
         "best_dev_f": record["training"]["best_dev_f"],
         "labelling_seconds": record["timing"]["labelling_seconds"],
         "labels_made_in_seconds": record["timing"].get("labels_made_in_seconds"),
@@ -190,7 +193,8 @@ def quiet_step(teacher: Path, student: Path, test: Path, threads: int) -> dict:
     msg.info(f"teacher and {student} side by side, alone ({threads} thread(s))")
     payload = {"teacher": str(teacher), "student": str(student), "test": str(test), "batch_size": BATCH_SIZE}
     side = last_json_line(run_python(["-c", COMPARE, json.dumps(payload)], threads, "comparison"))
-    msg.text(f"student {side['speedup']:.1f}x the teacher's words/s, {100 * side['f_difference']:+.1f} F points")
+    speedup = speedup_text(side, "the teacher's words/s")
+    msg.text(f"student {speedup}, {100 * side['f_difference']:+.1f} F points")
     return {"student": str(student), **side}
 
 

@@ -24,6 +24,7 @@ from .metrics import (
 from .outputs import atomic_outputs, fingerprint
 from .runtime import select_device
 from .scoring import scoring_ner, switched_off_scorer
+from .trained_on import check_corpus
 
 NO_SCORES = "the NER head gives no entity scores (spaCy's transition-based `ner` has none): no calibration to measure"
 CONFIDENCE_NOTE = (
@@ -86,6 +87,7 @@ def evaluate_pipeline(
     examples, seconds = predict_gold(nlp, gold, batch_size=batch_size)
     metrics = entity_metrics(examples)
     words = sum(len(doc) for doc in gold)
+    corpus_sha = fingerprint(corpus)
     metrics.update(
         {
             "model": str(model),
@@ -96,8 +98,10 @@ def evaluate_pipeline(
             # what `report` checks its inputs against: a model trained or a corpus converted since is stale
             "fingerprints": {
                 "model": fingerprint(model) if Path(model).exists() else None,
-                "corpus": fingerprint(corpus),
+                "corpus": corpus_sha,
             },
+            # the gold labels the model lacks, a corpus of another conversion than its training corpora
+            "corpus_check": check_corpus(nlp, model, corpus, gold, corpus_sha),
         }
     )
     # null, never zeros, where there is nothing to measure: a reader must not take it for a perfect calibration

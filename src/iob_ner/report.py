@@ -429,17 +429,15 @@ def render_report(
     errors.index.name = "split"
     best = log.loc[log["dev_f"].idxmax()] if not log.empty else None
     before_title, data = split_lines(split)
+    mismatch, other_corpus = mismatch_lines(metrics)
     lines = [
+        *mismatch,
         *before_title,
         "# NER report",
         "",
         *data,
         f"Model: `{metrics['test']['model']}`, evaluated on {metrics['test']['device']}.",
-        (
-            f"Best dev F {best['dev_f']:.3f} at step {int(best['step'])} of {int(log['step'].max())}."
-            if best is not None
-            else ""
-        ),
+        best_line(best, log, other_corpus),
         padding_line(log),
         "",
         "## Overall",
@@ -484,6 +482,31 @@ def render_report(
     return "\n".join(lines)
 
 
+def mismatch_lines(metrics: Dict[str, dict]) -> Tuple[List[str], bool]:
+    """(report.md's first lines: evaluate's warning of each split whose corpus does not fit the model, whether
+    a corpus is not the model's own): gold labels the model lacks, a corpus of another conversion."""
+    lines, other = [], False
+    for split, m in metrics.items():
+        check = m.get("corpus_check") or {}  # metrics of an older evaluate have none
+        if check.get("warning"):
+            lines += [f"**Warning ({split}): {check['warning']}**", ""]
+        other = other or bool(check.get("other_corpus")) or bool(check.get("no_label_known"))
+    return lines, other
+
+
+def best_line(best: Optional[pd.Series], log: pd.DataFrame, other_corpus: bool) -> str:
+    """The training log's best dev F; where the corpus evaluated is not the model's, said to be the training's."""
+    if best is None:
+        return ""
+    where = f"at step {int(best['step'])} of {int(log['step'].max())}"
+    if other_corpus:
+        return (
+            f"The training run's best dev F, {best['dev_f']:.3f} {where}, was measured on the dev corpus the model "
+            "was trained with, not on the corpus of this report."
+        )
+    return f"Best dev F {best['dev_f']:.3f} {where}."
+
+
 def padding_line(log: pd.DataFrame) -> str:
     """The share of the transformer's training positions that were padding, as the log's last line has it."""
     if log.empty or "padding" not in log or log["padding"].isna().all():
@@ -512,6 +535,10 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
     """Write report.md, the plots and errors.html, all or none; returns (documents with errors, documents)."""
     metrics = load_metrics(training_dir)
     check_fresh(metrics)
+    for split, m in metrics.items():  # report.md has them at the top too
+        warning = (m.get("corpus_check") or {}).get("warning")
+        if warning:
+            msg.warn(f"{split}: {warning}")
     gold, pred = load_test_docs(test_corpus, training_dir / "predictions-test.spacy")
     log = read_log(training_dir / "log.jsonl")
     outputs = [

@@ -181,7 +181,12 @@ def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[
 
     nlp, head, training, gold = build_student(config, overrides, tag_labels, read_gold)
     dev_examples = gold_examples(nlp, list(read_docs(dev, nlp.vocab)))
-    run = StudentRun(nlp, head, training, folder, dev_examples, on_evaluation=on_evaluation)
+    from ..outputs import fingerprint
+    from ..trained_on import trained_on_record
+
+    # what evaluate compares a corpus with: the gold corpora (the teacher's labels are of other texts too)
+    record = trained_on_record(train, dev, {"training corpus": fingerprint(train), "dev corpus": fingerprint(dev)})
+    run = StudentRun(nlp, head, training, folder, dev_examples, on_evaluation=on_evaluation, trained_on=record)
     run.summary = train_student(run, gold, labels, settings)
     return run
 

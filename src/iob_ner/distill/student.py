@@ -25,6 +25,7 @@ from spacy.training import Example
 from thinc.api import Optimizer, set_dropout_rate
 
 from ..errors import SetupError
+from ..trained_on import META_KEY
 from .labels import Labels, SilverDoc, stream_silver
 
 MODES = ("soft", "hard", "gold")  # gold: no teacher labels at all (the baseline of an ablation)
@@ -129,6 +130,7 @@ class StudentRun:
     best_step: int = 0
     summary: Optional[Dict[str, Any]] = None  # what train_student returned
     on_evaluation: Optional[Callable[[int, float, Dict[str, float]], None]] = None  # (step, dev F, losses)
+    trained_on: Optional[Dict[str, Any]] = None  # meta.json's record of the gold corpora (iob_ner.trained_on)
 
 
 def train_student(
@@ -215,6 +217,8 @@ def _evaluate_and_keep(run: StudentRun, optimizer, step: int, losses: Dict[str, 
     if run.best is None or f > run.best:
         run.best, run.best_step = f, step
         run.nlp.meta["performance"] = {key: value for key, value in scores.items() if isinstance(value, float)}
+        if run.trained_on is not None:
+            run.nlp.meta[META_KEY] = run.trained_on
         _save(run.nlp, optimizer, run.folder / "model-best", averages)
 
 

@@ -33,6 +33,7 @@ from .checkpoints import TrainingState
 from ..layers.speedups import release
 from ..layers.transformer import padding_share
 from ..outputs import remove, replace, temporary_name
+from ..trained_on import META_KEY, trained_on_record
 
 MODEL_BEST, MODEL_LAST, LOG = "model-best", "model-last", "log.jsonl"
 
@@ -76,6 +77,8 @@ class _Run:
 
         self.nlp, self.output, self.fingerprints = nlp, output, fingerprints
         config = nlp.config.interpolate()
+        paths = config.get("paths", {})
+        self.trained_on = trained_on_record(paths.get("train"), paths.get("dev"), fingerprints)
         if config["training"]["seed"] is not None:
             fix_random_seed(config["training"]["seed"])
         if use_gpu >= 0 and config["training"]["gpu_allocator"]:
@@ -229,6 +232,8 @@ class _Run:
 
         with self.nlp.select_pipes(disable=self.frozen):
             update_meta(self.T, self.nlp, info)
+        if self.trained_on is not None:  # what evaluate compares a corpus with (iob_ner.trained_on)
+            self.nlp.meta[META_KEY] = self.trained_on
         with self.nlp.use_params(self.optimizer.averages or {}):
             self._save_pipeline(MODEL_LAST)
         if is_best:
