@@ -194,6 +194,18 @@ def check_overlaps(documents: Dict[str, List[Tuple[DocumentKey, str]]], dev_is_t
     return [f"{overlap.sentence()}: remove them from one of the files" for overlap in overlaps]
 
 
+SPLIT_RECORD = "split.json"
+
+
+def read_split_record(corpus: Path) -> Optional[dict]:
+    """The corpus folder's split.json (written by convert beside the corpus: where each split's documents
+    came from); None where it is missing or unreadable."""
+    try:
+        return json.loads((Path(corpus) / SPLIT_RECORD).read_text(encoding="utf8"))
+    except (OSError, ValueError):
+        return None
+
+
 def split_record(
     plan: Plan, assigned: List[str], first_lines: List[int], reports: Dict[str, ReadReport], seed: int
 ) -> dict:
@@ -255,7 +267,7 @@ def prepare_corpus(
             split: unseen_labels(reports["train"].entities, reports[split].entities) for split in ("dev", "test")
         }
         record["documents_in_two_splits"] = check_overlaps(documents, dev_is_test)
-        write_text_atomic(output / "split.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(output / SPLIT_RECORD, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return record, reports
 
 

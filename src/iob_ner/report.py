@@ -15,6 +15,7 @@ from .corpus import read_docs
 from .errors import ReportError
 from .metrics import confusion_labels
 from .outputs import atomic_outputs, fingerprint, remove
+from .prepare import read_split_record
 
 COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities", "kept", "correct"})
 ERROR_KINDS = ["correct", "wrong_label", "wrong_boundary", "wrong_label_and_boundary", "missed", "spurious"]
@@ -380,15 +381,6 @@ DEV_IS_TEST = (
 )
 
 
-def read_split_record(test_corpus: Path) -> Optional[dict]:
-    """corpus/split.json, written by convert beside the corpus: where dev and test came from."""
-    path = test_corpus.parent / "split.json"
-    try:
-        return json.loads(path.read_text(encoding="utf8"))
-    except (OSError, ValueError):
-        return None
-
-
 def split_lines(split: Optional[dict]) -> Tuple[List[str], List[str]]:
     """(lines before the title, lines after it): the dev-is-test warning goes first, where the data came from next."""
     if split is None:
@@ -570,7 +562,7 @@ def write_report(*, training_dir: Path, test_corpus: Path) -> Tuple[int, int]:
                     per_label,
                     with_errors,
                     len(gold),
-                    read_split_record(test_corpus),
+                    read_split_record(test_corpus.parent),
                     distillation_lines(training_dir),
                 ),
                 encoding="utf8",

@@ -8,12 +8,12 @@ or of another conversion gives scores that say nothing about the model, and eval
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from .outputs import fingerprint
+from .prepare import read_split_record
 
 META_KEY = "iob_ner_trained_on"
 
@@ -26,17 +26,10 @@ def trained_on_record(train: Optional[str], dev: Optional[str], fingerprints: Di
         "train": {"path": str(train), "sha256": fingerprints["training corpus"]},
         "dev": {"path": str(dev), "sha256": fingerprints["dev corpus"]},
     }
-    split = _split_record(Path(str(train)).parent) if train else None
+    split = read_split_record(Path(str(train)).parent) if train else None
     if split is not None and isinstance(split.get("sources"), dict):
         record["converted_from"] = split["sources"]
     return record
-
-
-def _split_record(folder: Path) -> Optional[dict]:
-    try:
-        return json.loads((folder / "split.json").read_text(encoding="utf8"))
-    except (OSError, ValueError):
-        return None
 
 
 def model_labels(nlp) -> List[str]:
@@ -99,7 +92,7 @@ def _other_corpus(recorded: dict, corpus: Path, split: Optional[str], corpus_sha
     sibling = corpus.parent / "dev.spacy"
     if not sibling.is_file() or fingerprint(sibling) == dev_sha:
         return None
-    now = _split_record(corpus.parent)
+    now = read_split_record(corpus.parent)
     source = ""
     if now is not None and isinstance(now.get("sources"), dict) and now["sources"].get("train"):
         source = f", from {now['sources']['train']}"

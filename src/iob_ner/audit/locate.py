@@ -9,7 +9,6 @@ found is then compared with the corpus, word for word and entity for entity: an 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
@@ -19,7 +18,7 @@ from spacy.vocab import Vocab
 from ..corpus import read_docs
 from ..errors import CorpusError
 from ..iob import IobDocument, Span, located_documents
-from ..prepare import SPLITS
+from ..prepare import SPLIT_RECORD, SPLITS, read_split_record
 
 
 @dataclass
@@ -47,11 +46,10 @@ def _shown(path: str) -> str:
 
 
 def _read_split_record(corpus: Path) -> dict:
-    path = corpus / "split.json"
-    try:
-        return json.loads(path.read_text(encoding="utf8"))
-    except (OSError, ValueError):
-        raise CorpusError(f"cannot read {path}: run `spacy project run convert` first") from None
+    record = read_split_record(corpus)
+    if record is None:
+        raise CorpusError(f"cannot read {corpus / SPLIT_RECORD}: run `spacy project run convert` first")
+    return record
 
 
 def check_export(corpus: Path, train: Path) -> None:
