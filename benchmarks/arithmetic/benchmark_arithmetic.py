@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from datetime import date
@@ -38,11 +37,11 @@ import typer
 from wasabi import msg
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "training"))
-
-from benchmark_training import build_config, score, train_for  # noqa: E402
+ROOT = HERE.parents[1]
+BASE = ROOT / "configs" / "base_config.cfg"
 
 from iob_ner.corpus import read_docs  # noqa: E402
+from iob_ner.experiments.timed import build_config, score, train_for  # noqa: E402
 from iob_ner.inference.pipeline import entity_reading, source_predictions  # noqa: E402
 from iob_ner.inference.writers import write_outputs  # noqa: E402
 from iob_ner.layers.transformer import Padding, TransformerShim, transformer_models, transformer_shims  # noqa: E402
@@ -95,7 +94,7 @@ def arithmetic(padding: Padding, shape: Dict[str, int], seconds: float, limit: f
 
 
 def train_lever(lever: str, seed: int, *, corpus: Path, model: str, words: int, limit: float):
-    config = build_config("token", corpus, model, None, None, batcher="words" if lever == "main" else "padded")
+    config = build_config("token", corpus, model, None, None, "words" if lever == "main" else "padded", base=BASE)
     config["system"]["seed"] = seed
     TransformerShim.group_rows = True  # the dev/test scoring is the same for both
     run = train_for(config, gpu=-1, budget=0.0, time_schedule=False, max_words=words)
@@ -228,7 +227,7 @@ def infer(nlp, corpus: Path, unlabelled: Optional[Path], docs: int, rounds: int,
     if nlp is None:  # no training runs: an untrained pipeline (predictions are compared, not scored)
         from spacy.training.initialize import init_nlp
 
-        nlp = init_nlp(build_config("token", corpus, model, None, None), use_gpu=-1)
+        nlp = init_nlp(build_config("token", corpus, model, None, None, base=BASE), use_gpu=-1)
     work = Path(tempfile.mkdtemp(prefix="arithmetic-"))
     sources = {"test": work / "test.txt"}
     sources["test"].write_text(
