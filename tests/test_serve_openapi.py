@@ -52,6 +52,32 @@ def test_the_documented_example_of_post_ner_answers_200_with_the_documented_shap
         }
 
 
+def test_in_swagger_ui_try_it_out_then_execute_answers_200(tmp_path):
+    """What the careless user did at /docs, in a headless Chromium: open POST /ner, "Try it out", "Execute"."""
+    from browser import Browser, find_browser
+
+    if find_browser() is None:
+        pytest.skip("no Chromium: apt-get install chromium")
+    browser = Browser(tmp_path / "profile")
+    op = "#operations-entities-find_entities"
+    try:
+        with serving(make_pipeline(False)) as url:
+            browser.open(f"{url}/docs", "document.querySelectorAll('.opblock').length > 0")
+            titles = browser.js("[...document.querySelectorAll('.opblock-tag')].map(e => e.textContent.trim())")
+            assert titles == ["entities", "service"]  # not "default"
+            browser.click(f"{op} .opblock-summary-control")
+            browser.wait_for(f"!!document.querySelector('{op} .try-out__btn')")
+            browser.click(f"{op} .try-out__btn")
+            browser.wait_for(f"!!document.querySelector('{op} textarea.body-param__text')")
+            sent = json.loads(browser.js(f"document.querySelector('{op} textarea.body-param__text').value"))
+            browser.click(f"{op} .execute")
+            status = f"document.querySelector('{op} .live-responses-table tbody .response-col_status')"
+            browser.wait_for(f"!!{status}")
+            assert sent == {"text": EXAMPLE_TEXT} and browser.js(f"{status}.textContent.trim()") == "200"
+    finally:
+        browser.close()
+
+
 def test_health_and_info_give_memory_in_bytes_and_for_people():
     with serving(make_pipeline(False)) as url:
         health = httpx.get(f"{url}/health").json()

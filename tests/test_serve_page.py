@@ -299,6 +299,13 @@ def test_the_table_slider_and_label_filter_show_the_same_entities_and_json_gives
         assert copied["text"] == text and [e["label"] for e in copied["entities"]] == [
             lab for _, _, lab, _ in found if lab != labels[0]
         ]
+        browser.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(tmp_path / "downloads"))
+        browser.click("#download-json")
+        downloaded = tmp_path / "downloads" / "entities.json"
+        deadline = time.monotonic() + 20
+        while not downloaded.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert json.loads(downloaded.read_text(encoding="utf8")) == copied
         browser.js(f"document.querySelector('#label-filter input[value=\"{labels[0]}\"]').click()")
         # narrow (400 px): nothing sticks out sideways; a screenshot of each width for a person to look at
         browser.screenshot(tmp_path / "page-1200.png", 1200, 1300)

@@ -94,6 +94,9 @@ class NerAnswer(BaseModel):
 class Problem(BaseModel):
     """A refusal: one sentence that says why."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"detail": "text 0 has 120,000 characters; the limit is 100,000"}]}
+    )
     detail: str
 
 
