@@ -142,3 +142,40 @@ def test_serve_names_a_broken_labels_json_in_one_line_before_loading_the_model(t
     )
     said = " ".join(result.stdout.split())
     assert result.returncode == 1 and str(labels) in said and "Traceback" not in result.stderr, (said, result.stderr)
+
+
+def test_serve_command_reads_labels_json_and_the_example_corpus(scored_model, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from spacy.tokens import DocBin
+
+    from iob_ner.serving.loadtest import free_port
+
+    nlp = spacy.load(scored_model)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"MAT": "A material", "Smt": "a typo: no such label"}))
+    doc = nlp.make_doc("NiO was studied by Raman spectroscopy")
+    doc.ents = [doc.char_span(0, 3, "MAT")]
+    DocBin(docs=[doc]).to_disk(tmp_path / "test.spacy")
+    port = free_port()
+    command = [sys.executable, str(ROOT / "scripts" / "serve.py"), str(scored_model), "--port", str(port)]
+    command += ["--gpu-id", "cpu", "--labels", str(labels), "--example-from", str(tmp_path / "test.spacy")]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    info = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                info = httpx.get(f"http://127.0.0.1:{port}/info", timeout=1).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGINT)
+        said = " ".join(server.communicate(timeout=60)[0].split())
+    assert info is not None, said
+    assert info["descriptions"] == {"MAT": "A material"} and info["example"] == doc.text
+    assert f"{labels} describes label(s) the pipeline does not have, left out: Smt" in said, said

@@ -317,6 +317,19 @@ def test_the_table_slider_and_label_filter_show_the_same_entities_and_json_gives
         shutil.copy(tmp_path / "page-1200.png", Path(tempfile.gettempdir()) / "iob_ner-page-1200.png")
 
 
+def test_without_scores_there_is_no_slider_and_the_marks_and_table_show_no_probability(browser):
+    text = "ZnO films by sputtering"
+    with serving(make_pipeline(False)) as url:  # an entity_ruler: entities without scores
+        open_page(browser, f"{url}/?text={quote(text)}")
+        browser.wait_for("!document.getElementById('results').hidden")
+        assert browser.js("getComputedStyle(document.getElementById('min-score-box')).display") == "none"
+        assert [(m[0], m[1], m[2], m[4]) for m in browser.js(MARKS)] == [
+            ("ZnO", "MAT", "", '"MAT"'),
+            ("sputtering", "PRO", "", '"PRO"'),
+        ]
+        assert browser.js(ROWS) == [["ZnO", "MAT", "–", "0", "3"], ["sputtering", "PRO", "–", "13", "23"]]
+
+
 def test_the_example_button_fills_in_the_servers_example_and_finds_its_entities(scored_model, browser):
     nlp = spacy.load(scored_model)
     with serving(nlp, SMALL) as url:

@@ -170,6 +170,14 @@ def build_app(
     if limits.max_chars > nlp.max_length:
         raise SetupError(f"max_chars {limits.max_chars:,} is over the pipeline's max_length {nlp.max_length:,}")
     info = pipeline_info(nlp, str(model), device, descriptions, example_text(nlp, example_corpus))
+    unknown = sorted(set(descriptions) - set(info["labels"]))
+    if unknown:  # a typo ("Mat" for "MAT") would otherwise be a tooltip that silently never shows
+        from wasabi import msg
+
+        msg.warn(
+            f"{labels_file} describes label(s) the pipeline does not have, left out: {', '.join(unknown)} "
+            f"(its labels: {', '.join(info['labels'])})"
+        )
     runner = pipeline_runner(nlp, min_score, ThreadDevice(gpu))  # the device of this thread, in the worker too
     return create_app(runner, info, limits=limits, batching=batching), info
 
