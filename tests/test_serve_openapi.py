@@ -34,6 +34,11 @@ def test_the_documented_example_of_post_ner_answers_200_with_the_documented_shap
         assert ner["operationId"] == "find_entities" and ner["tags"] == ["entities"] and ner["summary"]
         assert operations[("/health", "get")]["operationId"] == "health"
         assert operations[("/info", "get")]["operationId"] == "info"
+        for path, fields in (("/info", {"labels", "descriptions", "example", "limits"}), ("/health", {"rss_mb"})):
+            schema = operations[(path, "get")]["responses"]["200"]["content"]["application/json"]["schema"]
+            assert fields <= set(resolve(spec, schema)["properties"]), path
+        info = httpx.get(f"{url}/info").json()
+        assert set(resolve(spec, {"$ref": "#/components/schemas/Info"})["properties"]) == set(info)
         assert all(op.get("tags") and op.get("summary") for op in operations.values()), operations
         content = ner["requestBody"]["content"]["application/json"]
         examples = [e["value"] for e in content["examples"].values()] + content["schema"]["examples"]

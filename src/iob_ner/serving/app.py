@@ -113,6 +113,26 @@ class Health(BaseModel):
     uptime_s: float
 
 
+class Info(BaseModel):
+    """What /info answers (pipeline_info's fields, the example and the service's settings)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(description="The pipeline folder or package served")
+    name: str
+    version: str
+    pipeline: List[str] = Field(description="The pipeline's components")
+    labels: List[str]
+    colors: Dict[str, str] = Field(description="label -> the colour of training/errors.html")
+    descriptions: Dict[str, str] = Field(description="label -> description, from labels.json (empty without)")
+    example: str = Field(description="A short text to try (from the test corpus where the server has it)")
+    scores: bool = Field(description="Whether entities carry a calibrated probability")
+    score_samples: int
+    device: str
+    spacy: str
+    limits: Dict[str, Any] = Field(description="The Limits, and max_body: max_body_bytes for people")
+    batching: Dict[str, Any]
+
+
 class RequestError(Exception):
     """A request the service refuses: its HTTP status and one sentence."""
 
@@ -422,7 +442,7 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
         operation_id="info",
         tags=["service"],
         response_model=None,
-        responses={200: {"description": "name, version, pipeline, labels, colors, descriptions, example, limits, ..."}},
+        responses={200: {"model": Info, "description": "The pipeline and the service's settings"}},
     )
     async def about() -> Dict[str, Any]:
         """The pipeline (name, version, components, labels, their colours and descriptions, device), an example
