@@ -16,6 +16,9 @@ from iob_ner.cli import user_errors
 from iob_ner.runtime import parse_gpu_id
 from iob_ner.serving import LOOPBACK, serving_stack_missing
 
+LABELS_FILE = Path("configs/labels.json")  # iob_ner.serving.server's defaults (it imports torch: not here)
+EXAMPLE_CORPUS = Path("corpus/test.spacy")
+
 
 def main(
     model: Path = typer.Argument(Path("training/model-best"), help="Pipeline folder or installed package name"),
@@ -31,6 +34,12 @@ def main(
     timeout_s: float = typer.Option(30.0, help="A request that waits longer gets 503"),
     max_queue: int = typer.Option(4096, help="Texts waiting at most; beyond, 503 at once"),
     min_score: float = typer.Option(0.0, help="Leave out entities whose probability is under this"),
+    labels: Path = typer.Option(
+        LABELS_FILE, help="JSON object label -> description, shown as tooltips on the page and in /info (optional)"
+    ),
+    example_from: Path = typer.Option(
+        EXAMPLE_CORPUS, help=".spacy corpus whose short text is the page's example (else a built-in sentence)"
+    ),
 ) -> None:
     missing = serving_stack_missing()
     if missing:
@@ -51,7 +60,13 @@ def main(
     with user_errors():
         check_address(host, port)
         app, info = build_app(
-            model=model, gpu_id=parse_gpu_id(gpu_id, gpu_id_env), limits=limits, batching=batching, min_score=min_score
+            model=model,
+            gpu_id=parse_gpu_id(gpu_id, gpu_id_env),
+            limits=limits,
+            batching=batching,
+            min_score=min_score,
+            labels_file=labels,
+            example_corpus=example_from,
         )
     msg.info(
         f"{info['name']} {info['version']} ({', '.join(info['labels'])}) on {info['device']}; "

@@ -40,13 +40,12 @@ def slow_on_marker(doc):
 
 
 @contextmanager
-def serving(nlp, limits: Limits = SMALL, batching: Batching = Batching(), device=None):
+def serving(nlp, limits: Limits = SMALL, batching: Batching = Batching(), device=None, descriptions=None):
     """The application of `nlp` under a real uvicorn server on a free 127.0.0.1 port, in a thread."""
     import uvicorn
 
-    app = create_app(
-        pipeline_runner(nlp, device=device), pipeline_info(nlp, "test", "CPU"), limits=limits, batching=batching
-    )
+    info = pipeline_info(nlp, "test", "CPU", descriptions)
+    app = create_app(pipeline_runner(nlp, device=device), info, limits=limits, batching=batching)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -28,6 +28,7 @@ from ..json_documents import NotJson, parse_json
 
 Run = Callable[[List[str]], List[List[dict]]]  # texts -> the entities of each
 UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
+EXAMPLE_TEXT = "ZnO films were grown by pulsed laser deposition on sapphire at 600 °C."  # no corpus: this
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,77 @@ class NerRequest(BaseModel):
         if (self.text is None) == (self.texts is None):
             raise ValueError("give either 'text' (a string) or 'texts' (a list of strings)")
         return self
+
+
+# -- what the answers look like (for /docs and /openapi.json: the handlers build plain dicts) ---------
+
+
+class Entity(BaseModel):
+    text: str = Field(description="The entity's characters: the request's text[start:end]")
+    label: str
+    start: int = Field(description="Offset of the first character, in Unicode code points (Python's str)")
+    end: int = Field(description="Offset after the last character")
+    score: Optional[float] = Field(
+        None, description="Calibrated probability (token_ner pipelines; absent for spaCy's ner)"
+    )
+
+
+class Entities(BaseModel):
+    entities: List[Entity]
+
+
+class NerAnswer(BaseModel):
+    """{"entities": [...]} for `text`, {"results": [{"entities": [...]}, ...]} for `texts` (in their order)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"entities": [{"text": "ZnO", "label": "MAT", "start": 0, "end": 3, "score": 0.97}]}]
+        }
+    )
+    entities: Optional[List[Entity]] = Field(None, description="For a request with `text`")
+    results: Optional[List[Entities]] = Field(None, description="For a request with `texts`, one per text")
+
+
+class Problem(BaseModel):
+    """A refusal: one sentence that says why."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"detail": "text 0 has 120,000 characters; the limit is 100,000"}]}
+    )
+    detail: str
+
+
+class Health(BaseModel):
+    status: str
+    queued: int = Field(description="Texts waiting for the pipeline")
+    requests: int
+    refused: int = Field(description="Requests answered with a 4xx or 5xx sentence")
+    batches: int
+    texts: int
+    rss_bytes: Optional[int] = Field(description="Resident memory of the server process, in bytes")
+    rss_mb: Optional[float] = Field(description="The same in MB (10^6 bytes), one decimal")
+    rss: Optional[str] = Field(description='The same for people, e.g. "812 MB"')
+    uptime_s: float
+
+
+class Info(BaseModel):
+    """What /info answers (pipeline_info's fields, the example and the service's settings)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(description="The pipeline folder or package served")
+    name: str
+    version: str
+    pipeline: List[str] = Field(description="The pipeline's components")
+    labels: List[str]
+    colors: Dict[str, str] = Field(description="label -> the colour of training/errors.html")
+    descriptions: Dict[str, str] = Field(description="label -> description, from labels.json (empty without)")
+    example: str = Field(description="A short text to try (from the test corpus where the server has it)")
+    scores: bool = Field(description="Whether entities carry a calibrated probability")
+    score_samples: int
+    device: str
+    spacy: str
+    limits: Dict[str, Any] = Field(description="The Limits, and max_body: max_body_bytes for people")
+    batching: Dict[str, Any]
 
 
 class RequestError(Exception):
@@ -240,6 +312,22 @@ def rss_bytes() -> Optional[int]:
     return None
 
 
+def human_bytes(size: Optional[int]) -> Optional[str]:
+    """812000000 -> "812 MB" (powers of 1000, as rss_mb): memory in /health and /info for people."""
+    if size is None:
+        return None
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" or size >= 100 else f"{size:.1f} {unit}"
+        size /= 1000
+    return None  # not reached
+
+
+def memory(size: Optional[int]) -> Dict[str, Any]:
+    """The raw bytes (the key clients read), MB and words, side by side."""
+    return {"rss_bytes": size, "rss_mb": None if size is None else round(size / 1e6, 1), "rss": human_bytes(size)}
+
+
 # -- the application -----------------------------------------------------------------------------------
 
 
@@ -272,25 +360,39 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
         state["refused"] += 1
         return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
 
+    example = str(info.get("example") or EXAMPLE_TEXT)
+    request_schema = NerRequest.model_json_schema()
+    request_schema["examples"] = [{"text": example}, {"texts": [example, "A second text."]}]
+
     @app.post(
         "/ner",
+        summary="Find the entities of a text or of several",
+        operation_id="find_entities",
+        tags=["entities"],
+        response_model=None,  # the handler builds the answer; NerAnswer documents it
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": NerRequest.model_json_schema()}},
+                "content": {
+                    "application/json": {
+                        "schema": request_schema,
+                        # what Swagger UI's "Try it out" fills in: a request that answers 200
+                        "examples": {
+                            "text": {"summary": "One text", "value": {"text": example}},
+                            "texts": {"summary": "Several texts", "value": {"texts": [example, "A second text."]}},
+                        },
+                    }
+                },
             }
         },
         responses={
-            200: {
-                "description": '{"entities": [{"text", "label", "start", "end", '
-                '"score"}]}, or {"results": [...]} for `texts`'
-            },
-            400: {"description": "not UTF-8, or the client disconnected"},
-            408: {"description": "the body did not arrive in time"},
-            413: {"description": "over a limit"},
-            422: {"description": "not JSON, not the documented shape, or an unpaired surrogate"},
-            500: {"description": "the pipeline failed on this text (only this request fails)"},
-            503: {"description": "timed out or queue full; retry"},
+            200: {"model": NerAnswer, "description": "The entities of each text"},
+            400: {"model": Problem, "description": "not UTF-8, or the client disconnected"},
+            408: {"model": Problem, "description": "the body did not arrive in time"},
+            413: {"model": Problem, "description": "over a limit"},
+            422: {"model": Problem, "description": "not JSON, not the documented shape, or an unpaired surrogate"},
+            500: {"model": Problem, "description": "the pipeline failed on this text (only this request fails)"},
+            503: {"model": Problem, "description": "timed out or queue full; retry"},
         },
     )
     async def ner(request: Request) -> Dict[str, Any]:
@@ -312,7 +414,14 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
             ) from None
         return {"entities": found[0]} if single else {"results": [{"entities": e} for e in found]}
 
-    @app.get("/health")
+    @app.get(
+        "/health",
+        summary="Liveness, queue, counts and memory",
+        operation_id="health",
+        tags=["service"],
+        response_model=None,
+        responses={200: {"model": Health, "description": "The server is up"}},
+    )
     async def health() -> Dict[str, Any]:
         """Liveness, queue length, counts and resident memory."""
         batcher = state.get("batcher")
@@ -323,14 +432,23 @@ def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), bat
             "refused": state["refused"],
             "batches": batcher.batches if batcher else 0,
             "texts": batcher.texts if batcher else 0,
-            "rss_bytes": rss_bytes(),
+            **memory(rss_bytes()),
             "uptime_s": round(time.time() - state["started"], 1),
         }
 
-    @app.get("/info")
+    @app.get(
+        "/info",
+        summary="The pipeline, its labels and the service's limits",
+        operation_id="info",
+        tags=["service"],
+        response_model=None,
+        responses={200: {"model": Info, "description": "The pipeline and the service's settings"}},
+    )
     async def about() -> Dict[str, Any]:
-        """The pipeline (name, version, components, labels, device) and the service's limits and batching."""
-        return {**info, "limits": asdict(limits), "batching": asdict(batching)}
+        """The pipeline (name, version, components, labels, their colours and descriptions, device), an example
+        text, and the service's limits (max_body: max_body_bytes for people) and batching."""
+        shown = {**asdict(limits), "max_body": human_bytes(limits.max_body_bytes)}
+        return {"example": example, "descriptions": {}, **info, "limits": shown, "batching": asdict(batching)}
 
     add_page(app)
     return app

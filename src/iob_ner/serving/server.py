@@ -49,8 +49,58 @@ def pipeline_runner(
     return run
 
 
-def pipeline_info(nlp, model: str, device: str) -> Dict[str, Any]:
-    """What /info tells about a loaded pipeline (and the page at / reads: the labels' colours)."""
+LABELS_FILE = Path("configs/labels.json")  # label -> description, filled by the user; optional
+EXAMPLE_CORPUS = Path("corpus/test.spacy")  # where the example text of /info and the page comes from
+EXAMPLE_MAX_CHARS = 300
+
+
+def label_descriptions(path: Optional[Path]) -> Dict[str, str]:
+    """{label: description} from a JSON object such as {"MAT": "a material"}: the page's tooltips and /info's
+    "descriptions". No file (or no path): none, quietly. A file that is not such an object: SetupError, one
+    sentence that names the file."""
+    if path is None or not Path(path).is_file():
+        return {}
+    import json
+
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SetupError(
+            f"{path} is not a JSON object of label descriptions ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); fix it or delete it"
+        ) from None
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise SetupError(
+            f'{path} must be one JSON object of label -> description, e.g. {{"MAT": "a material"}}; fix it or delete it'
+        )
+    return {str(label): text for label, text in found.items()}
+
+
+def example_text(nlp, corpus: Optional[Path], max_chars: int = EXAMPLE_MAX_CHARS) -> str:
+    """A short text of `corpus` (a .spacy file, the test set by default) with the most entities, for /info
+    and the page's "Example" button; the built-in sentence where there is no corpus or it has no such text."""
+    from .app import EXAMPLE_TEXT
+
+    if corpus is None or not Path(corpus).is_file():
+        return EXAMPLE_TEXT
+    from spacy.tokens import DocBin
+
+    try:
+        docs = DocBin().from_disk(corpus).get_docs(nlp.vocab)
+        best = None
+        for i, doc in zip(range(2000), docs):  # a look at the first documents is enough
+            if 20 <= len(doc.text) <= max_chars and doc.ents and (best is None or len(doc.ents) > len(best.ents)):
+                best = doc
+        return best.text.strip() if best is not None else EXAMPLE_TEXT
+    except Exception:  # an example is a convenience: a corpus spaCy cannot read must not stop the server
+        return EXAMPLE_TEXT
+
+
+def pipeline_info(
+    nlp, model: str, device: str, descriptions: Optional[Dict[str, str]] = None, example: str = ""
+) -> Dict[str, Any]:
+    """What /info tells about a loaded pipeline (and the page at / reads: the labels' colours and
+    descriptions, and an example text)."""
     import spacy
 
     labels = sorted(
@@ -70,6 +120,8 @@ def pipeline_info(nlp, model: str, device: str) -> Dict[str, Any]:
         "pipeline": nlp.pipe_names,
         "labels": labels,
         "colors": label_colors(labels),  # those of training/errors.html
+        "descriptions": {label: text for label, text in (descriptions or {}).items() if label in labels},
+        "example": example or example_text(nlp, None),
         "scores": scoring is not None,
         "score_samples": int(getattr(scoring.pipe, "samples", 0)) if scoring else 0,
         "device": device,
@@ -94,11 +146,21 @@ def check_address(host: str, port: int) -> None:
         ) from None
 
 
-def build_app(*, model: Path, gpu_id, limits: "Limits", batching: "Batching", min_score: float = 0.0):
+def build_app(
+    *,
+    model: Path,
+    gpu_id,
+    limits: "Limits",
+    batching: "Batching",
+    min_score: float = 0.0,
+    labels_file: Optional[Path] = None,
+    example_corpus: Optional[Path] = None,
+):
     """Load the pipeline (on the GPU when there is one, unless gpu_id says otherwise) and wrap it."""
     from .app import create_app
 
     check_min_score(min_score)  # before the pipeline loads (20 s on a CPU)
+    descriptions = label_descriptions(labels_file)  # a broken file: said before the pipeline loads
     if batching.max_batch_size < 1 or batching.max_wait_ms < 0:
         raise SetupError("max_batch_size must be at least 1 and max_wait_ms at least 0")
     if min(limits.max_body_bytes, limits.max_texts, limits.max_chars, limits.max_queue) < 1 or limits.timeout_s <= 0:
@@ -107,7 +169,15 @@ def build_app(*, model: Path, gpu_id, limits: "Limits", batching: "Batching", mi
     nlp = load_pipeline(model)
     if limits.max_chars > nlp.max_length:
         raise SetupError(f"max_chars {limits.max_chars:,} is over the pipeline's max_length {nlp.max_length:,}")
-    info = pipeline_info(nlp, str(model), device)
+    info = pipeline_info(nlp, str(model), device, descriptions, example_text(nlp, example_corpus))
+    unknown = sorted(set(descriptions) - set(info["labels"]))
+    if unknown:  # a typo ("Mat" for "MAT") would otherwise be a tooltip that silently never shows
+        from wasabi import msg
+
+        msg.warn(
+            f"{labels_file} describes label(s) the pipeline does not have, left out: {', '.join(unknown)} "
+            f"(its labels: {', '.join(info['labels'])})"
+        )
     runner = pipeline_runner(nlp, min_score, ThreadDevice(gpu))  # the device of this thread, in the worker too
     return create_app(runner, info, limits=limits, batching=batching), info
 
