@@ -58,3 +58,17 @@ def test_a_language_spacy_lacks_or_cannot_load_is_one_sentence():
     with pytest.raises(SetupError, match="'ja' tokenizer needs a package that is not installed: .*SudachiPy"):
         language_tokenizer("ja")
     assert [t.text for t in language_tokenizer("zh")("锂电池正极")]  # Chinese: character segmentation, no package
+
+
+def test_debug_data_repeats_converts_fit_as_a_finding(tmp_path):
+    from iob_ner.debug_data import tokenizer_fit_findings
+
+    assert tokenizer_fit_findings(tmp_path) == []  # converted before the check: nothing said
+    distinct = [[(f"Sample{i}", "O"), *sentence] for i in range(10) for sentence in (FITTING, UNIT)]
+    export = write_export(tmp_path / "export.tsv", distinct)
+    prepare_corpus(train=export, dev="auto", test="auto", output=tmp_path / "corpus")
+    findings = tokenizer_fit_findings(tmp_path / "corpus")
+    assert [level for level, _ in findings] == ["warn"] * 6  # the sentence and the 5 first examples
+    assert f"{export}:12: UNIT 'K' is not whole tokens: K." in findings[1][1]
+    good = prepare_corpus(train=ROOT / "assets" / "train.tsv", dev="auto", test="auto", output=tmp_path / "sample")[0]
+    assert tokenizer_fit_findings(tmp_path / "sample") == [("good", fit_lines(good["tokenizer_fit"])[0])]

@@ -22,8 +22,10 @@ from wasabi import table
 
 from .errors import ConfigFileError, DataError, SetupError
 from .outputs import write_text_atomic
+from .prepare import read_split_record
 from .runtime import resolve_transformer
 from .split_checks import DocumentKey, document_key, find_overlaps, listing, unseen_labels, unseen_sentence
+from .tokenizer_fit import fit_lines
 from .training.config_file import read_config
 
 try:  # spaCy's own threshold for "Low number of examples for label", so that both reports agree
@@ -247,7 +249,18 @@ def project_checks(
         raise DataError(str(err)) from None
     paths = {"train": train, "dev": dev, **({"test": test} if test is not None else {})}
     splits = {name: gather_split_stats(name, path) for name, path in paths.items()}
-    return ProjectChecks(config_text, swapped, splits, ner_findings(splits, dev_is_test))
+    findings = ner_findings(splits, dev_is_test) + tokenizer_fit_findings(train.parent)
+    return ProjectChecks(config_text, swapped, splits, findings)
+
+
+def tokenizer_fit_findings(corpus: Path) -> List[Finding]:
+    """convert's tokenizer fit check (corpus/split.json), as findings: whether spaCy's tokenizer can find
+    the export's entities in raw text. Nothing where the corpus was converted before the check existed."""
+    fit = (read_split_record(corpus) or {}).get("tokenizer_fit")
+    if not fit:
+        return []
+    line, warnings = fit_lines(fit)
+    return [("warn", warning) for warning in warnings] or [("good", line)]
 
 
 def spacy_checks(
