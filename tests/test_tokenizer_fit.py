@@ -72,3 +72,15 @@ def test_debug_data_repeats_converts_fit_as_a_finding(tmp_path):
     assert f"{export}:12: UNIT 'K' is not whole tokens: K." in findings[1][1]
     good = prepare_corpus(train=ROOT / "assets" / "train.tsv", dev="auto", test="auto", output=tmp_path / "sample")[0]
     assert tokenizer_fit_findings(tmp_path / "sample") == [("good", fit_lines(good["tokenizer_fit"])[0])]
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "fr", "zh"])
+def test_the_tokenizer_made_without_a_pipeline_is_spacy_blanks(lang):
+    """convert builds the rule-based tokenizer from spaCy's registered factory and the language's Defaults,
+    without a Language object (whose creation imports torch): the same tokens as spacy.blank's tokenizer.
+    If this fails after a spaCy upgrade, compare spacy.language.create_tokenizer with _rule_tokenizer."""
+    import spacy
+
+    text = "The (BRCA1) gene, e.g. 550 K. don't U.S.A. http://x.org 3-4 mg/kg, 锂电池 «Zitat» l'homme"
+    ours = [token.text for token in language_tokenizer(lang)(text)]
+    assert ours == [token.text for token in spacy.blank(lang)(text)], f"the {lang} tokenizers differ"

@@ -120,11 +120,32 @@ def language_tokenizer(lang: str):
     if not known:
         raise SetupError(f"'{lang}' is not a language code spaCy knows: use one like en, de, fr, zh (spacy.lang)")
     try:
-        return spacy.blank(lang).tokenizer
+        return _rule_tokenizer(lang) or spacy.blank(lang).tokenizer
     except ImportError as err:
         raise SetupError(
             f"spaCy's '{lang}' tokenizer needs a package that is not installed: {first_line(err)}"
         ) from None
+
+
+def _rule_tokenizer(lang: str):
+    """spaCy's rule-based tokenizer of `lang` (the one `spacy.blank(lang)` makes: its registered
+    `spacy.Tokenizer.v1` over the language's Defaults and vocab), built without a Language object: creating
+    one imports every pipeline factory's package, spacy-transformers and torch among them, which convert
+    does without. None for a language whose config names another tokenizer (zh, ja, ko, ...)."""
+    from spacy.registrations import populate_registry
+    from spacy.util import get_lang_class, registry
+    from spacy.vocab import create_vocab
+
+    language = get_lang_class(lang)
+    if language.default_config["nlp"]["tokenizer"].get("@tokenizers") != "spacy.Tokenizer.v1":
+        return None
+
+    class Defaults:  # what the tokenizer factory reads of a pipeline
+        vocab = create_vocab(lang, language.Defaults)
+
+    Defaults.Defaults = language.Defaults
+    populate_registry()  # spaCy registers its functions when a pipeline is first made
+    return registry.tokenizers.get("spacy.Tokenizer.v1")()(Defaults)
 
 
 def fit_lines(fit: dict) -> Tuple[str, List[str]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, Callable, Dict
 
 from spacy.util import registry
-from transformers import AutoTokenizer
 
 # Counts kept at most (one int per distinct text); past it, a text is counted again at each epoch.
 MAX_COUNTS = 2_000_000
@@ -25,6 +24,10 @@ MAX_COUNTS = 2_000_000
 def make_wordpiece_count(name: str, tokenizer_config: Dict[str, Any] = {"use_fast": True}) -> Callable[[Any], int]:
     """The number of wordpieces (special tokens included) the transformer `name` makes of an Example's or
     Doc's text, each text tokenized once. The tokenizer is loaded as spacy-transformers loads it."""
+    # here, not at the top: spaCy loads the entry points of its `misc` registry where a blank pipeline
+    # resolves its config, and convert runs without torch (scripts/convert.py)
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_config)
     counts: Dict[int, int] = {}
 
