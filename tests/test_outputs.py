@@ -1,0 +1,92 @@
+"""Outputs replaced together across a kill -9 (`replace_together` and the record that `finish_replacing`
+finishes): a kill at every file-system step leaves either all the old outputs or, once finished, all the new
+ones, and nothing hidden beside them."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from iob_ner import outputs
+
+
+class Killed(BaseException):
+    """What a kill -9 does to the process: nothing after it runs, no except or finally that cleans up."""
+
+
+def make_outputs(root: Path, run: str) -> list:
+    """A run's four outputs under `root`: two pipelines (folders), a log and a calibration (files)."""
+    made = []
+    for name in ("model-best", "model-last"):
+        (root / name).mkdir(parents=True)
+        (root / name / "meta.json").write_text(run)
+        made.append(root / name)
+    for name in ("log.jsonl", "calibration.json"):
+        (root / name).write_text(run)
+        made.append(root / name)
+    return made
+
+
+def runs_of(root: Path) -> set:
+    return {(root / name / "meta.json").read_text() for name in ("model-best", "model-last")} | {
+        (root / name).read_text() for name in ("log.jsonl", "calibration.json")
+    }
+
+
+def kill_at(monkeypatch, n: int) -> None:
+    """The n-th rename, replace, unlink or folder removal from now on raises Killed instead."""
+    count = [0]
+
+    def dying(real):
+        def call(*args, **kwargs):
+            count[0] += 1
+            if count[0] == n:
+                raise Killed(n)
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("rename", "replace", "unlink"):
+        monkeypatch.setattr(Path, name, dying(getattr(Path, name)))
+    monkeypatch.setattr(shutil, "rmtree", dying(shutil.rmtree))
+
+
+def test_a_kill_at_any_step_leaves_the_old_outputs_or_the_record_that_finishes_the_new_ones(tmp_path, monkeypatch):
+    n = 0
+    while True:
+        n += 1
+        root = tmp_path / str(n)
+        output, run = root / "training", root / "training" / "checkpoints"
+        finals = make_outputs(output, "old")
+        sources = make_outputs(run, "new")
+        (run / "step-000004").mkdir()
+        record = output / ".promotion.json"
+        with monkeypatch.context() as patched:
+            kill_at(patched, n)
+            try:
+                outputs.replace_together(list(zip(sources, finals)), record, removed=[run], note={"run": "new"})
+                killed = False
+            except Killed:
+                killed = True
+        if not killed:
+            break
+        note = outputs.finish_replacing(record)  # the next run, first
+        assert runs_of(output) == ({"new"} if note is not None else {"old"}), n
+        if note is not None:
+            assert note == {"run": "new"} and not run.exists()
+        else:  # killed before the record was in place: the run's folder waits, whole, to be promoted again
+            assert runs_of(run) == {"new"}
+        left = sorted(p.name for p in output.iterdir() if p.name.startswith("."))
+        assert left == [], (n, left)
+        assert outputs.finish_replacing(record) is None  # finished once
+    assert n > 10  # every rename and removal of the four outputs was a kill point
+    assert runs_of(output) == {"new"} and not run.exists() and not record.exists()
+
+
+def test_a_damaged_record_is_one_sentence(tmp_path):
+    from iob_ner.errors import SetupError
+
+    record = tmp_path / ".promotion.json"
+    record.write_text("{not json")
+    with pytest.raises(SetupError, match=r"\.promotion\.json, the record of outputs being replaced, is damaged"):
+        outputs.finish_replacing(record)
