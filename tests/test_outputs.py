@@ -90,3 +90,80 @@ def test_a_damaged_record_is_one_sentence(tmp_path):
     record.write_text("{not json")
     with pytest.raises(SetupError, match=r"\.promotion\.json, the record of outputs being replaced, is damaged"):
         outputs.finish_replacing(record)
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from iob_ner.outputs import one_run_at_a_time
+with one_run_at_a_time(sys.argv[1], "train"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def holding_child(folder: Path):
+    """A real second process that holds the folder's train lock until it is killed."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_ones_lock_taken_over(tmp_path, capsys):
+    from iob_ner.errors import SetupError
+
+    child = holding_child(tmp_path)
+    try:
+        with pytest.raises(SetupError, match=rf"in use by another train run \(pid {child.pid} on .*kill its pid"):
+            with outputs.one_run_at_a_time(tmp_path, "train"):
+                pass
+    finally:
+        child.kill()  # kill -9: its lock file stays, with its pid
+        child.wait()
+    assert (tmp_path / ".train.lock").exists()
+    with outputs.one_run_at_a_time(tmp_path, "train") as lock:
+        assert f'"pid": {__import__("os").getpid()}' in lock.read_text()
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"Taking over {tmp_path / '.train.lock'}: the train run that held it (pid {child.pid} on" in said
+    assert not (tmp_path / ".train.lock").exists()  # released at the end
+
+
+@pytest.mark.parametrize("stop", [RuntimeError, KeyboardInterrupt])
+def test_the_lock_is_released_on_an_error_and_on_ctrl_c(tmp_path, stop, capsys):
+    with pytest.raises(stop):
+        with outputs.one_run_at_a_time(tmp_path, "train"):
+            raise stop()
+    assert not (tmp_path / ".train.lock").exists()
+    with outputs.one_run_at_a_time(tmp_path, "train"):
+        pass
+    assert "Taking over" not in capsys.readouterr().out
+
+
+def test_train_refuses_a_second_run_on_the_same_output_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    output = tmp_path / "training"
+    child = holding_child(output)
+    try:
+        command = [sys.executable, "scripts/train.py", "configs/config.cfg", str(output), "--train"]
+        command += ["assets/sample.json", "--dev", "assets/sample.json", "--gpu-id", "cpu"]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        child.kill()
+        child.wait()
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"{output} is in use by another train run (pid {child.pid} on" in said, said
+    assert not (output / "checkpoints").exists()
+
+
+def test_a_folder_the_lock_made_is_not_left_empty(tmp_path):
+    with pytest.raises(RuntimeError):
+        with outputs.one_run_at_a_time(tmp_path / "training", "train"):
+            raise RuntimeError("a config that cannot train")
+    assert not (tmp_path / "training").exists()

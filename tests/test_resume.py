@@ -211,6 +211,7 @@ def test_kill_9_while_the_outputs_are_put_in_place_then_the_same_command_finishe
     assert code == 0 and "Traceback" not in err, err[-3000:]
     assert "killed while its pipelines were put in place" in out and "nothing is left to train" in out, out
     assert "Resuming" not in out, out
+    assert f"Taking over {output / '.train.lock'}" in out, out  # the killed run's lock, one line
     new = json.loads(sources.read_text())
     assert {final: fingerprint(final) for final in new} == new  # all four are the killed run's
     assert fingerprint(output / "model-last") != before["model-last"]

@@ -13,6 +13,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -188,6 +191,96 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     """Write a UTF-8 text file whole or not at all."""
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf8")
+
+
+@contextmanager
+def one_run_at_a_time(folder: PathLike, command: str) -> Iterator[Path]:
+    """Hold `folder/.COMMAND.lock` while the block runs: a second run of `command` on the same folder is
+    refused in one sentence (a SetupError) that names the running one's pid, host and start.
+
+    The lock is the kernel's (fcntl.flock on the file): it ends with the process that holds it, whatever
+    ends that (normal end, error, Ctrl-C, kill -9), so a lock left by a killed run is never an obstacle; the
+    file it leaves (pid, host, start, command line) is taken over with a one-line note. Normal ends remove
+    the file. Where the file system cannot lock (fcntl missing, ENOLCK) the block runs unlocked, said in one
+    line.
+    """
+    from wasabi import msg
+
+    path = Path(folder) / f".{command}.lock"
+    created = not path.parent.exists()  # removed again if the block leaves it empty (a refused config)
+    fd = _lock(path, command)
+    if fd is None:
+        yield path
+        return
+    try:
+        if os.fstat(fd).st_size:
+            holder = _lock_holder(fd)
+            msg.warn(
+                f"Taking over {path}: the {command} run that held it ({holder}) ended without removing it (killed?)"
+            )
+        os.ftruncate(fd, 0)
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": sys.argv}
+        os.pwrite(fd, json.dumps(holder).encode("utf8"), 0)
+        yield path
+    finally:
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # releases the lock
+        if created and not any(path.parent.iterdir()):
+            try:
+                path.parent.rmdir()
+            except OSError:  # another run's file came meanwhile
+                pass
+
+
+def _lock(path: Path, command: str) -> Optional[int]:
+    """An open descriptor of `path` holding its exclusive flock; None where the system cannot lock."""
+    from wasabi import msg
+
+    from .errors import SetupError
+
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        return None
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder, empty, was removed by a run that ended meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise SetupError(
+                f"{path.parent} is in use by another {command} run ({holder}): wait for it to end, or stop it "
+                f"(Ctrl-C, or kill its pid) and run the command again, which goes on from where it stopped"
+            ) from None
+        except OSError as err:
+            os.close(fd)
+            msg.warn(f"{path} cannot be locked on this file system ({err.strerror}): two runs are not kept apart")
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder ended and removed the file between our open and lock: lock the new one
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds (or held) a lock file, as its content says: "pid 123 on host, started ..."."""
+    try:
+        data = json.loads(os.pread(fd, 1 << 16, 0).decode("utf8"))
+        return f"pid {data['pid']} on {data['host']}, started {data['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its pid not yet written"
 
 
 def fingerprint(path: PathLike) -> str:

@@ -6,7 +6,8 @@ retrain leaves the previous pipelines, and the log they came with, as they were.
 `training/checkpoints/` (its best pipeline so far and its last checkpoint) lets the same command go on
 from that checkpoint, exactly, after Ctrl-C, kill -9 or a lost machine. Its pipelines, log and
 calibration replace the old ones together (`outputs.replace_together`): a kill while they are put in
-place leaves a record (`training/.promotion.json`) that the same command finishes first.
+place leaves a record (`training/.promotion.json`) that the same command finishes first. One run at a
+time trains into an output folder (`training/.train.lock`): a second is refused in one sentence.
 """
 
 import os
@@ -26,7 +27,7 @@ from .calibration import calibrate
 from .checkpoints import checkpoints, unfinished_checkpoints, verify_checkpoint
 from ..errors import ConfigFileError, SetupError
 from ..layers import speedups
-from ..outputs import aside_name, fingerprint, finish_replacing, remove, replace_together
+from ..outputs import aside_name, fingerprint, finish_replacing, one_run_at_a_time, remove, replace_together
 from ..runtime import resolve_transformer, select_device
 from ..scoring import scoring_ner
 
@@ -155,43 +156,45 @@ def train_pipeline(
 ) -> None:
     check_steps(max_steps, eval_frequency, warmup_ratio, confidence_samples)
     checkpointing.check()
-    config_data = read_config(config)
-    check_batch_sizes(config_data, config)
-    check_training_corpus(config_data, train)
-    from spacy.cli._util import parse_config_overrides
+    # one run per output folder: two would train the same steps into the same checkpoints and pipelines
+    with one_run_at_a_time(output, "train"):
+        config_data = read_config(config)
+        check_batch_sizes(config_data, config)
+        check_training_corpus(config_data, train)
+        from spacy.cli._util import parse_config_overrides
 
-    user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
-    precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
-    model = resolve_transformer(transformer)
-    gpu, device = select_device(gpu_id)
-    precision.choose(precision_setting, gpu)  # one sentence before anything loads, e.g. bf16 on a GPU without it
-    msg.info(f"Training on {device}, transformer {model}")
-    missing = speedups.lacking(config_data)
-    if speedups.CALLBACK in missing:  # else the callback says it, in spacy train too
-        msg.warn(speedups.lacking_message(missing, str(config)))
-    overrides = {
-        "paths.train": str(train),
-        "paths.dev": str(dev),
-        "paths.transformer": model,
-        "training.max_steps": max_steps,
-        "training.eval_frequency": eval_frequency,
-        "system.seed": seed,
-    }
-    overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
-    overrides.update(user_overrides)
-    try:
-        config_file.check_pipeline(config, overrides)
-    except ConfigFileError as err:
-        raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
-    run_dir = output / RUN
-    fingerprints = run_fingerprints(config, overrides, train, dev, model)
-    if _finished_promotion(output, fingerprints, checkpointing.resume):
-        return
-    resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
-    run = Run(run_dir, output, log_file, gpu, dev, confidence_samples)
-    resumable = {"fingerprints": fingerprints, "resume_from": resume_from}
-    resumable.update(checkpoint_every=checkpointing.every, checkpoints_kept=checkpointing.kept)
-    _train_then_promote(config, run, overrides, resumable)
+        user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
+        precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
+        model = resolve_transformer(transformer)
+        gpu, device = select_device(gpu_id)
+        precision.choose(precision_setting, gpu)  # one sentence before anything loads, e.g. bf16 on a GPU without it
+        msg.info(f"Training on {device}, transformer {model}")
+        missing = speedups.lacking(config_data)
+        if speedups.CALLBACK in missing:  # else the callback says it, in spacy train too
+            msg.warn(speedups.lacking_message(missing, str(config)))
+        overrides = {
+            "paths.train": str(train),
+            "paths.dev": str(dev),
+            "paths.transformer": model,
+            "training.max_steps": max_steps,
+            "training.eval_frequency": eval_frequency,
+            "system.seed": seed,
+        }
+        overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
+        overrides.update(user_overrides)
+        try:
+            config_file.check_pipeline(config, overrides)
+        except ConfigFileError as err:
+            raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
+        run_dir = output / RUN
+        fingerprints = run_fingerprints(config, overrides, train, dev, model)
+        if _finished_promotion(output, fingerprints, checkpointing.resume):
+            return
+        resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
+        run = Run(run_dir, output, log_file, gpu, dev, confidence_samples)
+        resumable = {"fingerprints": fingerprints, "resume_from": resume_from}
+        resumable.update(checkpoint_every=checkpointing.every, checkpoints_kept=checkpointing.kept)
+        _train_then_promote(config, run, overrides, resumable)
 
 
 def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, model: str) -> Dict[str, str]:
