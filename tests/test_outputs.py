@@ -167,3 +167,27 @@ def test_a_folder_the_lock_made_is_not_left_empty(tmp_path):
         with outputs.one_run_at_a_time(tmp_path / "training", "train"):
             raise RuntimeError("a config that cannot train")
     assert not (tmp_path / "training").exists()
+
+
+def test_a_checkpoint_whose_run_lost_its_model_best_is_one_sentence_not_e052(tmp_path):
+    """The state a kill left before replace_together (model-best moved out of training/checkpoints): resuming
+    it would end in spaCy's E052 at calibration, so it is refused before anything loads."""
+    import json
+    import pickle
+
+    import numpy
+
+    from iob_ner.errors import SetupError
+    from iob_ner.training.train import _resume_point
+
+    checkpoint = tmp_path / "checkpoints" / "step-000030"
+    (checkpoint / "model").mkdir(parents=True)
+    (checkpoint / "model" / "config.cfg").write_text("")
+    numpy.savez(checkpoint / "optimizer.npz", w=numpy.zeros(2))
+    (checkpoint / "random.pkl").write_bytes(pickle.dumps({"shuffles": []}))
+    state = {"step": 30, "epoch": 1, "results": [[0.5, 20]], "words": 9, "seconds": 1.0, "losses": {}}
+    (checkpoint / "state.json").write_text(json.dumps({**state, "optimizer": {}}))
+    with pytest.raises(SetupError, match=r"step 30\) without its model-best: rerun with --vars.resume false"):
+        _resume_point(tmp_path / "checkpoints", {}, resume=True)
+    (tmp_path / "checkpoints" / "model-best").mkdir()
+    assert _resume_point(tmp_path / "checkpoints", {}, resume=True) == checkpoint
