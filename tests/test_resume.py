@@ -165,3 +165,54 @@ def test_the_loop_trains_as_spacy_train_does(setup, tmp_path):
     assert [r["step"] for r in ours] == [r["step"] for r in theirs] == [0, 2, 4, 6]
     for a, b in zip(ours, theirs):
         assert a["losses"] == pytest.approx(b["losses"], rel=1e-6) and a["scores"] == pytest.approx(b["scores"])
+
+
+KILL_WHILE_PROMOTING = """
+import json, os, runpy, signal, sys
+from pathlib import Path
+from iob_ner import outputs
+from iob_ner.training import train
+
+replace_together, remove = outputs.replace_together, outputs.remove
+
+def noting(pairs, record, removed=(), note=None):  # what the run's outputs are, before they are put in place
+    found = {{str(final): outputs.fingerprint(tmp) for tmp, final in pairs}}
+    Path({sources!r}).write_text(json.dumps(found))
+    return replace_together(pairs, record, removed, note)
+
+def remove_or_die(path):  # kill -9 while the old training/model-best is removed (88 MB, the slow step)
+    if Path(path) == Path({output!r}) / ".model-best.old" and Path(path).exists():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return remove(path)
+
+train.replace_together = noting
+outputs.remove = remove_or_die
+sys.argv = ["scripts/train.py", *sys.argv[1:]]
+runpy.run_path("scripts/train.py", run_name="__main__")
+"""
+
+
+def test_kill_9_while_the_outputs_are_put_in_place_then_the_same_command_finishes_it(setup, tmp_path):
+    from iob_ner.outputs import fingerprint
+
+    folder, bert = setup
+    output, sources = tmp_path / "out", tmp_path / "sources.json"
+    short = ("--max-steps", "4", "--eval-frequency", "2", "--checkpoint-every", "2")
+    code, _, err = run(train_command(folder, bert, output, *short))  # the previous run's outputs
+    assert code == 0, err[-3000:]
+    before = {name: fingerprint(output / name) for name in ("model-best", "model-last", "log.jsonl")}
+
+    again = train_command(folder, bert, output, *short, "--seed", "1")
+    code, _, err = run(again, KILL_WHILE_PROMOTING.format(sources=str(sources), output=str(output)))
+    assert code == -9, err[-3000:]
+    assert (output / ".promotion.json").exists() and (output / ".model-best.old").exists()
+
+    code, out, err = run(again)
+    assert code == 0 and "Traceback" not in err, err[-3000:]
+    assert "killed while its pipelines were put in place" in out and "nothing is left to train" in out, out
+    assert "Resuming" not in out, out
+    assert f"Taking over {output / '.train.lock'}" in out, out  # the killed run's lock, one line
+    new = json.loads(sources.read_text())
+    assert {final: fingerprint(final) for final in new} == new  # all four are the killed run's
+    assert fingerprint(output / "model-last") != before["model-last"]
+    assert sorted(p.name for p in output.iterdir()) == ["calibration.json", "log.jsonl", "model-best", "model-last"]

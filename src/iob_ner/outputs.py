@@ -3,12 +3,19 @@
 An error or a Ctrl-C while a command writes leaves the previous output in place, never a half-written
 or empty file that looks like a result. Outputs that belong together (convert's train, dev, test and
 split.json) are written inside `outputs_together()`: none replaces its predecessor before all are written.
+Outputs that must replace theirs together even across a kill -9 (train's pipelines, log and calibration) go
+through `replace_together`, whose record the next run finishes (`finish_replacing`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
+import socket
+import sys
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -23,6 +30,12 @@ def temporary_name(path: PathLike) -> Path:
     """The hidden name beside `path` that an output is written under before it is complete."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp")
+
+
+def aside_name(path: PathLike) -> Path:
+    """The hidden name that `replace` moves an old folder to while the new one takes its place."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.old")
 
 
 def remove(path: PathLike) -> None:
@@ -42,7 +55,7 @@ def replace(tmp: PathLike, final: PathLike) -> None:
     """
     tmp, final = Path(tmp), Path(final)
     if tmp.is_dir() and final.exists():
-        old = final.with_name(f".{final.name}.old")
+        old = aside_name(final)
         remove(old)
         final.rename(old)
         tmp.rename(final)
@@ -86,7 +99,7 @@ def outputs_together() -> Iterator[None]:
 
     An error in the third of four outputs leaves all four as they were, so a corpus is never half this
     run's and half the last one's. The renames at the end are quick, but not one atomic step: a kill -9
-    between two of them is the one way left to mix runs.
+    between two of them is the one way left to mix runs (`replace_together` closes it, with a record).
     """
     pending: List[Tuple[Path, Path]] = []
     token = _TOGETHER.set(pending)
@@ -102,6 +115,71 @@ def outputs_together() -> Iterator[None]:
         replace(tmp, final)
 
 
+def replace_together(
+    pairs: Sequence[Tuple[PathLike, PathLike]],
+    record: PathLike,
+    removed: Sequence[PathLike] = (),
+    note: Optional[dict] = None,
+) -> None:
+    """Put each complete `tmp` of `pairs` in the place of its `final`, then remove `removed`, as one step that
+    not even kill -9 splits.
+
+    A record of what is to be done is written first (whole: `write_text_atomic`), then each `replace`, then
+    each removal, and the record is removed last. A kill before the record is in place leaves every output
+    as it was; a kill after it leaves the record, and `finish_replacing` (the next run, before anything
+    else) carries it out to the end: the outputs are then all the new ones, never a mix, and no `.old`
+    folder is left. Each step can be done again after a kill (a `tmp` already moved is skipped). `note`
+    (JSON) is kept in the record for the run that finishes it. A `tmp` that does not exist is left out.
+    """
+    record = Path(record)
+    base = record.parent.absolute()
+    data = {
+        "replace": [[_relative(tmp, base), _relative(final, base)] for tmp, final in pairs if Path(tmp).exists()],
+        "remove": [_relative(path, base) for path in removed],
+        "note": note or {},
+    }
+    write_text_atomic(record, json.dumps(data, indent=1))
+    _carry_out(record, data)
+
+
+def finish_replacing(record: PathLike) -> Optional[dict]:
+    """Finish what a killed `replace_together` with this `record` began; return its `note`, or None where
+    there was nothing to finish (no record: the outputs are as they were before it, or it had finished)."""
+    record = Path(record)
+    remove(temporary_name(record))  # killed while the record was written: nothing was replaced yet
+    if not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text(encoding="utf8"))
+        if not isinstance(data, dict) or not isinstance(data.get("replace"), list):
+            raise ValueError("it lists no replacements")
+    except (ValueError, UnicodeDecodeError) as err:
+        from .errors import SetupError
+
+        raise SetupError(
+            f"{record}, the record of outputs being replaced, is damaged ({err}): delete it and run the command again"
+        ) from None
+    _carry_out(record, data)
+    return data.get("note") or {}
+
+
+def _relative(path: PathLike, base: Path) -> str:
+    """`path` relative to the record's folder: the record still holds if the project folder is moved."""
+    return os.path.relpath(Path(path).absolute(), base)
+
+
+def _carry_out(record: Path, data: dict) -> None:
+    base = record.parent
+    for tmp, final in ((base / tmp, base / final) for tmp, final in data["replace"]):
+        if tmp.exists() or tmp.is_symlink():  # else already in place, before a kill
+            final.parent.mkdir(parents=True, exist_ok=True)
+            replace(tmp, final)
+        remove(aside_name(final))  # a kill inside `replace` leaves the old folder here
+    for path in data.get("remove", ()):
+        remove(base / path)
+    record.unlink()
+
+
 @contextmanager
 def atomic_output(path: PathLike) -> Iterator[Path]:
     """`atomic_outputs` for one output."""
@@ -113,6 +191,96 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     """Write a UTF-8 text file whole or not at all."""
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf8")
+
+
+@contextmanager
+def one_run_at_a_time(folder: PathLike, command: str) -> Iterator[Path]:
+    """Hold `folder/.COMMAND.lock` while the block runs: a second run of `command` on the same folder is
+    refused in one sentence (a SetupError) that names the running one's pid, host and start.
+
+    The lock is the kernel's (fcntl.flock on the file): it ends with the process that holds it, whatever
+    ends that (normal end, error, Ctrl-C, kill -9), so a lock left by a killed run is never an obstacle; the
+    file it leaves (pid, host, start, command line) is taken over with a one-line note. Normal ends remove
+    the file. Where the file system cannot lock (fcntl missing, ENOLCK) the block runs unlocked, said in one
+    line.
+    """
+    from wasabi import msg
+
+    path = Path(folder) / f".{command}.lock"
+    created = not path.parent.exists()  # removed again if the block leaves it empty (a refused config)
+    fd = _lock(path, command)
+    if fd is None:
+        yield path
+        return
+    try:
+        if os.fstat(fd).st_size:
+            holder = _lock_holder(fd)
+            msg.warn(
+                f"Taking over {path}: the {command} run that held it ({holder}) ended without removing it (killed?)"
+            )
+        os.ftruncate(fd, 0)
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": sys.argv}
+        os.pwrite(fd, json.dumps(holder).encode("utf8"), 0)
+        yield path
+    finally:
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # releases the lock
+        if created and not any(path.parent.iterdir()):
+            try:
+                path.parent.rmdir()
+            except OSError:  # another run's file came meanwhile
+                pass
+
+
+def _lock(path: Path, command: str) -> Optional[int]:
+    """An open descriptor of `path` holding its exclusive flock; None where the system cannot lock."""
+    from wasabi import msg
+
+    from .errors import SetupError
+
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        return None
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder, empty, was removed by a run that ended meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise SetupError(
+                f"{path.parent} is in use by another {command} run ({holder}): wait for it to end, or stop it "
+                f"(Ctrl-C, or kill its pid) and run the command again, which goes on from where it stopped"
+            ) from None
+        except OSError as err:
+            os.close(fd)
+            msg.warn(f"{path} cannot be locked on this file system ({err.strerror}): two runs are not kept apart")
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder ended and removed the file between our open and lock: lock the new one
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds (or held) a lock file, as its content says: "pid 123 on host, started ..."."""
+    try:
+        data = json.loads(os.pread(fd, 1 << 16, 0).decode("utf8"))
+        return f"pid {data['pid']} on {data['host']}, started {data['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its pid not yet written"
 
 
 def fingerprint(path: PathLike) -> str:

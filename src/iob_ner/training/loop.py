@@ -32,7 +32,7 @@ from . import checkpoints
 from .checkpoints import TrainingState
 from ..layers.speedups import release
 from ..layers.transformer import padding_share
-from ..outputs import remove, replace, temporary_name
+from ..outputs import aside_name, remove, replace, temporary_name
 from ..trained_on import META_KEY, trained_on_record
 
 MODEL_BEST, MODEL_LAST, LOG = "model-best", "model-last", "log.jsonl"
@@ -299,7 +299,7 @@ def _schedule(value: Any) -> Iterator[float]:
 
 def _recover(path: Path) -> None:
     """A folder that `outputs.replace` was swapping when the process was killed: put the old one back."""
-    old = path.with_name(f".{path.name}.old")
+    old = aside_name(path)
     if not path.exists() and old.exists():
         old.rename(path)
     remove(temporary_name(path))

@@ -4,7 +4,10 @@ The run trains in `training/checkpoints/` (spaCy's loop made resumable: `loop`),
 replace `training/model-best` and `training/model-last` only when it ends; an interrupted or failed
 retrain leaves the previous pipelines, and the log they came with, as they were. What it leaves in
 `training/checkpoints/` (its best pipeline so far and its last checkpoint) lets the same command go on
-from that checkpoint, exactly, after Ctrl-C, kill -9 or a lost machine.
+from that checkpoint, exactly, after Ctrl-C, kill -9 or a lost machine. Its pipelines, log and
+calibration replace the old ones together (`outputs.replace_together`): a kill while they are put in
+place leaves a record (`training/.promotion.json`) that the same command finishes first. One run at a
+time trains into an output folder (`training/.train.lock`): a second is refused in one sentence.
 """
 
 import os
@@ -24,12 +27,13 @@ from .calibration import calibrate
 from .checkpoints import checkpoints, unfinished_checkpoints, verify_checkpoint
 from ..errors import ConfigFileError, SetupError
 from ..layers import speedups
-from ..outputs import fingerprint, remove, replace
+from ..outputs import aside_name, fingerprint, finish_replacing, one_run_at_a_time, remove, replace_together
 from ..runtime import resolve_transformer, select_device
 from ..scoring import scoring_ner
 
 MODELS = ("model-best", "model-last")
 RUN = "checkpoints"  # where a run trains, beside model-best: its pipelines, log and resumable checkpoints
+PROMOTION = ".promotion.json"  # beside model-best while a run's outputs replace the old ones
 
 
 def read_config(path: Path) -> Config:
@@ -78,7 +82,9 @@ def check_batch_sizes(config: Config, path: Path) -> None:
     values["nlp.batch_size"] = config["nlp"].get("batch_size", 1)
     for name, value in values.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-            raise SetupError(f"{name} = {value} in {path}: a batch size must be positive (the default is 800 padded wordpieces, about 500 words)")
+            raise SetupError(
+                f"{name} = {value} in {path}: a batch size must be positive (the default is 800 padded wordpieces, about 500 words)"
+            )
 
 
 def schedule_overrides(config: Config, max_steps: int, warmup_ratio: float) -> Dict[str, int]:
@@ -150,41 +156,45 @@ def train_pipeline(
 ) -> None:
     check_steps(max_steps, eval_frequency, warmup_ratio, confidence_samples)
     checkpointing.check()
-    config_data = read_config(config)
-    check_batch_sizes(config_data, config)
-    check_training_corpus(config_data, train)
-    from spacy.cli._util import parse_config_overrides
+    # one run per output folder: two would train the same steps into the same checkpoints and pipelines
+    with one_run_at_a_time(output, "train"):
+        config_data = read_config(config)
+        check_batch_sizes(config_data, config)
+        check_training_corpus(config_data, train)
+        from spacy.cli._util import parse_config_overrides
 
-    user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
-    precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
-    model = resolve_transformer(transformer)
-    gpu, device = select_device(gpu_id)
-    precision.choose(precision_setting, gpu)  # one sentence before anything loads, e.g. bf16 on a GPU without it
-    msg.info(f"Training on {device}, transformer {model}")
-    missing = speedups.lacking(config_data)
-    if speedups.CALLBACK in missing:  # else the callback says it, in spacy train too
-        msg.warn(speedups.lacking_message(missing, str(config)))
-    overrides = {
-        "paths.train": str(train),
-        "paths.dev": str(dev),
-        "paths.transformer": model,
-        "training.max_steps": max_steps,
-        "training.eval_frequency": eval_frequency,
-        "system.seed": seed,
-    }
-    overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
-    overrides.update(user_overrides)
-    try:
-        config_file.check_pipeline(config, overrides)
-    except ConfigFileError as err:
-        raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
-    run_dir = output / RUN
-    fingerprints = run_fingerprints(config, overrides, train, dev, model)
-    resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
-    run = Run(run_dir, output, log_file, gpu, dev, confidence_samples)
-    resumable = {"fingerprints": fingerprints, "resume_from": resume_from}
-    resumable.update(checkpoint_every=checkpointing.every, checkpoints_kept=checkpointing.kept)
-    _train_then_promote(config, run, overrides, resumable)
+        user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
+        precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
+        model = resolve_transformer(transformer)
+        gpu, device = select_device(gpu_id)
+        precision.choose(precision_setting, gpu)  # one sentence before anything loads, e.g. bf16 on a GPU without it
+        msg.info(f"Training on {device}, transformer {model}")
+        missing = speedups.lacking(config_data)
+        if speedups.CALLBACK in missing:  # else the callback says it, in spacy train too
+            msg.warn(speedups.lacking_message(missing, str(config)))
+        overrides = {
+            "paths.train": str(train),
+            "paths.dev": str(dev),
+            "paths.transformer": model,
+            "training.max_steps": max_steps,
+            "training.eval_frequency": eval_frequency,
+            "system.seed": seed,
+        }
+        overrides.update(schedule_overrides(config_data, max_steps, warmup_ratio))
+        overrides.update(user_overrides)
+        try:
+            config_file.check_pipeline(config, overrides)
+        except ConfigFileError as err:
+            raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
+        run_dir = output / RUN
+        fingerprints = run_fingerprints(config, overrides, train, dev, model)
+        if _finished_promotion(output, fingerprints, checkpointing.resume):
+            return
+        resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
+        run = Run(run_dir, output, log_file, gpu, dev, confidence_samples)
+        resumable = {"fingerprints": fingerprints, "resume_from": resume_from}
+        resumable.update(checkpoint_every=checkpointing.every, checkpoints_kept=checkpointing.kept)
+        _train_then_promote(config, run, overrides, resumable)
 
 
 def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, model: str) -> Dict[str, str]:
@@ -205,6 +215,26 @@ def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, mode
     }
 
 
+def _finished_promotion(output: Path, fingerprints: Dict[str, str], resume: bool) -> bool:
+    """Finish putting a killed run's outputs in place, if it was killed while they were; True when that run
+    was this one (the same config, corpora and transformer) and `resume`: it had ended, nothing is left to
+    train."""
+    note = finish_replacing(output / PROMOTION)
+    if note is None:
+        return False
+    msg.good(
+        f"The previous run was killed while its pipelines were put in place: {output / 'model-best'}, "
+        f"{output / 'model-last'}, its log and calibration are now all its"
+    )
+    same = resume and note.get("fingerprints") == fingerprints
+    if same:
+        msg.info(
+            "That run had ended, with this config, corpora and transformer: nothing is left to train "
+            "(--vars.resume false trains again)"
+        )
+    return same
+
+
 def _resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> Optional[Path]:
     """The checkpoint to go on from, if an interrupted run left one and `resume`; else the run folder is
     cleared. A checkpoint of another config, corpus or transformer is refused in one sentence."""
@@ -222,6 +252,13 @@ def _resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> 
                 f"are then removed), or put back what it was started with to resume it"
             )
         best = state.best
+        if best is not None and not any(
+            p.exists() for p in (run_dir / "model-best", aside_name(run_dir / "model-best"))
+        ):
+            raise SetupError(
+                f"{run_dir} holds an interrupted run (step {state.step}) without its model-best: rerun with "
+                f"--vars.resume false to start over (its checkpoints are then removed)"
+            )
         so_far = f"best dev score {best[0]:.3f} at step {best[1]}" if best else "not evaluated yet"
         msg.info(f"Resuming the interrupted run from its checkpoint at step {state.step} ({so_far})")
         return found[-1]
@@ -244,8 +281,9 @@ class Run:
 
 
 def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict) -> None:
-    """Train into the run's folder, calibrate, then put its pipelines in place of the output's. On Ctrl-C,
-    kill -9 or a crash, the folder and its checkpoints stay for the next run to resume."""
+    """Train into the run's folder, calibrate, then put its pipelines, log and calibration in place of the
+    output's, together. On Ctrl-C, kill -9 or a crash, the folder and its checkpoints stay for the next run to
+    resume; a kill while the outputs are put in place leaves the record that the next run finishes."""
     with _said_at_once_on_ctrl_c(_interrupted_message(run.output, run.folder)):
         try:
             # spaCy's training loop, resumable; the speed-ups and the transformer's precision come with the
@@ -258,13 +296,13 @@ def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict
             if not checkpoints(run.folder):  # nothing to resume from: nothing to keep
                 remove(run.folder)
             raise
-    for name in MODELS:
-        replace(run.folder / name, run.output / name)
+    # together, even across a kill -9: a rerun that finds the record finishes it (_finished_promotion)
+    pairs = [(run.folder / name, run.output / name) for name in MODELS]
     if run.log_file is not None:
-        run.log_file.parent.mkdir(parents=True, exist_ok=True)
-        replace(run.folder / "log.jsonl", run.log_file)
-    replace(run.folder / "calibration.json", run.output / "calibration.json")
-    remove(run.folder)
+        pairs.append((run.folder / loop.LOG, run.log_file))
+    pairs.append((run.folder / "calibration.json", run.output / "calibration.json"))
+    note = {"fingerprints": resumable["fingerprints"]}
+    replace_together(pairs, run.output / PROMOTION, removed=[run.folder], note=note)
     msg.good(f"{run.output / 'model-best'} and {run.output / 'model-last'} are this run's")
 
 
