@@ -238,6 +238,64 @@ def test_serve_command_finishes_queued_requests_on_ctrl_c(scored_model):
     assert server.returncode == 0 and "Stopped: the queued requests were answered" in output, output
 
 
+def test_ctrl_c_on_spacy_project_run_serve_finishes_the_queued_requests(scored_model, tmp_path):
+    """A terminal's Ctrl-C reaches spaCy's process and serve's together, and weasel kills its command 0.25 s
+    after: the server still answers every queued request, says so, and leaves no process on the port."""
+    import os
+    import socket
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "project.yml").write_text((ROOT / "project.yml").read_text(encoding="utf8"), encoding="utf8")
+    for name in ("scripts", "src"):
+        (project / name).symlink_to(ROOT / name)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model-best").symlink_to(scored_model)
+    port = free_port()
+    spacy_run = subprocess.Popen(
+        [sys.executable, "-m", "spacy", "project", "run", "serve", "."]
+        + ["--vars.model_dir", str(tmp_path / "model"), "--vars.serve_port", str(port)]
+        + ["--vars.serve_max_batch_size", "1", "--vars.gpu_id", "cpu"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    url = f"http://127.0.0.1:{port}"
+    answers, texts = [], [f"text {i}: " + "ZnO films grown by pulsed laser deposition. " * 500 for i in range(6)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and spacy_run.poll() is None:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+
+        def ask(text):  # about half a second each, one at a time (batches of 1)
+            try:
+                answers.append(httpx.post(f"{url}/ner", json={"text": text}, timeout=60).status_code)
+            except httpx.TransportError as err:
+                answers.append(repr(err))
+
+        clients = [threading.Thread(target=ask, args=(text,)) for text in texts]
+        for client in clients:
+            client.start()
+        time.sleep(0.5)  # all of them sent, one running, the others queued
+        os.killpg(spacy_run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        for client in clients:
+            client.join(timeout=60)
+        output = spacy_run.communicate(timeout=60)[0]  # to the end: every process that writes to it ended
+    finally:
+        if spacy_run.poll() is None:
+            os.killpg(spacy_run.pid, signal.SIGKILL)
+    assert answers == [200] * len(texts), output[-3000:]
+    assert "Stopped: the queued requests were answered" in output, output[-3000:]
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):  # no server left behind on the port
+        probe.connect(("127.0.0.1", port))
+
+
 def test_serve_command_names_a_missing_model_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere")],
