@@ -7,6 +7,7 @@ micro-batched.
 Needs the optional serving stack: pip install -r requirements-serve.txt.
 """
 
+import sys
 from pathlib import Path
 
 import typer
@@ -15,6 +16,7 @@ from wasabi import msg
 from iob_ner.cli import user_errors
 from iob_ner.runtime import parse_gpu_id
 from iob_ner.serving import LOOPBACK, serving_stack_missing
+from iob_ner.serving.session import ParentWatch, own_session_wanted, run_in_own_session
 
 LABELS_FILE = Path("configs/labels.json")  # iob_ner.serving.server's defaults (it imports torch: not here)
 EXAMPLE_CORPUS = Path("corpus/test.spacy")
@@ -41,6 +43,7 @@ def main(
         EXAMPLE_CORPUS, help=".spacy corpus whose short text is the page's example (else a built-in sentence)"
     ),
 ) -> None:
+    parent = ParentWatch()  # started by run_in_own_session: stop gracefully once that process is gone
     missing = serving_stack_missing()
     if missing:
         msg.fail(missing, exits=1)
@@ -75,12 +78,21 @@ def main(
     msg.good(
         f"Serving on http://{host}:{port} (page: /, API docs: /docs); Ctrl-C finishes the queued requests and stops"
     )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=limits.timeout_s)
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=limits.timeout_s)
+        parent.serve(server)
     except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has shut down gracefully
         pass
+    if not server.started:  # uvicorn said why (e.g. the port was taken meanwhile)
+        sys.exit(1)
     msg.info("Stopped: the queued requests were answered")
 
 
 if __name__ == "__main__":
+    if own_session_wanted():  # the server in a process of its own, which `spacy project run` cannot kill
+        missing = serving_stack_missing()
+        if missing:
+            msg.fail(missing, exits=1)
+        sys.exit(run_in_own_session([sys.executable, *sys.argv]))
     typer.run(main)

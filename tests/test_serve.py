@@ -238,6 +238,111 @@ def test_serve_command_finishes_queued_requests_on_ctrl_c(scored_model):
     assert server.returncode == 0 and "Stopped: the queued requests were answered" in output, output
 
 
+SLOW_TEXT = "ZnO films grown by pulsed laser deposition. " * 500  # about half a second on a CPU
+
+
+def wait_until_answering(url: str, process: subprocess.Popen, wait_s: float = 60) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("the server did not answer /health")
+
+
+def slow_requests(url: str, count: int):
+    """`count` slow requests in threads, returned once the server has received them all (one running, the
+    others queued, with batches of 1): their status codes (or errors) and the threads."""
+    answers = []
+
+    def ask(i):
+        try:
+            answers.append(httpx.post(f"{url}/ner", json={"text": f"{i} {SLOW_TEXT}"}, timeout=60).status_code)
+        except httpx.TransportError as err:
+            answers.append(repr(err))
+
+    clients = [threading.Thread(target=ask, args=(i,)) for i in range(count)]
+    for client in clients:
+        client.start()
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{url}/health", timeout=5).json()["requests"] < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return answers, clients
+
+
+def test_ctrl_c_on_spacy_project_run_serve_finishes_the_queued_requests(scored_model, tmp_path):
+    """A terminal's Ctrl-C reaches spaCy's process and serve's together, and weasel kills its command 0.25 s
+    after: the server still answers every queued request, says so, and leaves no process on the port."""
+    import os
+    import socket
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "project.yml").write_text((ROOT / "project.yml").read_text(encoding="utf8"), encoding="utf8")
+    for name in ("scripts", "src"):
+        (project / name).symlink_to(ROOT / name)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model-best").symlink_to(scored_model)
+    port = free_port()
+    spacy_run = subprocess.Popen(
+        [sys.executable, "-m", "spacy", "project", "run", "serve", "."]
+        + ["--vars.model_dir", str(tmp_path / "model"), "--vars.serve_port", str(port)]
+        + ["--vars.serve_max_batch_size", "1", "--vars.gpu_id", "cpu"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(url, spacy_run)
+        answers, clients = slow_requests(url, 6)
+        os.killpg(spacy_run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        for client in clients:
+            client.join(timeout=60)
+        output = spacy_run.communicate(timeout=60)[0]  # to the end: every process that writes to it ended
+    finally:
+        if spacy_run.poll() is None:
+            os.killpg(spacy_run.pid, signal.SIGKILL)
+    assert answers == [200] * 6, output[-3000:]
+    assert "Stopped: the queued requests were answered" in output, output[-3000:]
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):  # no server left behind on the port
+        probe.connect(("127.0.0.1", port))
+
+
+def test_a_server_whose_command_is_killed_finishes_the_queued_requests_and_leaves_no_process(scored_model):
+    """kill -9 of the command (or a closed terminal): the server it started in a session of its own answers
+    what is queued, says so, and ends; nothing is left listening."""
+    import socket
+
+    port = free_port()
+    command = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "serve.py"), str(scored_model), "--port", str(port)]
+        + ["--gpu-id", "cpu", "--max-batch-size", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(url, command)
+        answers, clients = slow_requests(url, 4)
+        command.kill()
+        for client in clients:
+            client.join(timeout=60)
+        output = command.communicate(timeout=60)[0]  # to the end: the server writes to it too
+    finally:
+        command.kill()
+    assert answers == [200] * 4, output[-3000:]
+    said = " ".join(output.split())
+    assert "finishes the queued requests and stops" in said and "Stopped: the queued requests were answered" in said
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))
+
+
 def test_serve_command_names_a_missing_model_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "serve.py"), str(tmp_path / "nowhere")],

@@ -1,5 +1,6 @@
 """Serving: the HTTP application (`app`, needs requirements-serve.txt), loading a pipeline into it
-(`server`), and the load test that measures it on loopback (`loadtest`). This module imports nothing heavy,
+(`server`), the server in a process of its own that Ctrl-C under `spacy project run` cannot kill
+(`session`), and the load test that measures it on loopback (`loadtest`). This module imports nothing heavy,
 so that `serve` can say what to install before anything else loads."""
 
 import importlib
