@@ -111,16 +111,15 @@ def check_export(path: Path, lang: str = "en", **read_options) -> Fit:
 
 def language_tokenizer(lang: str):
     """spaCy's tokenizer for `lang`; a SetupError of one sentence for a code spaCy does not know or a
-    language whose tokenizer needs a package that is not installed (ja: SudachiPy, ko: mecab-ko, ...)."""
+    language whose tokenizer needs a package that is not installed (ja: SudachiPy, ko: mecab-ko, ...). zh needs
+    none (character segmentation)."""
     import importlib.util
-
-    import spacy
 
     known = bool(lang) and lang.isidentifier() and importlib.util.find_spec(f"spacy.lang.{lang}") is not None
     if not known:
         raise SetupError(f"'{lang}' is not a language code spaCy knows: use one like en, de, fr, zh (spacy.lang)")
     try:
-        return _rule_tokenizer(lang) or spacy.blank(lang).tokenizer
+        return _rule_tokenizer(lang)
     except ImportError as err:
         raise SetupError(
             f"spaCy's '{lang}' tokenizer needs a package that is not installed: {first_line(err)}"
@@ -128,24 +127,23 @@ def language_tokenizer(lang: str):
 
 
 def _rule_tokenizer(lang: str):
-    """spaCy's rule-based tokenizer of `lang` (the one `spacy.blank(lang)` makes: its registered
-    `spacy.Tokenizer.v1` over the language's Defaults and vocab), built without a Language object: creating
-    one imports every pipeline factory's package, spacy-transformers and torch among them, which convert
-    does without. None for a language whose config names another tokenizer (zh, ja, ko, ...)."""
+    """spaCy's tokenizer of `lang`, as `spacy.blank(lang)` makes it (the registered tokenizer function that
+    the language's default config names, over its Defaults and vocab), built without a Language object:
+    creating one imports every pipeline factory's package, spacy-transformers and torch among them, which
+    convert does without."""
     from spacy.registrations import populate_registry
     from spacy.util import get_lang_class, registry
     from spacy.vocab import create_vocab
 
     language = get_lang_class(lang)
-    if language.default_config["nlp"]["tokenizer"].get("@tokenizers") != "spacy.Tokenizer.v1":
-        return None
+    populate_registry()  # spaCy registers its functions when a pipeline is first made
 
-    class Defaults:  # what the tokenizer factory reads of a pipeline
+    class Pipeline:  # what a tokenizer factory reads of a pipeline
+        Defaults = language.Defaults
         vocab = create_vocab(lang, language.Defaults)
 
-    Defaults.Defaults = language.Defaults
-    populate_registry()  # spaCy registers its functions when a pipeline is first made
-    return registry.tokenizers.get("spacy.Tokenizer.v1")()(Defaults)
+    make = registry.resolve({"tokenizer": language.default_config["nlp"]["tokenizer"]})["tokenizer"]
+    return make(Pipeline)
 
 
 def fit_lines(fit: dict) -> Tuple[str, List[str]]:
