@@ -16,7 +16,8 @@ FINGERPRINTS = {"config": "c", "training corpus": "t", "dev corpus": "d", "trans
 
 @pytest.fixture()
 def run_dir(tmp_path):
-    """A run folder holding one whole checkpoint at step 4, written as the loop writes it."""
+    """A run folder holding one whole checkpoint at step 4 and the model-best of its evaluation, written as
+    the loop writes them."""
     nlp = spacy.blank("en")
     nlp.add_pipe("token_ner", name="ner")
     gold = Doc(nlp.vocab, words=["LiFePO4", "works"], ents=["B-MAT", "O"])
@@ -27,6 +28,7 @@ def run_dir(tmp_path):
     state.fingerprints = dict(FINGERPRINTS)
     folder = tmp_path / "checkpoints"
     write_checkpoint(folder, nlp, optimizer, state, kept=1, shuffles=[])
+    nlp.to_disk(folder / "model-best")  # the loop saves its best evaluation (step 4's) beside the checkpoints
     return folder
 
 
