@@ -85,9 +85,11 @@ def _other_corpus(recorded: dict, corpus: Path, split: Optional[str], corpus_sha
         return None
     trained = f"the model was trained with dev corpus {dev_path}"
     sources = recorded.get("converted_from")
-    if isinstance(sources, dict) and sources.get("train"):
-        trained += f" (converted from {sources['train']})"
+    if isinstance(sources, dict) and (sources.get("dev") or sources.get("train")):
+        trained += f" (converted from {sources.get('dev') or sources['train']})"
     if split == "dev":
+        if Path(str(dev_path)).resolve() == corpus.resolve():  # the same file, converted again since
+            return f"{corpus} was converted again since the model was trained with it: {trained}"
         return f"{corpus} is not the dev corpus the model was trained with: {trained}"
     sibling = corpus.parent / "dev.spacy"
     if not sibling.is_file() or fingerprint(sibling) == dev_sha:
