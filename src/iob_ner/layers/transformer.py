@@ -82,10 +82,17 @@ class TransformerModel(SpacyTransformerModel):
 
 
 def forward(model: TransformerModel, docs: List[Any], is_train: bool):
-    """spacy-transformers' forward, the wordpieces read from the model's cache when it has one."""
+    """spacy-transformers' forward, the wordpieces read from the model's cache when it has one; a training
+    batch is counted in its shim's padding from the batch's lengths, which live on the host (the mask's sum
+    would wait for the GPU at every step)."""
     if model.wordpiece_cache is None:
-        return spacy_transformers_forward(model, docs, is_train)
-    return cached_forward(model, docs, is_train, cache=model.wordpiece_cache)
+        output, backprop = spacy_transformers_forward(model, docs, is_train)
+    else:
+        output, backprop = cached_forward(model, docs, is_train, cache=model.wordpiece_cache)
+    if is_train:
+        for shim in model.layers[0].shims:
+            shim.padding["train"].add(output.wordpieces.lengths, output.wordpieces.input_ids.shape)
+    return output, backprop
 
 
 @dataclass
@@ -169,9 +176,6 @@ class TransformerShim(HFShim):
         return as_float32(outputs)
 
     def begin_update(self, inputs: Any):
-        mask = inputs.kwargs.get("attention_mask")
-        if mask is not None:
-            self.padding["train"].add([int(length) for length in mask.sum(dim=1).tolist()], mask.shape)
         if self.autocast != "bf16":
             return super().begin_update(inputs)
         self._model.train()
