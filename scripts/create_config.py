@@ -5,8 +5,8 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
-from iob_ner.cli import user_errors
 from iob_ner.training.config_file import HEADS, write_config
+from iob_ner.util.cli import user_errors
 
 
 def main(

@@ -5,9 +5,9 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
-from iob_ner.cli import user_errors
 from iob_ner.experiments.data_curve import data_curve
-from iob_ner.runtime import parse_gpu_id
+from iob_ner.util.cli import user_errors
+from iob_ner.util.runtime import parse_gpu_id
 
 
 def main(

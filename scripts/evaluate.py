@@ -7,9 +7,9 @@ from typing import Optional
 import typer
 from wasabi import msg
 
-from iob_ner.cli import user_errors
-from iob_ner.evaluation import evaluate_pipeline
-from iob_ner.runtime import parse_gpu_id
+from iob_ner.evaluation.evaluate import evaluate_pipeline
+from iob_ner.util.cli import user_errors
+from iob_ner.util.runtime import parse_gpu_id
 
 
 def print_metrics(m: dict) -> None:

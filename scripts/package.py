@@ -5,9 +5,9 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
-from iob_ner.cli import user_errors
-from iob_ner.packaging import package_pipeline
-from iob_ner.runtime import parse_bool
+from iob_ner.pipeline.packaging import package_pipeline
+from iob_ner.util.cli import user_errors
+from iob_ner.util.runtime import parse_bool
 
 
 def main(

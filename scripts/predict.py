@@ -7,10 +7,10 @@ from typing import Optional
 import typer
 from wasabi import msg
 
-from iob_ner.cli import user_errors
 from iob_ner.inference import predict, prediction_summary
 from iob_ner.inference.stream import BATCH_CHARS
-from iob_ner.runtime import parse_gpu_id
+from iob_ner.util.cli import user_errors
+from iob_ner.util.runtime import parse_gpu_id
 
 
 def main(

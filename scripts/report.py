@@ -5,8 +5,8 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
-from iob_ner.cli import user_errors
-from iob_ner.report import CONFIDENCE_PLOTS, write_report
+from iob_ner.evaluation.report import CONFIDENCE_PLOTS, write_report
+from iob_ner.util.cli import user_errors
 
 
 def main(

@@ -5,10 +5,10 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
-from iob_ner.cli import user_errors
 from iob_ner.inference.review import RULE, review, review_summary
 from iob_ner.inference.stream import BATCH_CHARS
-from iob_ner.runtime import parse_gpu_id
+from iob_ner.util.cli import user_errors
+from iob_ner.util.runtime import parse_gpu_id
 
 
 def main(

@@ -5,9 +5,9 @@ from typing import Optional
 
 import typer
 
-from iob_ner.cli import user_errors
-from iob_ner.runtime import parse_bool, parse_gpu_id
 from iob_ner.training.train import Checkpointing, train_pipeline
+from iob_ner.util.cli import user_errors
+from iob_ner.util.runtime import parse_bool, parse_gpu_id
 
 
 def main(

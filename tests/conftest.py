@@ -95,8 +95,8 @@ def trf_nlp(tmp_path_factory):
     from test_entity_scores import gold_docs
     from thinc.api import Adam
 
-    from iob_ner.runtime import resolve_transformer
-    from iob_ner.tiny import make_tiny_bert, tiny_training_setup
+    from iob_ner.util.runtime import resolve_transformer
+    from iob_ner.util.tiny import make_tiny_bert, tiny_training_setup
 
     folder = tmp_path_factory.mktemp("trf")
     gold = gold_docs(spacy.blank("en").vocab)
@@ -116,9 +116,9 @@ def trf_nlp(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sample(tmp_path_factory):
     """(assets/train.tsv as a .spacy corpus, the 1-layer random BERT's folder): what tiny_training_setup takes."""
-    from iob_ner.corpus import convert_iob
-    from iob_ner.runtime import resolve_transformer
-    from iob_ner.tiny import make_tiny_bert
+    from iob_ner.corpus.convert import convert_iob
+    from iob_ner.util.runtime import resolve_transformer
+    from iob_ner.util.tiny import make_tiny_bert
 
     folder = tmp_path_factory.mktemp("tiny-sample")
     convert_iob(ROOT / "assets" / "train.tsv", folder / "train.spacy")

@@ -1,6 +1,6 @@
 """The padding the transformer computes: training batches of similar wordpiece length (spaCy's
 batch_by_padded with iob_ner.wordpiece_count.v1), prediction in groups of similar length, and the counters
-that measure both (src/iob_ner/training/batching.py, src/iob_ner/layers/transformer.py)."""
+that measure both (src/iob_ner/training/batching.py, src/iob_ner/pipeline/layers/transformer.py)."""
 
 import random
 
@@ -11,7 +11,13 @@ from conftest import ROOT
 from spacy.training.batchers import minibatch_by_words
 from spacy.util import registry
 
-from iob_ner.layers.transformer import Padding, TransformerShim, length_groups, padding_share, transformer_shims
+from iob_ner.pipeline.layers.transformer import (
+    Padding,
+    TransformerShim,
+    length_groups,
+    padding_share,
+    transformer_shims,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +42,7 @@ def test_a_batch_of_similar_lengths_is_run_whole():
 def test_grouped_prediction_computes_less_padding_for_the_same_entities(tiny_sample):
     """Texts of very different lengths in one batch: grouped, the transformer runs fewer positions, the
     same real wordpieces, and the pipeline finds the same entities as with each batch run whole."""
-    from iob_ner.tiny import tiny_training_setup
+    from iob_ner.util.tiny import tiny_training_setup
 
     corpus, model = tiny_sample
     nlp, examples, optimizer, dropout, _ = tiny_training_setup(ROOT / "configs" / "config.cfg", corpus, model)

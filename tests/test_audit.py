@@ -25,11 +25,11 @@ from iob_ner.audit.findings import (
 )
 from iob_ner.audit.locate import Located, locate_corpus
 from iob_ner.audit.write import applied, suggestion_documents, write_outputs
-from iob_ner.corpus import convert_iob, read_docs
-from iob_ner.errors import CorpusError, SetupError
+from iob_ner.corpus.convert import convert_iob, read_docs
+from iob_ner.corpus.prepare import prepare_corpus
 from iob_ner.experiments.crossval import MODELS_RECORD, kept_models, model_paths, models_record
 from iob_ner.iob import located_documents, read_iob
-from iob_ner.prepare import prepare_corpus
+from iob_ner.util.errors import CorpusError, SetupError
 
 LABELS = ["SKILL", "DEGREE", "TOOL"]
 
@@ -309,8 +309,8 @@ def test_tag_probabilities_are_the_marginals_that_token_confidence_reads():
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    from iob_ner.runtime import resolve_transformer
-    from iob_ner.tiny import make_tiny_bert
+    from iob_ner.util.runtime import resolve_transformer
+    from iob_ner.util.tiny import make_tiny_bert
 
     return make_tiny_bert(resolve_transformer("embedded"), tmp_path_factory.mktemp("bert") / "bert")
 

@@ -5,8 +5,8 @@ text and compares entities."""
 import pytest
 from conftest import ROOT, load_benchmark
 
-from iob_ner.runtime import SetupError
 from iob_ner.training import precision
+from iob_ner.util.runtime import SetupError
 
 benchmark = load_benchmark("training/benchmark_training.py")
 Defaults, Run, build_config, effective_settings = (
@@ -162,7 +162,7 @@ def test_the_cli_stops_on_a_bad_spec_in_one_line_before_converting(tmp_path, cap
 def test_host_time_runs_two_steps_with_figures_that_add_up(tmp_path):
     host_time = load_benchmark("host_time/benchmark_host_time.py")
     AREAS, measure_host_time = host_time.AREAS, host_time.measure_host_time
-    from iob_ner.corpus import convert_iob
+    from iob_ner.corpus.convert import convert_iob
 
     convert_iob(ROOT / "assets" / "train.tsv", tmp_path / "train", write_json=False)
     report = measure_host_time(corpus=tmp_path / "train.spacy", steps=2, warmup=1)

@@ -12,11 +12,18 @@ from spacy.training import Example
 from test_entity_scores import gold_docs
 from test_token_ner import trained_nlp
 
-from iob_ner.corpus import DOCBIN_ATTRS, read_docs
-from iob_ner.evaluation import evaluate_pipeline
-from iob_ner.metrics import THRESHOLDS, auroc, entity_scores, expected_calibration_error, reliability, threshold_table
-from iob_ner.report import write_report
-from iob_ner.token_ner import SPANS_KEY
+from iob_ner.corpus.convert import DOCBIN_ATTRS, read_docs
+from iob_ner.evaluation.evaluate import evaluate_pipeline
+from iob_ner.evaluation.metrics import (
+    THRESHOLDS,
+    auroc,
+    entity_scores,
+    expected_calibration_error,
+    reliability,
+    threshold_table,
+)
+from iob_ner.evaluation.report import write_report
+from iob_ner.pipeline.token_ner import SPANS_KEY
 
 # --- ECE and reliability bins -------------------------------------------------------------------------
 

@@ -13,11 +13,11 @@ from spacy.tokens import Doc
 from spacy.vocab import Vocab
 from test_prepare_corpus import splits, write_export
 
-from iob_ner.debug_data import ner_findings, split_stats
-from iob_ner.errors import IobError, SetupError, SplitError
-from iob_ner.prepare import prepare_corpus as prepare
-from iob_ner.runtime import resolve_transformer
+from iob_ner.corpus.debug_data import ner_findings, split_stats
+from iob_ner.corpus.prepare import prepare_corpus as prepare
 from iob_ner.training.train import check_steps
+from iob_ner.util.errors import IobError, SetupError, SplitError
+from iob_ner.util.runtime import resolve_transformer
 
 CORPUS_FILES = [
     f"{split}.{suffix}" for split in ("train", "dev", "test") for suffix in ("spacy", "json", "report.json")
@@ -52,7 +52,7 @@ def test_a_convert_that_fails_on_a_later_file_changes_no_output(tmp_path, failur
         test_b.write_text("-DOCSTART- -X- O O\n\n", encoding="utf8")
         expected = IobError
     else:
-        from iob_ner import corpus as corpus_module
+        from iob_ner.corpus import convert as corpus_module
 
         real = corpus_module.add_to_docbin
 
@@ -197,7 +197,7 @@ def test_an_evaluation_frequency_above_max_steps_is_refused_everywhere(tmp_path,
 
 
 def test_an_unknown_component_in_an_edited_config_is_one_sentence(tmp_path, fixture_path):
-    from iob_ner.corpus import convert_iob
+    from iob_ner.corpus.convert import convert_iob
 
     convert_iob(fixture_path("iobes.tsv"), tmp_path / "c")
     config = tmp_path / "config.cfg"
@@ -251,10 +251,10 @@ def test_report_refuses_metrics_of_another_corpus_or_model(tmp_path):
     from spacy.tokens import DocBin
     from test_report import ruler_pipeline
 
-    from iob_ner.corpus import DOCBIN_ATTRS
-    from iob_ner.errors import ReportError
-    from iob_ner.evaluation import evaluate_pipeline
-    from iob_ner.report import write_report
+    from iob_ner.corpus.convert import DOCBIN_ATTRS
+    from iob_ner.evaluation.evaluate import evaluate_pipeline
+    from iob_ner.evaluation.report import write_report
+    from iob_ner.util.errors import ReportError
 
     v = Vocab()
 
@@ -492,7 +492,7 @@ def test_convert_file_refuses_an_output_that_is_its_input(tmp_path):
 def test_audit_refuses_a_corpus_converted_from_another_export(tmp_path):
     """`audit --vars.train my.tsv` audited the corpus last converted (the sample) with a ✔."""
     from iob_ner.audit import audit
-    from iob_ner.errors import CorpusError
+    from iob_ner.util.errors import CorpusError
 
     corpus = tmp_path / "corpus"
     prepare(train=write_export(tmp_path / "first.tsv", 20), dev="auto", test="auto", output=corpus)
@@ -513,8 +513,8 @@ def test_audit_refuses_a_corpus_converted_from_another_export(tmp_path):
 
 
 def test_a_misspelt_parent_section_is_named_with_its_line(tmp_path):
-    from iob_ner.errors import ConfigFileError
     from iob_ner.training.config_file import read_config
+    from iob_ner.util.errors import ConfigFileError
 
     config = tmp_path / "config.cfg"
     text = (ROOT / "configs" / "config.cfg").read_text(encoding="utf8")

@@ -7,9 +7,9 @@ import spacy
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from iob_ner.errors import CheckpointError
 from iob_ner.training import train
 from iob_ner.training.checkpoints import TrainingState, write_checkpoint
+from iob_ner.util.errors import CheckpointError
 
 FINGERPRINTS = {"config": "c", "training corpus": "t", "dev corpus": "d", "transformer": "x"}
 

@@ -14,7 +14,7 @@ from spacy.training import Corpus
 from spacy.training.converters import json_to_docs
 from spacy.vocab import Vocab
 
-from iob_ner.corpus import DOCBIN_ATTRS, CorpusError, add_to_docbin, convert_iob, read_docs, to_doc
+from iob_ner.corpus.convert import DOCBIN_ATTRS, CorpusError, add_to_docbin, convert_iob, read_docs, to_doc
 from iob_ner.iob import IobError, read_iob
 
 

@@ -10,13 +10,13 @@ import spacy
 from conftest import ROOT
 from spacy.tokens import Doc, DocBin
 
-from iob_ner.corpus import DOCBIN_ATTRS, convert_iob
-from iob_ner.evaluation import evaluate_pipeline
-from iob_ner.outputs import fingerprint
-from iob_ner.report import write_report
-from iob_ner.runtime import resolve_transformer
-from iob_ner.tiny import make_tiny_bert
-from iob_ner.trained_on import META_KEY
+from iob_ner.corpus.convert import DOCBIN_ATTRS, convert_iob
+from iob_ner.evaluation.evaluate import evaluate_pipeline
+from iob_ner.evaluation.report import write_report
+from iob_ner.evaluation.trained_on import META_KEY
+from iob_ner.util.outputs import fingerprint
+from iob_ner.util.runtime import resolve_transformer
+from iob_ner.util.tiny import make_tiny_bert
 
 CONFIG = ROOT / "configs" / "config.cfg"
 

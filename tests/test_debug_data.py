@@ -11,9 +11,16 @@ from spacy.tokens import Doc, DocBin
 from spacy.util import load_config_from_str
 from spacy.vocab import Vocab
 
-from iob_ner.corpus import DOCBIN_ATTRS
-from iob_ner.debug_data import classify, counts_table, data_check_config, gather_split_stats, ner_findings, split_stats
-from iob_ner.errors import DataError
+from iob_ner.corpus.convert import DOCBIN_ATTRS
+from iob_ner.corpus.debug_data import (
+    classify,
+    counts_table,
+    data_check_config,
+    gather_split_stats,
+    ner_findings,
+    split_stats,
+)
+from iob_ner.util.errors import DataError
 
 REPORT = """\x1b[1m
 ============================ Data file validation ============================\x1b[0m

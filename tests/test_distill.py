@@ -15,13 +15,13 @@ from conftest import ROOT
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from iob_ner.corpus import convert_iob, read_docs
+from iob_ner.corpus.convert import convert_iob, read_docs
 from iob_ner.distill import distill_pipeline
 from iob_ner.distill import labels as labels_module
 from iob_ner.distill.labels import label_texts, stream_silver
 from iob_ner.distill.student import StudentSettings, one_hot
-from iob_ner.errors import SetupError
-from iob_ner.outputs import fingerprint
+from iob_ner.util.errors import SetupError
+from iob_ner.util.outputs import fingerprint
 
 SCRIPT = ROOT / "scripts" / "distill.py"
 
@@ -303,11 +303,11 @@ def test_a_teacher_that_lacks_a_training_label_is_refused_before_labelling(sampl
 
 @pytest.fixture(scope="module")
 def trf_teacher(sample, tmp_path_factory):
-    """configs/config.cfg's pipeline with a 1-layer random BERT (src/iob_ner/tiny.py), trained a few steps."""
+    """configs/config.cfg's pipeline with a 1-layer random BERT (src/iob_ner/util/tiny.py), trained a few steps."""
     from thinc.api import Adam
 
-    from iob_ner.runtime import resolve_transformer
-    from iob_ner.tiny import make_tiny_bert, tiny_training_setup
+    from iob_ner.util.runtime import resolve_transformer
+    from iob_ner.util.tiny import make_tiny_bert, tiny_training_setup
 
     folder = tmp_path_factory.mktemp("trf-teacher")
     bert = make_tiny_bert(resolve_transformer("embedded"), folder / "bert")
@@ -440,7 +440,7 @@ def test_the_training_corpus_or_other_texts_as_unlabelled_input_are_not_refused(
 
 @pytest.mark.slow
 def test_the_packaged_student_installs_in_a_fresh_venv_and_loads_by_name(sample, tmp_path):
-    from iob_ner.packaging import package_pipeline
+    from iob_ner.pipeline.packaging import package_pipeline
 
     distill_pipeline(
         teacher=sample / "teacher",

@@ -8,7 +8,7 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 from test_token_ner import TRAIN, is_valid_biluo, trained_nlp
 
-from iob_ner.token_ner import NEG_INF, SPANS_KEY, _BiluoDecoder
+from iob_ner.pipeline.token_ner import NEG_INF, SPANS_KEY, _BiluoDecoder
 from iob_ner.training.calibration import TEMPERATURE_GRID, fit_temperature, temperature_bce
 
 LABELS = ("A", "B")

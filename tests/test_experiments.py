@@ -8,9 +8,9 @@ from collections import Counter
 import matplotlib.image
 import pytest
 
+from iob_ner.corpus.splits import SplitError, missing_labels
 from iob_ner.experiments.crossval import make_folds, summarise
 from iob_ner.experiments.data_curve import nested_subsets, reading
-from iob_ner.splits import SplitError, missing_labels
 
 
 def labels(n, names="ABC"):
@@ -67,8 +67,8 @@ def test_summary_is_the_mean_and_sample_sd_of_the_folds():
 def test_crossval_and_data_curve_run_on_the_sample(tmp_path):
     from test_project import copy_project, run_project
 
-    from iob_ner.runtime import resolve_transformer
-    from iob_ner.tiny import make_tiny_bert
+    from iob_ner.util.runtime import resolve_transformer
+    from iob_ner.util.tiny import make_tiny_bert
 
     project = copy_project(tmp_path / "p")
     run_project(project, "convert")

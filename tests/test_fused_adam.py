@@ -5,9 +5,9 @@ import numpy
 import pytest
 from conftest import ROOT
 
-from iob_ner.layers import fused_adam
-from iob_ner.tiny import tiny_training_setup
+from iob_ner.pipeline.layers import fused_adam
 from iob_ner.training.loop import finish_updates
+from iob_ner.util.tiny import tiny_training_setup
 
 CONFIG = ROOT / "configs" / "config.cfg"
 
@@ -79,7 +79,7 @@ def test_training_with_the_fused_step_is_training_with_thincs(tiny_sample):
     same steps with thinc's PyTorchShim.finish_update on the same shim."""
     from thinc.api import PyTorchShim
 
-    from iob_ner.layers.transformer import TransformerShim
+    from iob_ner.pipeline.layers.transformer import TransformerShim
 
     def thinc_updates(nlp, optimizer):
         for node in nlp.get_pipe("transformer").model.walk():

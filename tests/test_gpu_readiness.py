@@ -19,8 +19,8 @@ from conftest import ROOT, load_benchmark
 from spacy.language import Language
 from thinc.api import NumpyOps, get_current_ops, set_current_ops
 
-from iob_ner.errors import SetupError
-from iob_ner.runtime import ThreadDevice, select_device
+from iob_ner.util.errors import SetupError
+from iob_ner.util.runtime import ThreadDevice, select_device
 
 SEEN = []  # (thread name, ops class name) for each doc the recording component sees
 
@@ -123,7 +123,7 @@ def test_a_gpu_that_fails_to_activate_falls_back_under_auto(monkeypatch):
     import torch
     from thinc import compat
 
-    from iob_ner import runtime
+    from iob_ner.util import runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -183,7 +183,7 @@ def test_asking_for_the_cpu_makes_the_cpu_current(marked_main_thread):
 
 
 def test_predicted_docs_keep_no_transformer_output(trf_nlp):
-    from iob_ner.metrics import predict_gold
+    from iob_ner.evaluation.metrics import predict_gold
 
     nlp, gold = trf_nlp
     assert nlp(gold[0].text)._.trf_data is not None  # the pipeline does make it
@@ -253,8 +253,8 @@ def test_the_benchmark_warms_up_untimed_before_the_first_recipe(monkeypatch, tmp
 
 
 def test_the_warm_up_trains_a_fixed_number_of_untimed_steps(tmp_path):
-    from iob_ner.corpus import convert_iob
-    from iob_ner.runtime import resolve_transformer
+    from iob_ner.corpus.convert import convert_iob
+    from iob_ner.util.runtime import resolve_transformer
 
     bench = load_benchmark("training/benchmark_training.py")
     for split in ("train", "dev"):

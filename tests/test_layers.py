@@ -1,4 +1,4 @@
-"""The upgrade check of src/iob_ner/layers: the speed-ups mirror a few spacy-transformers and thinc internals
+"""The upgrade check of src/iob_ner/pipeline/layers: the speed-ups mirror a few spacy-transformers and thinc internals
 (each is tested for the same numbers elsewhere: test_wordpieces, test_pooling, test_fused_adam). When a new
 release changes one of them, these tests fail and say what to compare (docs/training.md#upgrading).
 
@@ -17,8 +17,8 @@ from spacy_transformers.layers import TransformerListener
 from spacy_transformers.layers import TransformerModel as SpacyTransformerModel
 from spacy_transformers.layers.hf_shim import HFShim
 
-from iob_ner.layers.pooling import Listener
-from iob_ner.layers.transformer import TransformerModel, TransformerShim
+from iob_ner.pipeline.layers.pooling import Listener
+from iob_ner.pipeline.layers.transformer import TransformerModel, TransformerShim
 
 # What each mirror was written against (spacy-transformers 1.4.0, thinc 8.3.14): the first 16 hex digits of
 # the sha256 of the function's source, and where this project mirrors it.
@@ -141,8 +141,8 @@ def test_a_pipeline_with_spacy_transformers_names_loads_and_predicts_the_same(tm
     import numpy
     from thinc.api import Config
 
-    from iob_ner.layers.speedups import without_speedups
-    from iob_ner.tiny import tiny_training_setup
+    from iob_ner.pipeline.layers.speedups import without_speedups
+    from iob_ner.util.tiny import tiny_training_setup
 
     corpus, model = tiny_sample
     nlp, examples, optimizer, dropout, _ = tiny_training_setup(ROOT / "configs" / "config.cfg", corpus, model)
@@ -192,7 +192,7 @@ def test_a_config_without_the_names_is_said_to_lack_them(tmp_path):
     """`lacking`: what train (for a config without the callback) and the callback warn about."""
     from thinc.api import Config
 
-    from iob_ner.layers.speedups import lacking, lacking_message, without_speedups
+    from iob_ner.pipeline.layers.speedups import lacking, lacking_message, without_speedups
 
     ours = Config().from_disk(ROOT / "configs" / "config.cfg", interpolate=False)
     assert lacking(ours) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from iob_ner import outputs
+from iob_ner.util import outputs
 
 
 class Killed(BaseException):
@@ -84,7 +84,7 @@ def test_a_kill_at_any_step_leaves_the_old_outputs_or_the_record_that_finishes_t
 
 
 def test_a_damaged_record_is_one_sentence(tmp_path):
-    from iob_ner.errors import SetupError
+    from iob_ner.util.errors import SetupError
 
     record = tmp_path / ".promotion.json"
     record.write_text("{not json")
@@ -94,7 +94,7 @@ def test_a_damaged_record_is_one_sentence(tmp_path):
 
 HOLD_THE_LOCK = """
 import sys, time
-from iob_ner.outputs import one_run_at_a_time
+from iob_ner.util.outputs import one_run_at_a_time
 with one_run_at_a_time(sys.argv[1], "train"):
     print("locked", flush=True)
     time.sleep(120)
@@ -112,7 +112,7 @@ def holding_child(folder: Path):
 
 
 def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_ones_lock_taken_over(tmp_path, capsys):
-    from iob_ner.errors import SetupError
+    from iob_ner.util.errors import SetupError
 
     child = holding_child(tmp_path)
     try:
@@ -177,8 +177,8 @@ def test_a_checkpoint_whose_run_lost_its_model_best_is_one_sentence_not_e052(tmp
 
     import numpy
 
-    from iob_ner.errors import SetupError
     from iob_ner.training.train import _resume_point
+    from iob_ner.util.errors import SetupError
 
     checkpoint = tmp_path / "checkpoints" / "step-000030"
     (checkpoint / "model").mkdir(parents=True)

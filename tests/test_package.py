@@ -10,10 +10,10 @@ import pytest
 import spacy
 from conftest import ROOT
 
-from iob_ner import packaging as package
-from iob_ner.errors import PackageError
-from iob_ner.outputs import fingerprint as model_fingerprint
-from iob_ner.packaging import FINGERPRINT_FILE, package_pipeline
+from iob_ner.pipeline import packaging as package
+from iob_ner.pipeline.packaging import FINGERPRINT_FILE, package_pipeline
+from iob_ner.util.errors import PackageError
+from iob_ner.util.outputs import fingerprint as model_fingerprint
 
 SCRIPT = ROOT / "scripts" / "package.py"
 REFUSAL = "a different model: raise --vars.package_version or pass --vars.package_force true"

@@ -8,8 +8,8 @@ from conftest import ROOT
 from spacy.tokens import Doc
 from spacy.util import registry
 
-from iob_ner.layers import pooling
-from iob_ner.tiny import tiny_training_setup
+from iob_ner.pipeline.layers import pooling
+from iob_ner.util.tiny import tiny_training_setup
 
 CONFIG = ROOT / "configs" / "config.cfg"
 

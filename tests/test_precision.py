@@ -17,10 +17,10 @@ from spacy.training import Example
 from spacy.util import load_config, load_model_from_config
 from thinc.api import Adam
 
-from iob_ner.corpus import convert_iob
-from iob_ner.layers.transformer import transformer_shims
-from iob_ner.runtime import SetupError, resolve_transformer
+from iob_ner.corpus.convert import convert_iob
+from iob_ner.pipeline.layers.transformer import transformer_shims
 from iob_ner.training import precision
+from iob_ner.util.runtime import SetupError, resolve_transformer
 
 CONFIG = ROOT / "configs" / "config.cfg"
 
@@ -275,8 +275,8 @@ def test_the_configs_callback_sets_the_precision_in_spacys_loop_and_ours(tmp_pat
     from spacy.cli.train import train
     from spacy.util import registry
 
-    from iob_ner.tiny import make_tiny_bert
     from iob_ner.training.train import train_pipeline
+    from iob_ner.util.tiny import make_tiny_bert
 
     registry.callbacks.register("test.record_autocast.v1", func=lambda: record_autocast)
     convert_iob(ROOT / "assets" / "dev.tsv", tmp_path / "dev")

@@ -8,12 +8,12 @@ import pytest
 import spacy
 from conftest import ROOT
 
-from iob_ner import prepare as prepare_corpus
-from iob_ner.corpus import read_docs
-from iob_ner.outputs import fingerprint
-from iob_ner.prepare import prepare_corpus as prepare
-from iob_ner.runtime import SetupError
-from iob_ner.splits import SplitError
+from iob_ner.corpus import prepare as prepare_corpus
+from iob_ner.corpus.convert import read_docs
+from iob_ner.corpus.prepare import prepare_corpus as prepare
+from iob_ner.corpus.splits import SplitError
+from iob_ner.util.outputs import fingerprint
+from iob_ner.util.runtime import SetupError
 
 LABELS = ["SKILL", "DEGREE", "TOOL"]
 

@@ -189,7 +189,7 @@ def test_ctrl_c_during_a_retrain_keeps_model_best_and_the_same_command_resumes_e
     import signal
     import time
 
-    from iob_ner.evaluation import evaluate_pipeline
+    from iob_ner.evaluation.evaluate import evaluate_pipeline
 
     project = copy_project(tmp_path / "p")
     source = sample_project[0]
@@ -270,7 +270,7 @@ def test_predict_writes_jsonl_and_iob_that_convert_reads_back(sample_project, tm
     for record in records:
         for ent in record["entities"]:
             assert record["text"][ent["start"] : ent["end"]] == ent["text"]
-    from iob_ner.corpus import convert_iob
+    from iob_ner.corpus.convert import convert_iob
     from iob_ner.iob import read_iob
 
     iob = project / "training" / "predictions.tsv"

@@ -20,8 +20,8 @@ def test_all_on_ncbi_disease_with_a_model_folder_that_is_gone_afterwards(tmp_pat
     from a local folder, then load without it. The transformer is the tiny random BERT with the embedded
     model's tokenizer: what is tested is the data and the folder, not the learning (the sample project's
     tests train the embedded MiniLM itself), and the 1,880 documents' evaluations take seconds, not minutes."""
-    from iob_ner.runtime import resolve_transformer
-    from iob_ner.tiny import make_tiny_bert
+    from iob_ner.util.runtime import resolve_transformer
+    from iob_ner.util.tiny import make_tiny_bert
 
     project = copy_project(tmp_path / "project")
     model_copy = make_tiny_bert(resolve_transformer("embedded"), tmp_path / "tiny-bert")

@@ -219,7 +219,7 @@ def test_parquet_input_gives_the_jsonl_inputs_records_and_parquet_output_holds_t
     ],
 )
 def test_an_address_nothing_answers_on_fails_at_once_instead_of_retrying_for_minutes(address, says):
-    from iob_ner.runtime import SetupError
+    from iob_ner.util.runtime import SetupError
 
     with pytest.raises(SetupError, match=says.replace("/", "/").replace(".", r"\.")):
         predict_ray.check_reachable(address, timeout_s=2)

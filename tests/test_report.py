@@ -13,14 +13,14 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.vocab import Vocab
 
-from iob_ner import report
-from iob_ner.corpus import DOCBIN_ATTRS
-from iob_ner.errors import ReportError
-from iob_ner.evaluation import evaluate_pipeline
-from iob_ner.metrics import entity_metrics
-from iob_ner.outputs import fingerprint
-from iob_ner.report import write_report
-from iob_ner.runtime import SetupError
+from iob_ner.corpus.convert import DOCBIN_ATTRS
+from iob_ner.evaluation import report
+from iob_ner.evaluation.evaluate import evaluate_pipeline
+from iob_ner.evaluation.metrics import entity_metrics
+from iob_ner.evaluation.report import write_report
+from iob_ner.util.errors import ReportError
+from iob_ner.util.outputs import fingerprint
+from iob_ner.util.runtime import SetupError
 
 OUTPUTS = ("report.md", "learning-curve.png", "per-label-f.png", "errors.html")
 PNG = b"\x89PNG"
@@ -232,7 +232,7 @@ CONFIDENCE_PNGS = ("reliability.png", "precision-recall-threshold.png")
 
 def confidence_block():
     """A "confidence" block as evaluate writes it, from made-up scores: overconfident at T = 1."""
-    from iob_ner.metrics import auroc, expected_calibration_error, reliability, threshold_table
+    from iob_ner.evaluation.metrics import auroc, expected_calibration_error, reliability, threshold_table
 
     scores = [0.95, 0.9, 0.85, 0.7, 0.6, 0.4, 0.3, 0.15]
     raw = [0.99, 0.98, 0.97, 0.9, 0.85, 0.7, 0.6, 0.4]

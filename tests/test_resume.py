@@ -8,9 +8,9 @@ import sys
 import pytest
 from conftest import ROOT
 
-from iob_ner.corpus import convert_iob
-from iob_ner.runtime import resolve_transformer
-from iob_ner.tiny import make_tiny_bert
+from iob_ner.corpus.convert import convert_iob
+from iob_ner.util.runtime import resolve_transformer
+from iob_ner.util.tiny import make_tiny_bert
 
 CONFIG = ROOT / "configs" / "config.cfg"
 STEPS, EVERY = 16, 4
@@ -170,7 +170,7 @@ def test_the_loop_trains_as_spacy_train_does(setup, tmp_path):
 KILL_WHILE_PROMOTING = """
 import json, os, runpy, signal, sys
 from pathlib import Path
-from iob_ner import outputs
+from iob_ner.util import outputs
 from iob_ner.training import train
 
 replace_together, remove = outputs.replace_together, outputs.remove
@@ -193,7 +193,7 @@ runpy.run_path("scripts/train.py", run_name="__main__")
 
 
 def test_kill_9_while_the_outputs_are_put_in_place_then_the_same_command_finishes_it(setup, tmp_path):
-    from iob_ner.outputs import fingerprint
+    from iob_ner.util.outputs import fingerprint
 
     folder, bert = setup
     output, sources = tmp_path / "out", tmp_path / "sources.json"

@@ -7,7 +7,7 @@ import spacy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iob_ner.corpus import convert_iob, read_docs
+from iob_ner.corpus.convert import convert_iob, read_docs
 from iob_ner.iob import ReadReport, read_iob, spans_to_tags, write_iob
 
 WORD = st.text(

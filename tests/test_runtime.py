@@ -2,7 +2,7 @@
 
 import pytest
 
-from iob_ner.runtime import EMBEDDED, SetupError, parse_bool, parse_gpu_id, resolve_transformer, select_device
+from iob_ner.util.runtime import EMBEDDED, SetupError, parse_bool, parse_gpu_id, resolve_transformer, select_device
 
 
 def test_embedded_model_resolves_to_a_local_folder():

@@ -428,8 +428,8 @@ def test_serve_names_a_port_in_use_before_loading_the_model(tmp_path):
     ],
 )
 def test_loadtest_names_unreadable_texts_in_one_sentence(tmp_path, content, says):
-    from iob_ner.runtime import SetupError
     from iob_ner.serving.loadtest import read_sentences
+    from iob_ner.util.runtime import SetupError
 
     path = tmp_path / ("texts.spacy" if "docbin" in says or "corpus" in says else "texts.txt")
     path.write_bytes(content)

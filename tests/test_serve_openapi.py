@@ -15,9 +15,9 @@ from conftest import ROOT  # noqa: E402
 from test_predict import make_pipeline  # noqa: E402
 from test_serve import SMALL, serving  # noqa: E402
 
-from iob_ner.errors import SetupError  # noqa: E402
 from iob_ner.serving.app import EXAMPLE_TEXT, human_bytes  # noqa: E402
 from iob_ner.serving.server import example_text, label_descriptions, pipeline_info  # noqa: E402
+from iob_ner.util.errors import SetupError  # noqa: E402
 
 
 def resolve(spec: dict, schema: dict) -> dict:

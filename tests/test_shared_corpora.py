@@ -3,7 +3,7 @@
 import pytest
 from conftest import SHARED_DATA
 
-from iob_ner.corpus import convert_iob
+from iob_ner.corpus.convert import convert_iob
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside this checkout")
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iob_ner.splits import SplitError, missing_labels, stratified_parts
+from iob_ner.corpus.splits import SplitError, missing_labels, stratified_parts
 
 LABELS = "ABCDEFG"
 

@@ -285,7 +285,7 @@ def test_the_server_runs_long_texts_in_bounded_passes(monkeypatch):
 
 
 def test_batch_chars_under_one_stops_with_one_sentence(models, tmp_path):
-    from iob_ner.errors import SetupError
+    from iob_ner.util.errors import SetupError
 
     plain, _ = models
     source = write_jsonl(tmp_path / "in.jsonl", ["ZnO"])

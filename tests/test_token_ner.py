@@ -8,7 +8,7 @@ import spacy
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from iob_ner.token_ner import _BiluoDecoder, _same_token_tags
+from iob_ner.pipeline.token_ner import _BiluoDecoder, _same_token_tags
 
 TRAIN = [
     ("LiFePO4 is a cathode made by sol-gel synthesis".split(), [(0, 1, "MAT"), (6, 8, "SMT")]),

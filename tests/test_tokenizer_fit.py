@@ -1,14 +1,14 @@
 """The tokenizer fit check of convert: entities of the export whose start and end fall on the boundaries of
-spaCy's tokens in the raw text rebuilt from the export's tokens (src/iob_ner/tokenizer_fit.py)."""
+spaCy's tokens in the raw text rebuilt from the export's tokens (src/iob_ner/corpus/tokenizer_fit.py)."""
 
 import json
 
 import pytest
 from conftest import ROOT
 
-from iob_ner.errors import SetupError
-from iob_ner.prepare import prepare_corpus
-from iob_ner.tokenizer_fit import check_export, detokenize, fit_lines, language_tokenizer
+from iob_ner.corpus.prepare import prepare_corpus
+from iob_ner.corpus.tokenizer_fit import check_export, detokenize, fit_lines, language_tokenizer
+from iob_ner.util.errors import SetupError
 
 
 def test_detokenize_glues_closing_and_opening_punctuation_and_places_every_word():
@@ -61,7 +61,7 @@ def test_a_language_spacy_lacks_or_cannot_load_is_one_sentence():
 
 
 def test_debug_data_repeats_converts_fit_as_a_finding(tmp_path):
-    from iob_ner.debug_data import tokenizer_fit_findings
+    from iob_ner.corpus.debug_data import tokenizer_fit_findings
 
     assert tokenizer_fit_findings(tmp_path) == []  # converted before the check: nothing said
     distinct = [[(f"Sample{i}", "O"), *sentence] for i in range(10) for sentence in (FITTING, UNIT)]

@@ -8,9 +8,9 @@ import pytest
 from conftest import ROOT
 from spacy.util import load_config
 
-from iob_ner.corpus import convert_iob
-from iob_ner.runtime import SetupError
+from iob_ner.corpus.convert import convert_iob
 from iob_ner.training.train import check_steps, check_training_corpus, read_config, schedule_overrides
+from iob_ner.util.runtime import SetupError
 
 
 def test_a_length_limit_that_drops_documents_names_them(tmp_path, fixture_path, capsys):

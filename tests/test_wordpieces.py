@@ -8,11 +8,11 @@ import spacy
 from conftest import ROOT
 from spacy.tokens import Doc, DocBin
 
-from iob_ner.layers import wordpieces
-from iob_ner.layers.pooling import Listener
-from iob_ner.layers.speedups import install, release
-from iob_ner.runtime import resolve_transformer
-from iob_ner.tiny import make_tiny_bert
+from iob_ner.pipeline.layers import wordpieces
+from iob_ner.pipeline.layers.pooling import Listener
+from iob_ner.pipeline.layers.speedups import install, release
+from iob_ner.util.runtime import resolve_transformer
+from iob_ner.util.tiny import make_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _converted(nlp, path):
     import tempfile
     from pathlib import Path
 
-    from iob_ner.corpus import convert_iob
+    from iob_ner.corpus.convert import convert_iob
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "c.spacy"

@@ -3,7 +3,7 @@
 For training and for inference, side by side in one run, each lever on or off:
 
 - the share of wordpiece positions that were padding (every row of a batch is padded to its longest; the
-  transformer's `padding` counters, src/iob_ner/layers/transformer.py);
+  transformer's `padding` counters, src/iob_ner/pipeline/layers/transformer.py);
 - the FLOPs, counted from the model's shapes: 2 x (the encoder's linear weights) per position, plus
   attention's 4 x layers x hidden per position and per position of its row; training is 3x the forward
   (the backward costs two forwards). "executed" counts every position, "useful" the real ones;
@@ -40,13 +40,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BASE = ROOT / "configs" / "base_config.cfg"
 
-from iob_ner.corpus import read_docs  # noqa: E402
+from iob_ner.corpus.convert import read_docs  # noqa: E402
 from iob_ner.experiments.timed import build_config, score, train_for  # noqa: E402
 from iob_ner.inference.pipeline import entity_reading, source_predictions  # noqa: E402
 from iob_ner.inference.writers import write_outputs  # noqa: E402
-from iob_ner.layers.transformer import Padding, TransformerShim, transformer_models, transformer_shims  # noqa: E402
-from iob_ner.outputs import write_text_atomic  # noqa: E402
-from iob_ner.runtime import cpu_name, resolve_transformer  # noqa: E402
+from iob_ner.pipeline.layers.transformer import Padding, TransformerShim, transformer_models, transformer_shims  # noqa: E402
+from iob_ner.util.outputs import write_text_atomic  # noqa: E402
+from iob_ner.util.runtime import cpu_name, resolve_transformer  # noqa: E402
 
 
 def matmul_limit(size: int = 2048, repeats: int = 8) -> float:

@@ -39,11 +39,11 @@ from wasabi import msg
 from iob_ner.audit import audit
 from iob_ner.audit.findings import TOKEN_SCORES, iob2_classes, model_findings, ranked
 from iob_ner.audit.locate import locate_corpus
-from iob_ner.errors import UserError
+from iob_ner.corpus.prepare import prepare_corpus
 from iob_ner.experiments.common import write_json
 from iob_ner.iob import IobDocument, located_documents, read_iob, write_iob
-from iob_ner.prepare import prepare_corpus
-from iob_ner.runtime import cpu_name, library_versions, parse_gpu_id
+from iob_ner.util.errors import UserError
+from iob_ner.util.runtime import cpu_name, library_versions, parse_gpu_id
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("removed", "boundary", "spurious")

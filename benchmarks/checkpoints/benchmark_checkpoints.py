@@ -23,9 +23,9 @@ from typing import Any, Dict, List
 import typer
 from wasabi import msg
 
-from iob_ner.runtime import cpu_name, library_versions, resolve_transformer
 from iob_ner.training import checkpoints
 from iob_ner.training import loop as train_loop
+from iob_ner.util.runtime import cpu_name, library_versions, resolve_transformer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,12 +14,12 @@ from typing import List, Tuple
 import typer
 from wasabi import msg
 
-from iob_ner.runtime import cpu_name
+from iob_ner.util.runtime import cpu_name
 
 # Each snippet times the conversion alone (imports excluded) and prints the seconds on its last line.
 # Ours runs as the convert command does: without importing torch.
 OURS = """import sys, time; sys.modules.setdefault("torch", None)
-from iob_ner.corpus import convert_iob
+from iob_ner.corpus.convert import convert_iob
 start = time.perf_counter(); convert_iob(sys.argv[1], sys.argv[2], write_json=sys.argv[3] == "json")
 print(time.perf_counter() - start)"""
 SPACY = """import sys, time

@@ -39,9 +39,9 @@ from wasabi import msg
 
 from iob_ner.distill import label_sources
 from iob_ner.distill.compare import speedup_text
-from iob_ner.outputs import write_text_atomic
-from iob_ner.runtime import cpu_name, library_versions
 from iob_ner.training.config_file import write_config
+from iob_ner.util.outputs import write_text_atomic
+from iob_ner.util.runtime import cpu_name, library_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTILL = ROOT / "scripts" / "distill.py"
@@ -63,7 +63,7 @@ LABEL = """
 import json, sys
 from pathlib import Path
 from iob_ner.distill import label_with_teacher, peak_memory_mb
-from iob_ner.runtime import parse_gpu_id, select_device
+from iob_ner.util.runtime import parse_gpu_id, select_device
 a = json.loads(sys.argv[1])
 select_device(parse_gpu_id(a["gpu_id"], ""))
 labels = label_with_teacher(Path(a["teacher"]), [Path(p) for p in a["sources"]], Path(a["labels_dir"]),
@@ -77,7 +77,7 @@ COMPARE = """
 import json, sys
 from pathlib import Path
 import spacy
-from iob_ner.corpus import read_docs
+from iob_ner.corpus.convert import read_docs
 from iob_ner.distill.compare import compare
 a = json.loads(sys.argv[1])
 gold = list(read_docs(Path(a["test"]), spacy.blank("en").vocab))

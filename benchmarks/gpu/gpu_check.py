@@ -20,7 +20,7 @@ On a GPU (NCBI-disease, the MTL-Bioinformatics-2016 copy; about 8 minutes on one
         --hf-peer path/to/hf_peer.py --hf-epochs 7 --output "$OUT/gpu-check.json"
 
 It imports the package from src/ itself, so it also runs where the project is not pip-installed (a GPU
-machine without a package index): `iob_ner.token_ner` is imported before any pipeline loads.
+machine without a package index): `iob_ner.pipeline.token_ner` is imported before any pipeline loads.
 """
 
 import asyncio
@@ -38,9 +38,9 @@ import typer
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))  # the package from this tree, installed or not
 
-import iob_ner.token_ner  # noqa: E402,F401 (registers the token_ner factory without the entry point)
-from iob_ner.corpus import convert_iob, read_docs  # noqa: E402
-from iob_ner.runtime import cpu_name, gpu_id_option, parse_gpu_id, select_device  # noqa: E402
+import iob_ner.pipeline.token_ner  # noqa: E402,F401 (registers the token_ner factory without the entry point)
+from iob_ner.corpus.convert import convert_iob, read_docs  # noqa: E402
+from iob_ner.util.runtime import cpu_name, gpu_id_option, parse_gpu_id, select_device  # noqa: E402
 
 Record = Dict[str, Any]
 
@@ -95,7 +95,7 @@ def train_step(work: Path, gpu: int, max_steps: int) -> Record:
 
 
 def evaluate_step(work: Path, gpu: int) -> Record:
-    from iob_ner.evaluation import evaluate_pipeline
+    from iob_ner.evaluation.evaluate import evaluate_pipeline
 
     metrics = evaluate_pipeline(
         model=work / "training" / "model-best",
@@ -128,7 +128,7 @@ def predict_step(work: Path, gpu: int) -> Record:
     """predict on the test texts with each batch run whole (spacy-transformers' way) and in groups of
     similar length (the default), alternately: words/s and the share of padding of each."""
     from iob_ner.inference import predict
-    from iob_ner.layers.transformer import TransformerShim
+    from iob_ner.pipeline.layers.transformer import TransformerShim
 
     source = write_texts(work)
     words = sum(len(line.split()) for line in source.read_text(encoding="utf8").splitlines())

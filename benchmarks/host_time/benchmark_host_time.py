@@ -44,13 +44,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import typer
 from wasabi import msg
 
-from iob_ner.errors import SetupError
-from iob_ner.layers.speedups import install, release
-from iob_ner.layers.transformer import transformer_models
-from iob_ner.outputs import write_text_atomic
-from iob_ner.runtime import cpu_name, library_versions, resolve_transformer
-from iob_ner.tiny import TINY_BERT, make_tiny_bert, tiny_training_setup
+from iob_ner.pipeline.layers.speedups import install, release
+from iob_ner.pipeline.layers.transformer import transformer_models
 from iob_ner.training.loop import finish_updates, update
+from iob_ner.util.errors import SetupError
+from iob_ner.util.outputs import write_text_atomic
+from iob_ner.util.runtime import cpu_name, library_versions, resolve_transformer
+from iob_ner.util.tiny import TINY_BERT, make_tiny_bert, tiny_training_setup
 
 ROOT = Path(__file__).resolve().parents[2]
 AREAS = {  # area -> what it holds, for the report
@@ -137,8 +137,8 @@ def instrumented(nlp, clock: AreaClock) -> Iterator[None]:
     from spacy_transformers.pipeline_component import Transformer
     from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-    from iob_ner.layers import fused_adam
-    from iob_ner.token_ner import TokenNER
+    from iob_ner.pipeline.layers import fused_adam
+    from iob_ner.pipeline.token_ner import TokenNER
 
     undo: List[Callable[[], None]] = []
 

@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import typer
 from wasabi import msg
 
-from iob_ner.outputs import write_text_atomic
-from iob_ner.runtime import cpu_name, library_versions
+from iob_ner.util.outputs import write_text_atomic
+from iob_ner.util.runtime import cpu_name, library_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCHES = (500, 4000)
@@ -155,7 +155,7 @@ def main(
     before_python: str = typer.Option(
         sys.executable,
         help="The Python of the other checkout's own venv: one whose entry points name modules the other "
-        "checkout lacks (src/iob_ner/layers since 2026-12-06) cannot serve both",
+        "checkout lacks (src/iob_ner/layers since 2026-12-06, src/iob_ner/pipeline/layers since 2026-12-07) cannot serve both",
     ),
 ) -> None:
     """Host time per 1,000 training words and training speed, this checkout beside another, in one run."""

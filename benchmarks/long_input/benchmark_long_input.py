@@ -19,7 +19,7 @@ from typing import List, Tuple
 import typer
 from wasabi import msg
 
-from iob_ner.runtime import cpu_name
+from iob_ner.util.runtime import cpu_name
 
 CONVERT = Path(__file__).resolve().parents[2] / "scripts" / "convert_file.py"  # run, not imported
 SHAPES = {"periods": (True, 0), "no punctuation": (False, 0), "2 documents": (True, 2)}

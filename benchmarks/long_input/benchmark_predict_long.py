@@ -36,8 +36,8 @@ import typer
 from wasabi import msg
 
 from iob_ner.inference.stream import BATCH_CHARS, split_text
-from iob_ner.outputs import write_text_atomic
-from iob_ner.runtime import cpu_name, library_versions
+from iob_ner.util.outputs import write_text_atomic
+from iob_ner.util.runtime import cpu_name, library_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = ROOT.parent / "shared" / "data" / "biomed-unlabeled" / "sentences.txt"

@@ -24,8 +24,8 @@ import typer
 from wasabi import msg
 
 from iob_ner.inference import predict
-from iob_ner.outputs import write_text_atomic
-from iob_ner.runtime import cpu_name
+from iob_ner.util.outputs import write_text_atomic
+from iob_ner.util.runtime import cpu_name
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = (

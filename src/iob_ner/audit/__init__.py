@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..errors import SetupError
 from ..experiments.crossval import crossval, fold_plan, kept_models, models_record
-from ..runtime import cpu_name, select_device
 from ..training.train import check_steps, read_config
+from ..util.errors import SetupError
+from ..util.runtime import cpu_name, select_device
 from .consistency import find_inconsistencies
 from .findings import KINDS, SCORE_RULE, check_token_score, iob2_classes, model_findings, require_cleanlab
 from .locate import Located, check_export, locate_corpus

@@ -33,8 +33,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy
 
-from ..errors import SetupError
 from ..iob import Span, spans_to_tags
+from ..util.errors import SetupError
 from .locate import Located
 
 TOKEN_SCORES = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")

@@ -15,10 +15,10 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 from spacy.vocab import Vocab
 
-from ..corpus import read_docs
-from ..errors import CorpusError
+from ..corpus.convert import read_docs
+from ..corpus.prepare import SPLIT_RECORD, SPLITS, read_split_record
 from ..iob import IobDocument, Span, located_documents
-from ..prepare import SPLIT_RECORD, SPLITS, read_split_record
+from ..util.errors import CorpusError
 
 
 @dataclass

@@ -14,7 +14,7 @@ import spacy
 from spacy.tokens import Doc
 from spacy.util import minibatch
 
-from ..errors import SetupError
+from ..util.errors import SetupError
 from .findings import DocPrediction, biluo_to_iob2
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..iob import Span, write_iob
-from ..outputs import atomic_outputs, remove
+from ..util.outputs import atomic_outputs, remove
 from .locate import Located
 
 CONTEXT = 12  # tokens shown on each side of a finding, within its sentence

@@ -17,8 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import SetupError
-from ..outputs import remove, replace, write_text_atomic
+from ..util.errors import SetupError
+from ..util.outputs import remove, replace, write_text_atomic
 from .labels import Labels, label_texts
 from .student import StudentRun, StudentSettings, build_student, gold_examples, train_student
 
@@ -45,7 +45,7 @@ def teacher_head_name(nlp, teacher: Path) -> str:
 def gold_labels(train: Path) -> List[str]:
     import spacy
 
-    from ..corpus import read_docs
+    from ..corpus.convert import read_docs
 
     return sorted({ent.label_ for doc in read_docs(train, spacy.blank("en").vocab) for ent in doc.ents})
 
@@ -62,7 +62,7 @@ def check_unlabelled(unlabelled: Optional[Path], held_out: Dict[str, Optional[Pa
     is then scored on, and its score would leak."""
     if unlabelled is None or not unlabelled.exists():
         return
-    from ..outputs import fingerprint
+    from ..util.outputs import fingerprint
 
     candidates = [unlabelled]
     if unlabelled.is_dir():
@@ -135,7 +135,7 @@ def distill_pipeline(
     model-last, log.jsonl, calibration.json and distillation.json (settings, timings, peak memory, and teacher
     and student side by side on `test`, else dev). Returns distillation.json's content. `on_shard(shards, docs)`
     and `on_evaluation(step, dev F, losses)` are told of each shard of labels and each evaluation."""
-    from ..runtime import select_device
+    from ..util.runtime import select_device
 
     settings.check()
     for path, what in ((teacher, "teacher pipeline"), (train, "training corpus"), (dev, "dev corpus")):
@@ -166,7 +166,7 @@ def distill_pipeline(
 
 def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[Labels], settings, on_evaluation):
     """Build the student with the teacher's labels and train it in `folder`; returns the run and its summary."""
-    from ..corpus import read_docs
+    from ..corpus.convert import read_docs
     from ..training.train import read_config
 
     read_config(config)  # one sentence naming the file when it does not parse
@@ -181,8 +181,8 @@ def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[
 
     nlp, head, training, gold = build_student(config, overrides, tag_labels, read_gold)
     dev_examples = gold_examples(nlp, list(read_docs(dev, nlp.vocab)))
-    from ..outputs import fingerprint
-    from ..trained_on import trained_on_record
+    from ..evaluation.trained_on import trained_on_record
+    from ..util.outputs import fingerprint
 
     # what evaluate compares a corpus with: the gold corpora (the teacher's labels are of other texts too)
     record = trained_on_record(train, dev, {"training corpus": fingerprint(train), "dev corpus": fingerprint(dev)})
@@ -195,7 +195,7 @@ def _finish(run, teacher, train, dev, test, labels, settings, batch_size) -> Dic
     """Calibrate the best student on dev, compare it with the teacher, and say what was done."""
     import spacy
 
-    from ..corpus import read_docs
+    from ..corpus.convert import read_docs
     from ..training.calibration import calibrate
     from .compare import compare
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Sequence
 import spacy
 from spacy.tokens import Doc
 
-from ..metrics import entity_metrics, predict_gold
+from ..evaluation.metrics import entity_metrics, predict_gold
 
 ROUNDS = 3  # timed passes of each model, alternately: teacher, student, teacher, student, ...
 TIMING_DOCS = 300  # the first documents of the corpus: enough to time, few enough to keep the rounds short
@@ -55,7 +55,7 @@ def compare(
     the spread (min-max) of the per-round ratios."""
     import torch
 
-    from ..runtime import cpu_name, select_device
+    from ..util.runtime import cpu_name, select_device
 
     select_device(-1)  # why: the student is for CPUs; a GPU run compares on this machine's CPU too
     nlps = {"teacher": spacy.load(teacher), "student": spacy.load(student)}

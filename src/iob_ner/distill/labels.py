@@ -21,11 +21,11 @@ import numpy
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 
-from ..corpus import read_docs
-from ..errors import SetupError
+from ..corpus.convert import read_docs
+from ..evaluation.metrics import drop_transformer_output
 from ..inference.inputs import InputProblems, input_files, read_texts
-from ..metrics import drop_transformer_output
-from ..outputs import atomic_outputs, fingerprint, remove, write_text_atomic
+from ..util.errors import SetupError
+from ..util.outputs import atomic_outputs, fingerprint, remove, write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # the layout of the shards; a new layout relabels

@@ -24,8 +24,8 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Optimizer, set_dropout_rate
 
-from ..errors import SetupError
-from ..trained_on import META_KEY
+from ..evaluation.trained_on import META_KEY
+from ..util.errors import SetupError
 from .labels import Labels, SilverDoc, stream_silver
 
 MODES = ("soft", "hard", "gold")  # gold: no teacher labels at all (the baseline of an ablation)
@@ -130,7 +130,9 @@ class StudentRun:
     best_step: int = 0
     summary: Optional[Dict[str, Any]] = None  # what train_student returned
     on_evaluation: Optional[Callable[[int, float, Dict[str, float]], None]] = None  # (step, dev F, losses)
-    trained_on: Optional[Dict[str, Any]] = None  # meta.json's record of the gold corpora (iob_ner.trained_on)
+    trained_on: Optional[Dict[str, Any]] = (
+        None  # meta.json's record of the gold corpora (iob_ner.evaluation.trained_on)
+    )
 
 
 def train_student(
@@ -223,7 +225,7 @@ def _evaluate_and_keep(run: StudentRun, optimizer, step: int, losses: Dict[str, 
 
 
 def _save(nlp: Language, optimizer, path: Path, averages) -> None:
-    from ..outputs import atomic_output
+    from ..util.outputs import atomic_output
 
     averages = averages if averages is not None else (getattr(optimizer, "averages", None) or None)
     with atomic_output(path) as tmp:

@@ -1,7 +1,7 @@
 """What crossval and data-curve share: train on some documents, score on others, sum up, plot.
 
 Each run trains with `iob_ner.training.train_pipeline` (the same config, checks and schedule as
-`spacy project run train`) and scores with `iob_ner.evaluation.evaluate_pipeline`.
+`spacy project run train`) and scores with `iob_ner.evaluation.evaluate.evaluate_pipeline`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Dict, List, Optional, Sequence
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
-from ..corpus import DOCBIN_ATTRS, read_docs
-from ..evaluation import evaluate_pipeline
-from ..outputs import remove, write_text_atomic
+from ..corpus.convert import DOCBIN_ATTRS, read_docs
+from ..evaluation.evaluate import evaluate_pipeline
 from ..training.train import train_pipeline
+from ..util.outputs import remove, write_text_atomic
 
 
 def load_docs(paths: Sequence[Path]) -> List[Doc]:

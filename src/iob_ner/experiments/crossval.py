@@ -20,12 +20,12 @@ from typing import List, Optional, Tuple
 
 from wasabi import msg
 
-from ..errors import SplitError
-from ..outputs import atomic_output, fingerprint, remove, write_text_atomic
-from ..runtime import cpu_name
-from ..split_checks import document_key
-from ..splits import stratified_parts
+from ..corpus.split_checks import document_key
+from ..corpus.splits import stratified_parts
 from ..training.train import check_steps
+from ..util.errors import SplitError
+from ..util.outputs import atomic_output, fingerprint, remove, write_text_atomic
+from ..util.runtime import cpu_name
 from .common import doc_labels, load_docs, mean_sd, per_label_f, pyplot, save_docs, train_and_score, write_json
 
 INNER_DEV_SHARE = 0.1

@@ -14,11 +14,11 @@ from typing import List, Sequence
 
 from wasabi import msg
 
-from ..errors import SplitError
-from ..outputs import atomic_output, write_text_atomic
-from ..runtime import cpu_name
-from ..splits import stratified_parts
+from ..corpus.splits import stratified_parts
 from ..training.train import check_steps
+from ..util.errors import SplitError
+from ..util.outputs import atomic_output, write_text_atomic
+from ..util.runtime import cpu_name
 from .common import doc_labels, load_docs, pyplot, save_docs, train_and_score, write_json
 
 QUARTERS = (25, 50, 75, 100)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..layers.transformer import Padding, padding_share, transformer_shims
+from ..pipeline.layers.transformer import Padding, padding_share, transformer_shims
 from ..training import precision as precision_mod
 from ..training.config_file import render_config
 
@@ -224,8 +224,8 @@ def _sync(gpu: int) -> None:
 def score(nlp, corpus_path: Path, batch_sizes: Sequence[int] = (256,)) -> Dict[str, Any]:
     """Typed P/R/F with nlp.pipe at the first batch size, whose words/s stay under `infer_words_per_s`
     (the key older JSON readers know); with more sizes, `infer_words_per_s_by_batch` has one figure each."""
-    from iob_ner.corpus import read_docs
-    from iob_ner.metrics import entity_metrics, predict_gold
+    from iob_ner.corpus.convert import read_docs
+    from iob_ner.evaluation.metrics import entity_metrics, predict_gold
 
     gold = list(read_docs(corpus_path, nlp.vocab))
     words = sum(map(len, gold))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import SetupError
+from ..util.errors import SetupError
 from .stream import BATCH_CHARS
 
 ENGINES = ("local", "ray")
@@ -45,7 +45,7 @@ def predict(
     to the workers) and writes the same outputs."""
     if engine not in ENGINES:
         raise SetupError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    from ..outputs import check_outputs
+    from ..util.outputs import check_outputs
 
     check_outputs(source, [output, iob_output], ["the output", "the --iob output"])
     if engine == "ray":

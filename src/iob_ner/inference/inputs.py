@@ -18,9 +18,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 from wasabi import msg
 
-from ..errors import SetupError, first_line, not_utf8_hint
-from ..json_documents import parse_json_or_reason
-from ..outputs import temporary_name
+from ..util.errors import SetupError, first_line, not_utf8_hint
+from ..util.outputs import temporary_name
+from .json_documents import parse_json_or_reason
 
 INPUT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 BOM = b"\xef\xbb\xbf"

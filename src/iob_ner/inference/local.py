@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..layers.transformer import padding_share
-from ..runtime import select_device
+from ..pipeline.layers.transformer import padding_share
+from ..util.runtime import select_device
 from .inputs import check_something_read
 from .pipeline import BATCH_CHARS, check_settings, entity_reading, load_pipeline, source_predictions
 from .writers import write_outputs

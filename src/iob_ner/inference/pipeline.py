@@ -16,9 +16,9 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from wasabi import msg
 
-from ..errors import SetupError, first_line
-from ..runtime import give_back_freed_memory
-from ..scoring import scores_by_span, scoring_ner, unscored_ner
+from ..pipeline.scoring import scores_by_span, scoring_ner, unscored_ner
+from ..util.errors import SetupError, first_line
+from ..util.runtime import give_back_freed_memory
 from .inputs import InputProblems, Text, input_files, read_texts
 from .stream import BATCH_CHARS, Window, passes, piece_chars, pipeline_window, text_parts
 

@@ -30,9 +30,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from wasabi import msg
 
-from ..errors import SetupError
-from ..outputs import atomic_output, remove, write_text_atomic
-from ..runtime import ThreadDevice, select_device
+from ..util.errors import SetupError
+from ..util.outputs import atomic_output, remove, write_text_atomic
+from ..util.runtime import ThreadDevice, select_device
 from .inputs import InputProblems, NothingRead, Text, check_something_read, input_files, read_texts
 from .pipeline import BATCH_CHARS, Prediction, check_settings, entity_reading, load_pipeline, predictions
 from .writers import write_outputs

@@ -26,11 +26,11 @@ from typing import List, Optional, Tuple
 
 from wasabi import msg
 
-from ..errors import SetupError
 from ..iob import write_iob
-from ..outputs import atomic_outputs, check_outputs
-from ..runtime import select_device
-from ..scoring import scoring_ner, unscored_ner
+from ..pipeline.scoring import scoring_ner, unscored_ner
+from ..util.errors import SetupError
+from ..util.outputs import atomic_outputs, check_outputs
+from ..util.runtime import select_device
 from . import skipped_text
 from .inputs import check_something_read
 from .pipeline import BATCH_CHARS, Prediction, Reading, check_settings, load_pipeline, source_predictions

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ..errors import SetupError
 from ..iob import write_iob
-from ..outputs import atomic_outputs
+from ..util.errors import SetupError
+from ..util.outputs import atomic_outputs
 from .pipeline import Prediction, Span
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
-from ..json_documents import NotJson, parse_json
+from ..inference.json_documents import NotJson, parse_json
 
 Run = Callable[[List[str]], List[List[dict]]]  # texts -> the entities of each
 UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")

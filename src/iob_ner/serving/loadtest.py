@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import SetupError
-from ..runtime import cpu_name
+from ..util.errors import SetupError
+from ..util.runtime import cpu_name
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # wasabi's colours, out of a message quoted in another
 MEMORY_MARK = 1000  # RSS is read after this many requests, and again at the end

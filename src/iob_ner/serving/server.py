@@ -19,13 +19,13 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional  # noqa: E402
 
-from ..colors import label_colors  # noqa: E402
-from ..errors import SetupError  # noqa: E402
 from ..inference.inputs import Text  # noqa: E402
 from ..inference.pipeline import Passes, check_min_score, entity_reading, load_pipeline, merge, text_pieces  # noqa: E402
 from ..inference.stream import BATCH_CHARS, piece_chars, pipeline_window  # noqa: E402
-from ..runtime import ThreadDevice, select_device  # noqa: E402
-from ..scoring import scoring_ner  # noqa: E402
+from ..pipeline.scoring import scoring_ner  # noqa: E402
+from ..util.colors import label_colors  # noqa: E402
+from ..util.errors import SetupError  # noqa: E402
+from ..util.runtime import ThreadDevice, select_device  # noqa: E402
 
 
 def pipeline_runner(

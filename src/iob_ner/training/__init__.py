@@ -11,6 +11,6 @@
 - `precision.py`: `[system] precision` (bf16 or fp32), chosen per device;
 - `config_file.py`: reading, generating and checking `configs/config.cfg`.
 
-The speed-ups a config names (architectures, the after_init callback) are in `iob_ner.layers`, so that plain
+The speed-ups a config names (architectures, the after_init callback) are in `iob_ner.pipeline.layers`, so that plain
 `spacy train` gets them too.
 """

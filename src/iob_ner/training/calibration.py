@@ -17,9 +17,9 @@ from spacy.training import Example
 from spacy.util import minibatch
 from wasabi import msg
 
-from ..corpus import read_docs
-from ..scoring import scoring_ner
-from ..token_ner import Entity, TokenNER, _BiluoDecoder, _length_chunks, _stack
+from ..corpus.convert import read_docs
+from ..pipeline.scoring import scoring_ner
+from ..pipeline.token_ner import Entity, TokenNER, _BiluoDecoder, _length_chunks, _stack
 
 # Temperatures `fit_temperature` tries: log-spaced 0.25 .. 32 (and 1.0, so that fitting never does worse than T = 1).
 # Up to 8 was too few: NCBI-disease trained 3,000 steps on the CPU wanted T = 8 or more (at the grid's edge).

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import CheckpointError
-from ..outputs import remove, replace, temporary_name
+from ..util.errors import CheckpointError
+from ..util.outputs import remove, replace, temporary_name
 
 STEP_PREFIX = "step-"
 Key = Tuple[int, str]  # thinc's optimizer key: (node or shim id, parameter name)

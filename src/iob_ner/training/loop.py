@@ -30,10 +30,10 @@ from wasabi import msg
 
 from . import checkpoints
 from .checkpoints import TrainingState
-from ..layers.speedups import release
-from ..layers.transformer import padding_share
-from ..outputs import aside_name, remove, replace, temporary_name
-from ..trained_on import META_KEY, trained_on_record
+from ..pipeline.layers.speedups import release
+from ..pipeline.layers.transformer import padding_share
+from ..util.outputs import aside_name, remove, replace, temporary_name
+from ..evaluation.trained_on import META_KEY, trained_on_record
 
 MODEL_BEST, MODEL_LAST, LOG = "model-best", "model-last", "log.jsonl"
 
@@ -232,7 +232,7 @@ class _Run:
 
         with self.nlp.select_pipes(disable=self.frozen):
             update_meta(self.T, self.nlp, info)
-        if self.trained_on is not None:  # what evaluate compares a corpus with (iob_ner.trained_on)
+        if self.trained_on is not None:  # what evaluate compares a corpus with (iob_ner.evaluation.trained_on)
             self.nlp.meta[META_KEY] = self.trained_on
         with self.nlp.use_params(self.optimizer.averages or {}):
             self._save_pipeline(MODEL_LAST)

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Optional, get_args
 
-from ..errors import SetupError
-from ..layers.transformer import transformer_shims
+from ..util.errors import SetupError
+from ..pipeline.layers.transformer import transformer_shims
 
 Setting = Literal["auto", "bf16", "fp32"]  # the training callback's argument: spaCy's config check refuses others
 SETTINGS = get_args(Setting)

@@ -25,11 +25,11 @@ from wasabi import msg
 from . import config_file, loop, precision
 from .calibration import calibrate
 from .checkpoints import checkpoints, unfinished_checkpoints, verify_checkpoint
-from ..errors import ConfigFileError, SetupError
-from ..layers import speedups
-from ..outputs import aside_name, fingerprint, finish_replacing, one_run_at_a_time, remove, replace_together
-from ..runtime import resolve_transformer, select_device
-from ..scoring import scoring_ner
+from ..util.errors import ConfigFileError, SetupError
+from ..pipeline.layers import speedups
+from ..util.outputs import aside_name, fingerprint, finish_replacing, one_run_at_a_time, remove, replace_together
+from ..util.runtime import resolve_transformer, select_device
+from ..pipeline.scoring import scoring_ner
 
 MODELS = ("model-best", "model-last")
 RUN = "checkpoints"  # where a run trains, beside model-best: its pipelines, log and resumable checkpoints
@@ -51,7 +51,7 @@ def check_training_corpus(config: Config, train_path: Path) -> None:
     """
     import spacy
 
-    from ..corpus import read_docs
+    from ..corpus.convert import read_docs
 
     limit = config["corpora"]["train"].get("max_length", 0)
     entities, long_docs = 0, []

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .corpus import convert_iob
-from .errors import SetupError, SplitError
-from .iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, ReadReport, read_iob
-from .outputs import fingerprint, outputs_together, write_text_atomic
+from .convert import convert_iob
+from ..util.errors import SetupError, SplitError
+from ..iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, ReadReport, read_iob
+from ..util.outputs import fingerprint, outputs_together, write_text_atomic
 from .split_checks import DocumentKey, document_key, find_overlaps, unseen_labels
 from .splits import stratified_parts
 from .tokenizer_fit import check_export

@@ -20,13 +20,13 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from wasabi import table
 
-from .errors import ConfigFileError, DataError, SetupError
-from .outputs import write_text_atomic
+from ..util.errors import ConfigFileError, DataError, SetupError
+from ..util.outputs import write_text_atomic
 from .prepare import read_split_record
-from .runtime import resolve_transformer
+from ..util.runtime import resolve_transformer
 from .split_checks import DocumentKey, document_key, find_overlaps, listing, unseen_labels, unseen_sentence
 from .tokenizer_fit import fit_lines
-from .training.config_file import read_config
+from ..training.config_file import read_config
 
 try:  # spaCy's own threshold for "Low number of examples for label", so that both reports agree
     from spacy.cli.debug_data import NEW_LABEL_THRESHOLD
@@ -79,7 +79,7 @@ def gather_split_stats(name: str, path: Path) -> SplitStats:
     """The statistics of a .spacy file or folder of shards; anything unreadable is one DataError."""
     from spacy.vocab import Vocab
 
-    from .corpus import read_docs
+    from .convert import read_docs
 
     if not path.exists():
         raise DataError(f"the {name} corpus {path} does not exist: run `spacy project run convert` first")

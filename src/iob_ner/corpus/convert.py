@@ -13,9 +13,9 @@ from spacy.strings import get_string_id
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
-from .errors import CorpusError
-from .iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobDocument, ReadReport, read_iob, spans_to_tags
-from .outputs import atomic_outputs, check_outputs, remove
+from ..util.errors import CorpusError
+from ..iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobDocument, ReadReport, read_iob, spans_to_tags
+from ..util.outputs import atomic_outputs, check_outputs, remove
 
 DOCBIN_ATTRS = ["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"]
 SHARD_TOKENS = 1_000_000  # a DocBin holds ~50 bytes a token in memory: shard big corpora

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Generator, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import IobError, SetupError, not_utf8_hint
+from ..util.errors import IobError, SetupError, not_utf8_hint
 
 DOCSTART = "-DOCSTART-"
 PREFIXES = "BIELSU"

@@ -2,7 +2,7 @@
 
 The commands in scripts/ are thin: they parse options with Typer, call one library function inside
 `user_errors()`, and print its result. Library functions stay quiet about failures: they raise a
-`UserError` (iob_ner.errors) and this is the one place that turns it into a message.
+`UserError` (iob_ner.util.errors) and this is the one place that turns it into a message.
 """
 
 from __future__ import annotations
@@ -64,4 +64,4 @@ def print_read_report(report: "ReadReport") -> None:
 
 
 if TYPE_CHECKING:  # the IOB reader pulls in spaCy: not needed to print a report
-    from .iob import ReadReport
+    from ..iob import ReadReport

@@ -13,7 +13,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from .token_ner import SPANS_KEY
+from ..pipeline.token_ner import SPANS_KEY
 
 MISSED, SPURIOUS = "(missed)", "(spurious)"
 

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from .outputs import fingerprint
-from .prepare import read_split_record
+from ..corpus.prepare import read_split_record
+from ..util.outputs import fingerprint
 
 META_KEY = "iob_ner_trained_on"
 

@@ -8,8 +8,11 @@ from typing import List, Optional, Tuple
 import spacy
 from spacy.tokens import DocBin
 
-from .corpus import read_docs
-from .errors import SetupError
+from ..corpus.convert import read_docs
+from ..pipeline.scoring import scoring_ner, switched_off_scorer
+from ..util.errors import SetupError
+from ..util.outputs import atomic_outputs, fingerprint
+from ..util.runtime import select_device
 from .metrics import (
     ECE_BINS,
     THRESHOLDS,
@@ -21,9 +24,6 @@ from .metrics import (
     reliability,
     threshold_table,
 )
-from .outputs import atomic_outputs, fingerprint
-from .runtime import select_device
-from .scoring import scoring_ner, switched_off_scorer
 from .trained_on import check_corpus
 
 NO_SCORES = "the NER head gives no entity scores (spaCy's transition-based `ner` has none): no calibration to measure"

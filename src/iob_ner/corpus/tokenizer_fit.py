@@ -18,8 +18,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
 
-from .errors import SetupError, first_line
-from .iob import Span, located_documents
+from ..util.errors import SetupError, first_line
+from ..iob import Span, located_documents
 
 THRESHOLD = 0.98  # under it, convert and debug-data warn
 MAX_DOCUMENTS = 20_000  # documents checked at most (a share is a share; a 10-million-token export is not read twice)

@@ -18,10 +18,10 @@ from typing import List, Optional, Tuple
 from packaging.version import InvalidVersion, Version
 from thinc.api import Config
 
-from .errors import PackageError
+from ..util.errors import PackageError
+from ..util.outputs import atomic_output, remove
+from ..util.outputs import fingerprint as fingerprint_of
 from .layers.speedups import without_speedups
-from .outputs import atomic_output, remove
-from .outputs import fingerprint as fingerprint_of
 
 COMPONENT_CODE = Path(__file__).parent / "token_ner.py"  # self-contained: it imports nothing of this package
 OWN_DISTRIBUTION = "iob-ner"  # this project: its component ships as code, not as a requirement

@@ -1,7 +1,7 @@
 """Every error a user can fix, in one place: what each kind means, and the one base class they share.
 
 A `UserError`'s message is one sentence that names the file (and line, where there is one) and says what to
-change. The commands turn it into one `msg.fail` line (`iob_ner.cli.user_errors`), never a traceback;
+change. The commands turn it into one `msg.fail` line (`iob_ner.util.cli.user_errors`), never a traceback;
 anything else is a bug and keeps its traceback.
 """
 

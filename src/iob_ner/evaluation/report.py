@@ -10,12 +10,12 @@ import spacy
 from spacy import displacy
 from wasabi import msg
 
-from .colors import label_colors
-from .corpus import read_docs
-from .errors import ReportError
+from ..corpus.convert import read_docs
+from ..corpus.prepare import read_split_record
+from ..util.colors import label_colors
+from ..util.errors import ReportError
+from ..util.outputs import atomic_outputs, fingerprint, remove
 from .metrics import confusion_labels
-from .outputs import atomic_outputs, fingerprint, remove
-from .prepare import read_split_record
 
 COUNT_COLUMNS = frozenset({"support", "gold entities", "predicted entities", "kept", "correct"})
 ERROR_KINDS = ["correct", "wrong_label", "wrong_boundary", "wrong_label_and_boundary", "missed", "spurious"]
@@ -512,7 +512,7 @@ def padding_line(log: pd.DataFrame) -> str:
 
 def distillation_lines(training_dir: Path) -> List[str]:
     """The teacher-and-student section where `training_dir` holds a distilled student (distill's record)."""
-    from .distill.compare import comparison_lines
+    from ..distill.compare import comparison_lines
 
     path = training_dir / "distillation.json"
     if not path.is_file():

@@ -15,7 +15,7 @@ import random
 from collections import Counter
 from typing import Dict, Hashable, List, Optional, Sequence
 
-from .errors import SplitError
+from ..util.errors import SplitError
 
 
 def _targets(n: int, shares: Sequence[float]) -> List[float]:

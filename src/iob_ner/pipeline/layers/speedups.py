@@ -25,8 +25,8 @@ from spacy.util import dict_to_dot, registry, resolve_dot_names
 from thinc.api import Config, CupyOps, get_current_ops
 from wasabi import msg
 
-from ..training import precision
-from ..training.precision import Setting
+from ...training import precision
+from ...training.precision import Setting
 from .fused_adam import fusable
 from .pooling import ARCHITECTURE as LISTENER
 from .pooling import Listener
