@@ -42,15 +42,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import typer
 from wasabi import msg
 
-import iob_ner.token_ner  # noqa: F401 (the token_ner factory, also where the package is not pip-installed)
+import iob_ner.pipeline.token_ner  # noqa: F401 (the token_ner factory, also where the package is not pip-installed)
 from iob_ner.training import precision as precision_mod
 from iob_ner.experiments import timed
 from iob_ner.experiments.timed import (BATCHERS, QUICKSTART, RECIPES, WORDS_BATCHER, GpuSampler,  # noqa: F401
                                        nvidia_smi_id, score, train_for)
-from iob_ner.corpus import convert_iob
-from iob_ner.outputs import write_text_atomic
-from iob_ner.errors import SetupError
-from iob_ner.runtime import cpu_name, parse_gpu_id, resolve_transformer, select_device
+from iob_ner.corpus.convert import convert_iob
+from iob_ner.util.outputs import write_text_atomic
+from iob_ner.util.errors import SetupError
+from iob_ner.util.runtime import cpu_name, parse_gpu_id, resolve_transformer, select_device
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_KEYS = ("batch", "lr", "precision", "batcher")
