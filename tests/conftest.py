@@ -1,12 +1,8 @@
-"""What the tests share: where the project is, its fixtures, the public corpora, and loading a command script
-or a benchmark script as a module (tests import the package; a script is loaded from its file, never
-imported by name, so that no script can come to depend on another)."""
+"""The fixtures the tests share: the fixture files, pipelines built once per session or module. What test
+modules import (paths, script loading, pipeline and data builders) is in tests/support/, never in a test
+module or here."""
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
 
 # Under pytest-xdist (.ci/run runs two workers on two cores) each worker, and every command it starts,
 # uses one thread for torch and BLAS, set before torch is imported: two workers each spinning two OpenMP
@@ -17,31 +13,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import pytest  # noqa: E402
 import spacy  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
-# The public corpora (NCBI-disease, MatScholar, biomed-unlabeled): IOB_NER_DATA, else ../shared/data beside
-# the repository. Tests that need them skip where they are absent.
-SHARED_DATA = Path(os.environ.get("IOB_NER_DATA") or ROOT.parent / "shared" / "data")
-
-
-def load_file(path: Path) -> ModuleType:
-    """The module defined by a .py file (a script of scripts/ or benchmarks/), loaded once."""
-    name = f"_loaded_{path.parent.name}_{path.stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def load_script(name: str) -> ModuleType:
-    return load_file(ROOT / "scripts" / f"{name}.py")
-
-
-def load_benchmark(path: str) -> ModuleType:
-    return load_file(ROOT / "benchmarks" / path)
+from support.paths import FIXTURES, ROOT  # noqa: E402
+from support.pipelines import TEMPERATURE, gold_docs, make_pipeline, trained_nlp  # noqa: E402
 
 
 @pytest.fixture
@@ -54,8 +27,6 @@ def fixture_path():
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
-    from test_predict import make_pipeline
-
     root = tmp_path_factory.mktemp("models")
     for name, faulty in (("plain", False), ("faulty", True)):
         make_pipeline(faulty).to_disk(root / name)
@@ -64,10 +35,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def scored_model(tmp_path_factory):
-    """A tiny token_ner pipeline (tests/test_token_ner.py's), trained once per session and saved."""
-    from test_predict import TEMPERATURE
-    from test_token_ner import trained_nlp
-
+    """A tiny token_ner pipeline (support.pipelines.trained_nlp), trained once per session and saved."""
     nlp, _ = trained_nlp(60)
     nlp.get_pipe("ner").temperature = TEMPERATURE
     path = tmp_path_factory.mktemp("scored") / "model"
@@ -92,7 +60,6 @@ def trf_nlp(tmp_path_factory):
     import random
 
     from spacy.tokens import DocBin
-    from test_entity_scores import gold_docs
     from thinc.api import Adam
 
     from iob_ner.util.runtime import resolve_transformer
