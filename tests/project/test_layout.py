@@ -14,6 +14,8 @@ from support.paths import ROOT
 PACKAGE = ROOT / "src" / "iob_ner"
 SCRIPTS = sorted((ROOT / "scripts").glob("*.py"))
 BENCHMARKS = sorted((ROOT / "benchmarks").glob("*/*.py"))
+TESTS = ROOT / "tests"
+TEST_MODULES = sorted(TESTS.rglob("test_*.py"))
 
 
 def module_name(path: Path) -> str:
@@ -118,3 +120,25 @@ def test_every_command_depends_on_its_script_and_the_package():
             package = "src/iob_ner" if project.parent == ROOT else "../src/iob_ner"
             imports_package = any(n.startswith("iob_ner") for n in imported_names(project.parent / script))
             assert (package in command["deps"]) == imports_package, (project.name, command["name"])
+
+
+def test_the_tests_mirror_the_package_folders():
+    """A test file sits in the tests/ folder of the layer it tests (tests/pipeline/layers/ for
+    src/iob_ner/pipeline/layers/), or in tests/project/ for the project end to end."""
+    folders = {path: path.parent.relative_to(TESTS) for path in TEST_MODULES}
+    misplaced = [
+        str(path.relative_to(TESTS))
+        for path, folder in folders.items()
+        if not folder.parts or (folder.parts[0] != "project" and not (PACKAGE / folder / "__init__.py").is_file())
+    ]
+    assert TEST_MODULES and not misplaced, f"not in a folder that mirrors src/iob_ner: {misplaced}"
+    # pytest imports each test file by its name alone (no __init__.py in tests/): one name, one file
+    assert len({path.name for path in TEST_MODULES}) == len(TEST_MODULES)
+
+
+def test_no_test_module_imports_another_or_conftest():
+    """What several test files share is in tests/support/ (imported as `support`) or a conftest fixture."""
+    for path in TEST_MODULES + sorted((TESTS / "support").glob("*.py")) + [TESTS / "conftest.py"]:
+        imported = {name.split(".")[0] for name in imported_names(path)}
+        wrong = sorted(name for name in imported if name.startswith("test_") or name in ("conftest", "browser"))
+        assert not wrong, f"{path.relative_to(TESTS)} imports {wrong}: move what it needs into tests/support/"
