@@ -46,7 +46,7 @@ def synthetic_jsonl(path: Path, documents: int, seed: int = 0) -> int:
 
 
 def fast_pipeline(path: Path) -> Path:
-    """A tiny token_ner pipeline (tests/test_token_ner.py's recipe): thousands of documents a second."""
+    """A tiny token_ner pipeline (tests/support/pipelines.py's trained_nlp): thousands of documents a second."""
     import spacy
     from spacy.tokens import Doc, Span
     from spacy.training import Example

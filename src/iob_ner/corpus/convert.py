@@ -39,7 +39,7 @@ def add_to_docbin(docbin: DocBin, document: IobDocument) -> None:
     """`docbin.add(to_doc(...))` without building a Doc: the same arrays, 3x faster.
 
     DocBin.add walks every token in Python for nine strings; here only words and labels exist.
-    tests/test_corpus.py checks that both paths serialise the same bytes.
+    tests/corpus/test_corpus.py checks that both paths serialise the same bytes.
     """
     global _EMPTY_SPAN_GROUPS
     if _EMPTY_SPAN_GROUPS is None:

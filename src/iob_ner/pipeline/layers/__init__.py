@@ -10,7 +10,7 @@ with the generated config gets all of it, and nothing is patched on a class for 
 - `iob_ner.training_speedups.v1` (speedups.py): the `[initialize] after_init` callback that sets the
   precision, tokenizes the training corpus into the cache and says what the run gets.
 
-Each is the same arithmetic as spacy-transformers' own (tests/test_wordpieces.py, test_pooling.py,
-test_fused_adam.py); tests/test_layers.py fails with a clear message when the spacy-transformers or thinc
-internals they mirror change shape (docs/training.md#upgrading-spacy-transformers-or-thinc).
+Each is the same arithmetic as spacy-transformers' own (tests/pipeline/layers/: test_wordpieces.py,
+test_pooling.py, test_fused_adam.py); tests/pipeline/layers/test_layers.py fails with a clear message when
+the spacy-transformers or thinc internals they mirror change shape (docs/training.md#upgrading-spacy-transformers-or-thinc).
 """

@@ -13,7 +13,7 @@ torch's formula with eps scaled by 1 / sqrt(1 - b2^t)); then the decoupled weigh
 w -= lr * L2 * w after the update (folded into torch's AdamW by rescaling its learning rate and decay, `_fused_step`,
 through torch's public functional `torch.optim.adamw.adamw(..., fused=True)`). The moments stay in the
 optimizer's own `mom1`/`mom2` arrays (torch views of them, no copies) and `nr_update` counts as thinc counts, so a checkpoint written from either path
-resumes with the other, and results match thinc's to float32 rounding (tests/test_fused_adam.py).
+resumes with the other, and results match thinc's to float32 rounding (tests/pipeline/layers/test_fused_adam.py).
 
 `layers.transformer.TransformerShim.finish_update` calls it: every update of the transformer's parameters,
 in `spacy train` and in this project's loop alike. Anything this path does not cover (RAdam, SGD, parameter

@@ -8,7 +8,7 @@ the way back a scatter-add, a fresh ModelOutput and a zero array that is thrown 
 alignment (offset by the rows of the documents before it), the configured pooling once (as
 spacy-transformers already pools the batch at once), one scatter-add back. The numbers are spacy-
 transformers' to the last bit: no two documents share a row, so each row adds the same terms in the same
-order (tests/test_pooling.py compares outputs and gradients on real batches).
+order (tests/pipeline/layers/test_pooling.py compares outputs and gradients on real batches).
 
 A registered architecture with spacy-transformers.TransformerListener.v1's arguments, named by the generated
 config in `[components.ner.model.tok2vec]`, in training and in prediction alike; a batch with an empty document or a document aligned to no wordpiece (the cases spacy-transformers

@@ -40,7 +40,7 @@ class TransformerModel(SpacyTransformerModel):
     """`iob_ner.TransformerModel.v1`: spacy-transformers' TransformerModel with a `TransformerShim` and a forward that can read a
     wordpiece cache. The layers are built from a reference TransformerModel's public parts (its wrapper's
     attrs hold spacy-transformers' input and output conversions), so that what spacy-transformers puts there
-    comes along; tests/test_layers.py fails with a clear message when their shape changes."""
+    comes along; tests/pipeline/layers/test_layers.py fails with a clear message when their shape changes."""
 
     wordpiece_cache: Optional[Cache] = None
 

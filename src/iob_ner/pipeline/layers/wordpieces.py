@@ -16,7 +16,7 @@ training; this module does the same for spaCy's loop:
   `cacheable`) gets no cache and takes spacy-transformers' own forward. Only the running process holds
   it: nothing is saved with the pipeline, and a loaded pipeline (predict, serve) has none.
 
-The batch it builds is spacy-transformers' to the last index: tests/test_wordpieces.py compares both on
+The batch it builds is spacy-transformers' to the last index: tests/pipeline/layers/test_wordpieces.py compares both on
 every document of a corpus.
 """
 
