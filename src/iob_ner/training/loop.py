@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from wasabi import msg
 
-from . import checkpoints
+from . import checkpoints, trackers
 from .checkpoints import TrainingState
 from ..pipeline.layers.speedups import release
 from ..pipeline.layers.transformer import padding_share
@@ -122,7 +122,8 @@ class _Run:
         if self.annotating:
             msg.info(f"Set annotations on update for: {self.annotating}")
         msg.info(f"Initial learn rate: {self.optimizer.learn_rate}")
-        with nlp.select_pipes(disable=self.frozen):
+        # a resumed run logs on to its tracker run (MLflow, W&B), whose id is kept beside the checkpoints
+        with nlp.select_pipes(disable=self.frozen), trackers.same_runs(self.output, resume_from is not None):
             log_step, finalize_logger = T["logger"](nlp, sys.stdout, sys.stderr)
         try:
             for info, evaluated, is_best in self._steps(batches, dropouts, state, first_step):
