@@ -8,6 +8,7 @@ it shows with `console`, and the tracker receives spaCy's `info` of each evaluat
 The project's `train` also:
 - points MLflow at a local `mlruns/` folder (MLFLOW_TRACKING_URI, where the user has not set one) and
   W&B at offline mode (WANDB_MODE, where there is no W&B API key): both work without a network;
+- hands the loggers no pipeline to upload (`without_pipeline`);
 - continues the same tracker run when a killed run resumes: the run's id is kept beside its checkpoints
   (`trackers.json`) and handed to the logger through the tracker's own variables (MLFLOW_RUN_ID, WANDB_RUN_ID).
 """
@@ -39,6 +40,7 @@ TRACKERS = {
     "mlflow": ("spacy.MLflowLogger.v2", "mlflow", "mlflow-skinny"),
     "wandb": ("spacy.WandbLogger.v5", "wandb", "wandb"),
 }
+NAMES = {"mlflow": "MLflow", "wandb": "W&B"}
 TRACKER_OPTIONS: Dict[str, Dict[str, Any]] = {
     "mlflow": {"run_name": None, "experiment_id": None, "log_custom_stats": PROGRESS_STATS},
     "wandb": {"project_name": "iob_ner", "run_name": None, "log_custom_stats": PROGRESS_STATS},
@@ -89,7 +91,7 @@ def local_by_default(trackers: List[str]) -> None:
         # MLflow 3 defaults to an SQLite store that mlflow-skinny cannot write, and keeps its file store
         # (a folder, readable by `mlflow ui`) behind this switch
         os.environ["MLFLOW_TRACKING_URI"] = Path("mlruns").resolve().as_uri()
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = os.environ.get("MLFLOW_ALLOW_FILE_STORE") or "true"
     if "mlflow" in trackers:
         uri = os.environ["MLFLOW_TRACKING_URI"]
         msg.info(f"MLflow: runs go to {uri} (see them with: mlflow ui --backend-store-uri {uri})")
@@ -106,42 +108,58 @@ def _has_wandb_key() -> bool:
 
     if os.environ.get("WANDB_API_KEY"):
         return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    try:  # where `wandb login` keeps the key (NETRC, as wandb reads it, else ~/.netrc)
+        return netrc.netrc(os.environ.get("NETRC") or None).authenticators("api.wandb.ai") is not None
     except (OSError, netrc.NetrcParseError):
         return False
 
 
 @contextmanager
-def same_runs(folder: Path, resumed: bool) -> Iterator[None]:
+def same_runs(folder: Path, resumed: bool, used: List[str]) -> Iterator[None]:
     """Around the logger's setup: a resumed run's tracker runs are continued (their ids, recorded in
     `folder` when they started, are handed over in the trackers' own variables, then taken back), and the
-    ids of the runs the logger opened are recorded for the next resume."""
+    ids of the runs the logger opened are recorded for the next resume. What happens is said before the
+    setup, where the console logger then prints its table."""
     path = folder / RUNS
     earlier = json.loads(path.read_text(encoding="utf8")) if resumed and path.exists() else {}
+    for tracker in used if resumed else ():
+        name = NAMES[tracker]
+        if tracker in earlier:
+            msg.info(f"{name}: the resumed run goes on logging to the interrupted run's {name} run {earlier[tracker]}")
+        else:
+            msg.info(f"{name}: the resumed run logs to a new {name} run (the interrupted run recorded none)")
     handed = {}
     if "mlflow" in earlier:
         handed["MLFLOW_RUN_ID"] = earlier["mlflow"]
     if "wandb" in earlier:
         handed.update(WANDB_RUN_ID=earlier["wandb"], WANDB_RESUME="allow")
-    before = {name: os.environ.get(name) for name in handed}
+    before = {variable: os.environ.get(variable) for variable in handed}
     os.environ.update(handed)
     try:
         yield
     finally:
-        for name, value in before.items():
+        for variable, value in before.items():
             if value is None:
-                os.environ.pop(name, None)
+                os.environ.pop(variable, None)
             else:
-                os.environ[name] = value
+                os.environ[variable] = value
     now = _open_runs()
     for tracker, run_id in now.items():
-        if earlier.get(tracker) == run_id:
-            msg.info(f"{tracker}: this resumed run goes on logging to the interrupted run's {tracker} run {run_id}")
-        else:
-            msg.info(f"{tracker}: logging to a new {tracker} run, {run_id}")
+        if tracker in earlier and earlier[tracker] != run_id:
+            msg.warn(f"{NAMES[tracker]} did not continue run {earlier[tracker]}: this run logs to {run_id}")
     if now:
         write_text_atomic(path, json.dumps(now))
+
+
+def without_pipeline(info: Dict[str, Any]) -> Dict[str, Any]:
+    """spaCy's `info` of an evaluation for the logger, less the saved pipeline's path (`output_path`).
+
+    Given it, spacy-loggers' MLflow logger uploads the whole pipeline at each new best score (a minute
+    each on a busy CPU here, a copy of the transformer each time; and MLflow 3 then writes every metric's
+    history again for the logged model, so each value is read back twice). model-best stays in the output
+    folder; docs/training.md says how to log it to MLflow once, after training.
+    """
+    return {key: value for key, value in info.items() if key != "output_path"}
 
 
 def _open_runs() -> Dict[str, str]:
