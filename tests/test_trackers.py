@@ -3,8 +3,10 @@ continued after a kill -9, and a W&B run is written offline (the tiny random tra
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -12,7 +14,8 @@ from spacy.util import load_config
 
 from iob_ner.corpus.convert import convert_iob
 from iob_ner.training.config_file import write_config
-from iob_ner.training.trackers import RUNS, used_trackers
+from iob_ner.training.trackers import RUNS, check_installed, used_trackers
+from iob_ner.util.errors import SetupError
 from iob_ner.util.runtime import resolve_transformer
 from iob_ner.util.tiny import make_tiny_bert
 
@@ -71,6 +74,14 @@ def test_create_config_writes_the_tracker_into_training_logger(tmp_path):
     chained = load_config(tmp_path / "mlflow.cfg", interpolate=False)["training"]["logger"]
     assert chained["@loggers"] == "spacy.ChainLogger.v1" and chained["logger1"] == console
     assert chained["logger2"]["@loggers"] == "spacy.MLflowLogger.v2"
+
+
+def test_a_tracker_that_is_not_installed_stops_train_in_one_sentence(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # Python's own way to make a module unimportable
+    with pytest.raises(
+        SetupError, match=r"config.cfg logs to mlflow, which is not installed: pip install -r requirements-trackers.txt"
+    ):
+        check_installed(["mlflow"], Path("configs/config.cfg"))
 
 
 @pytest.mark.slow
@@ -134,5 +145,8 @@ def test_a_wandb_run_without_an_api_key_is_written_offline(corpus, tmp_path):
     code, out, err = train(corpus, config, tmp_path / "training", tmp_path, env)
     assert code == 0, err[-2000:]
     assert "W&B: no API key (wandb login), so offline" in out
+    # wandb's own summary of the run it wrote: the dev F and the last step it was given
+    summary = " ".join(f"{out} {err}".split())
+    assert re.search(r"wandb: ents_f [0-9.]+", summary) and f"wandb: step {STEPS}" in summary, summary[-3000:]
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), runs
