@@ -35,11 +35,8 @@ RUNS = "trackers.json"  # beside a run's checkpoints: the tracker runs it logs t
 # spacy-loggers logs MLflow metrics without a step (all at step 0): spaCy's step, epoch, words and seconds
 # go in as metrics of their own (its `log_custom_stats`), so that a score can be read against its step.
 PROGRESS_STATS = ["^(step|epoch|words|seconds)"]  # the keys of spaCy's info that start so
-# tracker -> (its spacy-loggers logger, the module it imports, the package that brings the module)
-TRACKERS = {
-    "mlflow": ("spacy.MLflowLogger.v2", "mlflow", "mlflow-skinny"),
-    "wandb": ("spacy.WandbLogger.v5", "wandb", "wandb"),
-}
+# tracker -> (its spacy-loggers logger, the module that logger imports)
+TRACKERS = {"mlflow": ("spacy.MLflowLogger.v2", "mlflow"), "wandb": ("spacy.WandbLogger.v5", "wandb")}
 NAMES = {"mlflow": "MLflow", "wandb": "W&B"}
 TRACKER_OPTIONS: Dict[str, Dict[str, Any]] = {
     "mlflow": {"run_name": None, "experiment_id": None, "log_custom_stats": PROGRESS_STATS},
@@ -50,10 +47,10 @@ TRACKER_OPTIONS: Dict[str, Dict[str, Any]] = {
 def logger_section(name: str, console: Dict[str, Any]) -> Dict[str, Any]:
     """The `[training.logger]` block for logger `name`, given the base config's console logger block."""
     if name not in LOGGERS:
-        raise SetupError(f"unknown logger {name!r}: use one of {', '.join(LOGGERS)}")
+        raise SetupError(f"unknown logger {name!r} (--vars.logger): use one of {', '.join(LOGGERS)}")
     if name == "console":
         return console
-    registered, _, _ = TRACKERS[name]
+    registered, _ = TRACKERS[name]
     tracker = {"@loggers": registered, **TRACKER_OPTIONS[name]}
     return {"@loggers": "spacy.ChainLogger.v1", "logger1": copy.deepcopy(console), "logger2": tracker}
 
@@ -64,7 +61,7 @@ def used_trackers(config: Dict[str, Any]) -> List[str]:
 
     def visit(block: Any) -> None:
         if isinstance(block, dict):
-            for tracker, (registered, _, _) in TRACKERS.items():
+            for tracker, (registered, _) in TRACKERS.items():
                 if str(block.get("@loggers", "")).split(".")[1:2] == registered.split(".")[1:2]:
                     names.append(tracker)
             for value in block.values():
@@ -77,7 +74,7 @@ def used_trackers(config: Dict[str, Any]) -> List[str]:
 def check_installed(trackers: List[str], config_path: Path) -> None:
     """One sentence, before anything loads, for a tracker whose package is not installed."""
     for tracker in trackers:
-        _, module, package = TRACKERS[tracker]
+        _, module = TRACKERS[tracker]
         if importlib.util.find_spec(module) is None:
             raise SetupError(
                 f"[training.logger] of {config_path} logs to {tracker}, which is not installed: "
