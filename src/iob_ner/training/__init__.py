@@ -9,7 +9,9 @@
 - `checkpoints.py`: what a checkpoint holds (weights, Adam's moments, schedules, random states) and how it
   is written and read back;
 - `precision.py`: `[system] precision` (bf16 or fp32), chosen per device;
-- `config_file.py`: reading, generating and checking `configs/config.cfg`.
+- `config_file.py`: reading, generating and checking `configs/config.cfg`;
+- `trackers.py`: `[training.logger]` for `--vars.logger` (spacy-loggers' MLflow and W&B loggers), local by
+  default, continued on resume.
 
 The speed-ups a config names (architectures, the after_init callback) are in `iob_ner.pipeline.layers`, so that plain
 `spacy train` gets them too.

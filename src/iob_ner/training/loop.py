@@ -11,6 +11,8 @@ evaluations, model-best rule, patience, logger and saved pipelines), with these 
 - the JSONL log (`log.jsonl` in the output folder) is written here, one flushed line per evaluation, so a
   resumed run's log holds every evaluation once.
 - `update` is `nlp.update` without its copy of the batch (unless a component annotates).
+- the logger is given no saved pipeline to upload (`trackers.without_pipeline`), and a resumed run's
+  tracker run (MLflow, W&B) goes on (`trackers.same_runs`).
 
 The other speed-ups (wordpieces tokenized once, pooling per batch, fused Adam, bf16) come with the config's
 architectures and its `[initialize] after_init` callback (`layers`), in `spacy train` as here. The config
@@ -28,7 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from wasabi import msg
 
-from . import checkpoints
+from . import checkpoints, trackers
 from .checkpoints import TrainingState
 from ..pipeline.layers.speedups import release
 from ..pipeline.layers.transformer import padding_share
@@ -91,6 +93,7 @@ class _Run:
         self.frozen, self.annotating = T["frozen_components"], T["annotating_components"]
         self.every = every or T["eval_frequency"]
         self.kept = kept
+        self.trackers = trackers.used_trackers(config)
         self.log_path = output / LOG
         self.shuffles: List[Any] = []  # Python's random state before each epoch's shuffle, for a replay
 
@@ -122,7 +125,8 @@ class _Run:
         if self.annotating:
             msg.info(f"Set annotations on update for: {self.annotating}")
         msg.info(f"Initial learn rate: {self.optimizer.learn_rate}")
-        with nlp.select_pipes(disable=self.frozen):
+        # a resumed run logs on to its tracker run (MLflow, W&B), whose id is kept beside the checkpoints
+        with nlp.select_pipes(disable=self.frozen), trackers.same_runs(self.output, resume_from is not None, self.trackers):
             log_step, finalize_logger = T["logger"](nlp, sys.stdout, sys.stderr)
         try:
             for info, evaluated, is_best in self._steps(batches, dropouts, state, first_step):
@@ -131,7 +135,7 @@ class _Run:
                     self._save(is_best, info)
                 if not (info["step"] % self.every):
                     self._checkpoint(state)
-                log_step(info if evaluated else None)
+                log_step(trackers.without_pipeline(info) if evaluated else None)
         finally:
             finalize_logger()
         with nlp.use_params(self.optimizer.averages or {}):

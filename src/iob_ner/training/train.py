@@ -22,7 +22,7 @@ from typing import Dict, Iterator, Optional
 from thinc.api import Config
 from wasabi import msg
 
-from . import config_file, loop, precision
+from . import config_file, loop, precision, trackers
 from .calibration import calibrate
 from .checkpoints import checkpoints, unfinished_checkpoints, verify_checkpoint
 from ..util.errors import ConfigFileError, SetupError
@@ -161,6 +161,8 @@ def train_pipeline(
         config_data = read_config(config)
         check_batch_sizes(config_data, config)
         check_training_corpus(config_data, train)
+        used_trackers = trackers.used_trackers(config_data)
+        trackers.check_installed(used_trackers, config)  # one sentence, not spacy-loggers' ImportError later
         from spacy.cli._util import parse_config_overrides
 
         user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
@@ -169,6 +171,7 @@ def train_pipeline(
         gpu, device = select_device(gpu_id)
         precision.choose(precision_setting, gpu)  # one sentence before anything loads, e.g. bf16 on a GPU without it
         msg.info(f"Training on {device}, transformer {model}")
+        trackers.local_by_default(used_trackers)
         missing = speedups.lacking(config_data)
         if speedups.CALLBACK in missing:  # else the callback says it, in spacy train too
             msg.warn(speedups.lacking_message(missing, str(config)))
@@ -199,14 +202,16 @@ def train_pipeline(
 
 def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, model: str) -> Dict[str, str]:
     """What a checkpoint must match to be resumed: the config as trained (its settings, not the paths of
-    the corpora and transformer), the two corpora's contents, and the transformer (a folder's contents, or
+    the corpora and transformer, nor its logger), the two corpora's contents, and the transformer (a folder's contents, or
     a Hugging Face name)."""
     import hashlib
 
     from spacy import util
 
     settings = {**overrides, "paths.train": "", "paths.dev": "", "paths.transformer": ""}
-    text = util.load_config(config, overrides=settings, interpolate=False).to_str()
+    trained = util.load_config(config, overrides=settings, interpolate=False)
+    trained["training"].pop("logger", None)  # where the run is logged changes nothing it trains: a resume may switch
+    text = trained.to_str()
     return {
         "config": hashlib.sha256(text.encode("utf8")).hexdigest(),
         "training corpus": fingerprint(train),
