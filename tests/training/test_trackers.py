@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from spacy.util import load_config
+from support.paths import ROOT
 
 from iob_ner.corpus.convert import convert_iob
 from iob_ner.training.config_file import write_config
