@@ -168,9 +168,11 @@ def test_sentencepiece_offsets_take_the_space_before_a_word_so_the_token_before_
 # -- train, with resume -------------------------------------------------------------------------------------
 
 
-# Run in a fresh process per family: three trainings in a process that has already trained (and served and
-# distilled) other families gave step-10 losses 0.2 % apart from one fresh run to the next, where the first
-# family's runs agreed to the last digit (a state left in the process, not found before the deadline).
+# In a fresh process per family: in a process that had served over HTTP (the serve test of another family),
+# two identical runs gave step-10 losses ~1 % apart, where runs around distillation, a loaded pipeline or a
+# pipeline in a thread agreed to the last digit. Likely (not proven): a background thread left by the
+# server's stack (OpenTelemetry's exporter retrying with random jitter, in this venv) draws on Python's
+# global `random`, which training's shuffles use.
 TRAIN_UNINTERRUPTED_KILLED_RESUMED = """
 import os, sys
 from pathlib import Path
