@@ -12,16 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
-from contextlib import contextmanager
 
 import numpy
 import pytest
 import spacy
-from conftest import ROOT
 from spacy.tokens import Doc
 from spacy.util import registry
+from support.paths import ROOT
 
 from iob_ner.corpus.convert import convert_iob, read_docs
 from iob_ner.pipeline.layers import pooling, wordpieces
@@ -317,38 +314,16 @@ def test_review_writes_the_least_sure_texts_with_exact_offsets(found, trained, t
         assert all(record["text"][e["start"] : e["end"]] == e["text"] for e in record["entities"])
 
 
-@contextmanager
-def _serving(nlp):
-    """The application of `nlp` under a real uvicorn server on a free 127.0.0.1 port, in a thread (as
-    tests/test_serve.py serves it)."""
-    import uvicorn
-
-    from iob_ner.serving.app import create_app
-    from iob_ner.serving.loadtest import free_port
-    from iob_ner.serving.server import pipeline_info, pipeline_runner
-
-    app = create_app(pipeline_runner(nlp), pipeline_info(nlp, "test", "CPU"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def test_serve_answers_the_pipelines_entities_over_http(found):
     pytest.importorskip("fastapi", reason="serving is optional: pip install -r requirements-serve.txt")
     httpx = pytest.importorskip("httpx", reason="serving is optional: pip install -r requirements-serve.txt")
     nlp, text, entities = found
     texts = [RAW, text]
-    with _serving(nlp) as url:
+    from support.serving import serving
+
+    from iob_ner.serving.app import Limits
+
+    with serving(nlp, limits=Limits()) as url:  # the service's own limits: RAW is longer than the tests' SMALL
         answer = httpx.post(f"{url}/ner", json={"texts": texts}, timeout=60)
     assert answer.status_code == 200, answer.text
     results = answer.json()["results"]
