@@ -28,7 +28,7 @@ from iob_ner.audit.write import applied, suggestion_documents, write_outputs
 from iob_ner.corpus.convert import convert_iob, read_docs
 from iob_ner.corpus.prepare import prepare_corpus
 from iob_ner.experiments.crossval import MODELS_RECORD, kept_models, model_paths, models_record
-from iob_ner.iob import located_documents, read_iob
+from iob_ner.iob.reader import located_documents, read_iob
 from iob_ner.util.errors import CorpusError, SetupError
 
 LABELS = ["SKILL", "DEGREE", "TOOL"]
@@ -392,7 +392,7 @@ def test_injected_errors_are_seeded_in_equal_shares_apart_and_where_the_file_say
 
 
 def read_iob_document(words, spans):
-    from iob_ner.iob import IobDocument
+    from iob_ner.iob.documents import IobDocument
 
     return IobDocument(list(words), list(spans), [0], 1)
 

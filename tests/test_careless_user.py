@@ -461,7 +461,7 @@ def test_a_batch_size_of_zero_in_the_config_is_refused(tmp_path, old, new, name)
 def test_prose_and_an_export_with_swapped_columns_are_not_read_as_iob(tmp_path):
     """Prose with two words a line read as an IO file whose every second word is a label, and an export
     whose tag column comes first read as 888 "labels" of words: both were converted with a ✔."""
-    from iob_ner.iob import read_iob
+    from iob_ner.iob.reader import read_iob
 
     prose = tmp_path / "notes.txt"
     prose.write_text("Hello world\nGood morning\n\nSee you\nThank you\n", encoding="utf8")

@@ -24,7 +24,7 @@ from iob_ner.inference.stream import (
     split_text,
     text_parts,
 )
-from iob_ner.iob import read_iob
+from iob_ner.iob.reader import read_iob
 
 # Sentences of different lengths, paragraphs now and then, entities of the ruler (ZnO, NiO, sputtering).
 SENTENCES = [

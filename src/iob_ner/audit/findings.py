@@ -33,7 +33,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy
 
-from ..iob import Span, spans_to_tags
+from ..iob.tags import Span, spans_to_tags
 from ..util.errors import SetupError
 from .locate import Located
 

@@ -14,7 +14,10 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
 from ..util.errors import CorpusError
-from ..iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobDocument, ReadReport, read_iob, spans_to_tags
+from ..iob.documents import IobDocument, MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS
+from ..iob.reader import read_iob
+from ..iob.report import ReadReport
+from ..iob.tags import spans_to_tags
 from ..util.outputs import atomic_outputs, check_outputs, remove
 
 DOCBIN_ATTRS = ["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"]

@@ -16,7 +16,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .convert import convert_iob
 from ..util.errors import SetupError, SplitError
-from ..iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, ReadReport, read_iob
+from ..iob.documents import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS
+from ..iob.reader import read_iob
+from ..iob.report import ReadReport
 from ..util.outputs import fingerprint, outputs_together, write_text_atomic
 from .split_checks import DocumentKey, document_key, find_overlaps, unseen_labels
 from .splits import stratified_parts

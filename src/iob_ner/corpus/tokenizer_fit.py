@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 from ..util.errors import SetupError, first_line
-from ..iob import Span, located_documents
+from ..iob.reader import located_documents
+from ..iob.tags import Span
 
 THRESHOLD = 0.98  # under it, convert and debug-data warn
 MAX_DOCUMENTS = 20_000  # documents checked at most (a share is a share; a 10-million-token export is not read twice)

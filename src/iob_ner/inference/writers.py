@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ..iob import write_iob
+from ..iob.writer import write_iob
 from ..util.errors import SetupError
 from ..util.outputs import atomic_outputs
 from .pipeline import Prediction, Span
