@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
+from tqdm import tqdm
 from wasabi import msg
 
 from ..pipeline.scoring import scores_by_span, scoring_ner, unscored_ner
@@ -302,7 +303,5 @@ def source_predictions(
         nlp, texts, problems, batch_size=batch_size, max_length=limit, batch_chars=batch_chars, reading=reading
     )
     if progress:
-        from tqdm import tqdm
-
         found = tqdm(found, unit="doc", desc=progress, leave=False, mininterval=2)
     return found, problems
