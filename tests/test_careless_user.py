@@ -253,7 +253,7 @@ def test_report_refuses_metrics_of_another_corpus_or_model(tmp_path):
 
     from iob_ner.corpus.convert import DOCBIN_ATTRS
     from iob_ner.evaluation.evaluate import evaluate_pipeline
-    from iob_ner.evaluation.report import write_report
+    from iob_ner.evaluation.report.write import write_report
     from iob_ner.util.errors import ReportError
 
     v = Vocab()

@@ -12,7 +12,7 @@ from spacy.tokens import Doc, DocBin
 
 from iob_ner.corpus.convert import DOCBIN_ATTRS, convert_iob
 from iob_ner.evaluation.evaluate import evaluate_pipeline
-from iob_ner.evaluation.report import write_report
+from iob_ner.evaluation.report.write import write_report
 from iob_ner.evaluation.trained_on import META_KEY
 from iob_ner.util.outputs import fingerprint
 from iob_ner.util.runtime import resolve_transformer

@@ -22,11 +22,12 @@ from wasabi import msg
 
 from ..corpus.split_checks import document_key
 from ..corpus.splits import stratified_parts
+from ..evaluation.report.plots import pyplot
 from ..training.train import check_steps
 from ..util.errors import SplitError
 from ..util.outputs import atomic_output, fingerprint, remove, write_text_atomic
 from ..util.runtime import cpu_name
-from .common import doc_labels, load_docs, mean_sd, per_label_f, pyplot, save_docs, train_and_score, write_json
+from .common import doc_labels, load_docs, mean_sd, per_label_f, save_docs, train_and_score, write_json
 
 INNER_DEV_SHARE = 0.1
 MODELS_RECORD = "models.json"  # under output/runs: what the kept fold models were made from
