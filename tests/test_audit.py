@@ -15,7 +15,7 @@ from conftest import FIXTURES, ROOT
 from iob_ner.audit import check_token_head
 from iob_ner.audit.consistency import find_inconsistencies
 from iob_ner.audit.findings import (
-    DocPrediction,
+    OutOfFoldPrediction,
     biluo_to_iob2,
     disagreements,
     iob2_classes,
@@ -199,7 +199,7 @@ def crafted(n=40):
         probabilities = numpy.full((4, 3), 0.02)
         for t, c in enumerate([0, 1, 2, 0]):
             probabilities[t, c] = 0.96
-        predictions.append(DocPrediction(probabilities, [(1, 3, "SKILL")]))
+        predictions.append(OutOfFoldPrediction(probabilities, [(1, 3, "SKILL")]))
     return classes, documents, predictions
 
 

@@ -444,7 +444,8 @@ def test_when_every_input_is_skipped_predict_fails_and_the_previous_outputs_stay
     ],
 )
 def test_a_batch_size_of_zero_in_the_config_is_refused(tmp_path, old, new, name):
-    from iob_ner.training.train import check_batch_sizes, read_config
+    from iob_ner.training.config_file import read_config
+    from iob_ner.training.train import check_batch_sizes
 
     config = tmp_path / "config.cfg"
     text = (ROOT / "configs" / "config.cfg").read_text(encoding="utf8")

@@ -20,7 +20,7 @@ from iob_ner.evaluation.report import write as report_write  # its names are pat
 from iob_ner.evaluation.report.inputs import load_test_docs
 from iob_ner.evaluation.report.write import write_report
 from iob_ner.util.errors import ReportError
-from iob_ner.util.outputs import fingerprint
+from iob_ner.util.outputs import content_sha256
 from iob_ner.util.runtime import SetupError
 
 OUTPUTS = ("report.md", "learning-curve.png", "per-label-f.png", "errors.html")
@@ -50,7 +50,7 @@ def training(tmp_path):
             "device": "CPU",
             "words": 5,
             "words_per_second": 100.0,
-            "fingerprints": {"model": None, "corpus": fingerprint(corpus)},  # None: an installed package
+            "fingerprints": {"model": None, "corpus": content_sha256(corpus)},  # None: an installed package
         }
     )
     for split in ("dev", "test"):

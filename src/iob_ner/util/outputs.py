@@ -283,7 +283,7 @@ def _lock_holder(fd: int) -> str:
         return "its pid not yet written"
 
 
-def fingerprint(path: PathLike) -> str:
+def content_sha256(path: PathLike) -> str:
     """sha256 of a file's bytes, or over the relative paths and contents of every file of a folder (a model,
     a sharded corpus): what says that an input is still the one a result was made from."""
     path = Path(path)

@@ -13,7 +13,7 @@ from wasabi import msg
 
 from ...corpus.convert import read_docs
 from ...util.errors import ReportError
-from ...util.outputs import fingerprint
+from ...util.outputs import content_sha256
 
 
 def read_log(path: Path) -> pd.DataFrame:
@@ -101,7 +101,7 @@ def check_fresh(metrics: Dict[str, dict]) -> None:
         for what, path, command in (("corpus", record["corpus"], "convert"), ("model", record["model"], "train")):
             if recorded[what] is None:
                 continue  # an installed pipeline package: nothing on disk to compare
-            now = fingerprint(path) if Path(path).exists() else None
+            now = content_sha256(path) if Path(path).exists() else None
             if now != recorded[what]:
                 change = "is gone" if now is None else f"changed (`spacy project run {command}` ran since)"
                 raise ReportError(
