@@ -12,6 +12,7 @@ from spacy.attrs import ENT_IOB, ENT_TYPE, ORTH, SENT_START
 from spacy.strings import get_string_id
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
+from tqdm import tqdm
 
 from ..util.errors import CorpusError
 from ..iob.documents import IobDocument, MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS
@@ -228,8 +229,6 @@ def _progress(path: Path, enabled: bool):
     size = path.stat().st_size
     if not enabled or size < 50_000_000:
         return _NoBar()
-    from tqdm import tqdm
-
     return tqdm(total=size // 10, unit="tok", unit_scale=True, desc=path.name, leave=False)
 
 

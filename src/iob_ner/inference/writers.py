@@ -43,7 +43,7 @@ PARQUET_ROWS = 10_000  # rows per row group: bounded memory, and few enough grou
 
 
 def parquet_schema():
-    import pyarrow as pa
+    import pyarrow as pa  # optional (requirements-ray.txt): imported where Parquet is written
 
     entity = pa.struct(
         [
