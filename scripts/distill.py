@@ -11,7 +11,7 @@ from iob_ner.distill import distill_pipeline
 from iob_ner.distill.compare import speedup_text
 from iob_ner.distill.student import MODES, StudentSettings
 from iob_ner.evaluation.evaluate import evaluate_pipeline
-from iob_ner.evaluation.report import write_report
+from iob_ner.evaluation.report.write import write_report
 from iob_ner.training.config_file import write_config
 from iob_ner.util.cli import user_errors
 from iob_ner.util.runtime import parse_gpu_id

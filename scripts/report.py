@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
-from iob_ner.evaluation.report import CONFIDENCE_PLOTS, write_report
+from iob_ner.evaluation.report.write import CONFIDENCE_PLOTS, write_report
 from iob_ner.util.cli import user_errors
 
 

@@ -41,7 +41,9 @@ from iob_ner.audit.findings import TOKEN_SCORES, iob2_classes, model_findings, r
 from iob_ner.audit.locate import locate_corpus
 from iob_ner.corpus.prepare import prepare_corpus
 from iob_ner.experiments.common import write_json
-from iob_ner.iob import IobDocument, located_documents, read_iob, write_iob
+from iob_ner.iob.documents import IobDocument
+from iob_ner.iob.reader import located_documents, read_iob
+from iob_ner.iob.writer import write_iob
 from iob_ner.util.errors import UserError
 from iob_ner.util.runtime import cpu_name, library_versions, parse_gpu_id
 

@@ -15,7 +15,7 @@ from support.paths import FIXTURES, ROOT
 from iob_ner.audit import check_token_head
 from iob_ner.audit.consistency import find_inconsistencies
 from iob_ner.audit.findings import (
-    DocPrediction,
+    OutOfFoldPrediction,
     biluo_to_iob2,
     disagreements,
     iob2_classes,
@@ -28,7 +28,7 @@ from iob_ner.audit.write import applied, suggestion_documents, write_outputs
 from iob_ner.corpus.convert import convert_iob, read_docs
 from iob_ner.corpus.prepare import prepare_corpus
 from iob_ner.experiments.crossval import MODELS_RECORD, kept_models, model_paths, models_record
-from iob_ner.iob import located_documents, read_iob
+from iob_ner.iob.reader import located_documents, read_iob
 from iob_ner.util.errors import CorpusError, SetupError
 
 LABELS = ["SKILL", "DEGREE", "TOOL"]
@@ -199,7 +199,7 @@ def crafted(n=40):
         probabilities = numpy.full((4, 3), 0.02)
         for t, c in enumerate([0, 1, 2, 0]):
             probabilities[t, c] = 0.96
-        predictions.append(DocPrediction(probabilities, [(1, 3, "SKILL")]))
+        predictions.append(OutOfFoldPrediction(probabilities, [(1, 3, "SKILL")]))
     return classes, documents, predictions
 
 
@@ -392,7 +392,7 @@ def test_injected_errors_are_seeded_in_equal_shares_apart_and_where_the_file_say
 
 
 def read_iob_document(words, spans):
-    from iob_ner.iob import IobDocument
+    from iob_ner.iob.documents import IobDocument
 
     return IobDocument(list(words), list(spans), [0], 1)
 

@@ -15,7 +15,8 @@ from spacy.vocab import Vocab
 from support.paths import ROOT
 
 from iob_ner.corpus.convert import DOCBIN_ATTRS, CorpusError, add_to_docbin, convert_iob, read_docs, to_doc
-from iob_ner.iob import IobError, read_iob
+from iob_ner.iob.reader import read_iob
+from iob_ner.util.errors import IobError
 
 
 def test_fast_docbin_path_writes_the_same_bytes_as_docbin_add(fixture_path):

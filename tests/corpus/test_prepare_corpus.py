@@ -11,7 +11,7 @@ from support.paths import ROOT
 from iob_ner.corpus import prepare as prepare_corpus
 from iob_ner.corpus.prepare import prepare_corpus as prepare
 from iob_ner.corpus.splits import SplitError
-from iob_ner.util.outputs import fingerprint
+from iob_ner.util.outputs import content_sha256
 from iob_ner.util.runtime import SetupError
 
 
@@ -116,4 +116,4 @@ def test_input_errors_say_what_to_change(tmp_path):
 def test_the_samples_manifest_matches_the_shipped_files():
     manifest = json.loads((ROOT / "assets" / "sample.json").read_text())
     for split in ("train", "dev", "test"):
-        assert fingerprint(ROOT / "assets" / manifest[split]["file"]) == manifest[split]["sha256"]
+        assert content_sha256(ROOT / "assets" / manifest[split]["file"]) == manifest[split]["sha256"]

@@ -16,7 +16,8 @@ def test_matscholar_keeps_every_entity(tmp_path, split, entities):
 
 
 def test_matscholar_repairs_are_reported():
-    from iob_ner.iob import ReadReport, read_iob
+    from iob_ner.iob.reader import read_iob
+    from iob_ner.iob.report import ReadReport
 
     train, dev = ReadReport(path="train"), ReadReport(path="dev")
     list(read_iob(SHARED_DATA / "matscholar-raw" / "train.txt", report=train))

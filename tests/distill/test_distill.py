@@ -21,7 +21,7 @@ from iob_ner.distill import labels as labels_module
 from iob_ner.distill.labels import label_texts, stream_silver
 from iob_ner.distill.student import StudentSettings, one_hot
 from iob_ner.util.errors import SetupError
-from iob_ner.util.outputs import fingerprint
+from iob_ner.util.outputs import content_sha256
 
 SCRIPT = ROOT / "scripts" / "distill.py"
 
@@ -250,8 +250,8 @@ def test_a_student_learns_from_the_teacher_on_tiny_data_and_beats_chance(sample,
     )
     assert nlp.get_pipe("ner").temperature == pytest.approx(record["calibration"]["temperature"])
     trained_on = nlp.meta["iob_ner_trained_on"]  # what evaluate compares a corpus with
-    assert trained_on["dev"] == {"path": str(sample / "dev.spacy"), "sha256": fingerprint(sample / "dev.spacy")}
-    assert trained_on["train"]["sha256"] == fingerprint(sample / "train.spacy")
+    assert trained_on["dev"] == {"path": str(sample / "dev.spacy"), "sha256": content_sha256(sample / "dev.spacy")}
+    assert trained_on["train"]["sha256"] == content_sha256(sample / "train.spacy")
     side = record["comparison"]
     assert side["teacher"]["words"] == side["student"]["words"] == side["timing_words"] > 0
     # the speed-up: the median of alternate timed rounds, with the spread of the per-round ratios

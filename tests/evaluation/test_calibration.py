@@ -21,7 +21,7 @@ from iob_ner.evaluation.metrics import (
     reliability,
     threshold_table,
 )
-from iob_ner.evaluation.report import write_report
+from iob_ner.evaluation.report.write import write_report
 from iob_ner.pipeline.token_ner import SPANS_KEY
 
 # --- ECE and reliability bins -------------------------------------------------------------------------

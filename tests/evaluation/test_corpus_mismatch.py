@@ -12,9 +12,9 @@ from support.paths import ROOT
 
 from iob_ner.corpus.convert import DOCBIN_ATTRS, convert_iob
 from iob_ner.evaluation.evaluate import evaluate_pipeline
-from iob_ner.evaluation.report import write_report
+from iob_ner.evaluation.report.write import write_report
 from iob_ner.evaluation.trained_on import META_KEY
-from iob_ner.util.outputs import fingerprint
+from iob_ner.util.outputs import content_sha256
 from iob_ner.util.runtime import resolve_transformer
 from iob_ner.util.tiny import make_tiny_bert
 
@@ -25,7 +25,7 @@ CONFIG = ROOT / "configs" / "config.cfg"
 def trained(tmp_path_factory):
     """(the corpus folder, the training folder with model-best and log.jsonl)."""
     from iob_ner.training import loop as train_loop
-    from iob_ner.training.train import run_fingerprints
+    from iob_ner.training.train import training_input_digests
 
     root = tmp_path_factory.mktemp("mismatch")
     corpus = root / "corpus"
@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
         "training.eval_frequency": 1,
         "system.seed": 0,
     }
-    fingerprints = run_fingerprints(CONFIG, overrides, corpus / "train.spacy", corpus / "dev.spacy", str(bert))
+    fingerprints = training_input_digests(CONFIG, overrides, corpus / "train.spacy", corpus / "dev.spacy", str(bert))
     training = root / "training"
     train_loop.train(CONFIG, training, use_gpu=-1, overrides=overrides, fingerprints=fingerprints)
     return corpus, training
@@ -82,8 +82,11 @@ def test_training_records_its_corpora_in_the_pipeline_meta(trained):
     corpus, training = trained
     for name in ("model-best", "model-last"):
         record = json.loads((training / name / "meta.json").read_text(encoding="utf8"))[META_KEY]
-        assert record["train"] == {"path": str(corpus / "train.spacy"), "sha256": fingerprint(corpus / "train.spacy")}
-        assert record["dev"] == {"path": str(corpus / "dev.spacy"), "sha256": fingerprint(corpus / "dev.spacy")}
+        assert record["train"] == {
+            "path": str(corpus / "train.spacy"),
+            "sha256": content_sha256(corpus / "train.spacy"),
+        }
+        assert record["dev"] == {"path": str(corpus / "dev.spacy"), "sha256": content_sha256(corpus / "dev.spacy")}
         assert record["converted_from"] == {"train": "assets/train.tsv"}
 
 

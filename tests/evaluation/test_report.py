@@ -14,12 +14,13 @@ from support.paths import ROOT
 from support.pipelines import ruler_pipeline
 
 from iob_ner.corpus.convert import DOCBIN_ATTRS
-from iob_ner.evaluation import report
 from iob_ner.evaluation.evaluate import evaluate_pipeline
 from iob_ner.evaluation.metrics import entity_metrics
-from iob_ner.evaluation.report import write_report
+from iob_ner.evaluation.report import write as report_write  # its names are patched
+from iob_ner.evaluation.report.inputs import load_test_docs
+from iob_ner.evaluation.report.write import write_report
 from iob_ner.util.errors import ReportError
-from iob_ner.util.outputs import fingerprint
+from iob_ner.util.outputs import content_sha256
 from iob_ner.util.runtime import SetupError
 
 OUTPUTS = ("report.md", "learning-curve.png", "per-label-f.png", "errors.html")
@@ -49,7 +50,7 @@ def training(tmp_path):
             "device": "CPU",
             "words": 5,
             "words_per_second": 100.0,
-            "fingerprints": {"model": None, "corpus": fingerprint(corpus)},  # None: an installed package
+            "fingerprints": {"model": None, "corpus": content_sha256(corpus)},  # None: an installed package
         }
     )
     for split in ("dev", "test"):
@@ -106,14 +107,14 @@ def test_missing_test_corpus_and_stale_predictions(training, tmp_path):
     with pytest.raises(
         ReportError, match=r"holds 2 documents but .*test\.spacy holds 1: rerun `spacy project run eval"
     ):
-        report.load_test_docs(corpus, predictions)
+        load_test_docs(corpus, predictions)
     # as many documents, other texts: a new convert (issue 21, cause 5) once paired them in errors.html
     v = Vocab()
     DocBin(
         attrs=DOCBIN_ATTRS, docs=[doc(v, ["LiFePO4", "is", "good"], ["B-MAT", "O", "O"]), doc(v, ["x"], ["O"])]
     ).to_disk(corpus)
     with pytest.raises(ReportError, match=r"holds other texts than .*test\.spacy \(from document 1 on\): rerun"):
-        report.load_test_docs(corpus, predictions)
+        load_test_docs(corpus, predictions)
     # and the metrics beside them are another corpus's: report refuses before reading anything else
     with pytest.raises(
         ReportError,
@@ -130,7 +131,7 @@ def test_error_midway_leaves_the_previous_outputs(training, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "write_errors_html", interrupted)
+    monkeypatch.setattr(report_write, "write_errors_html", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_report(training_dir=folder, test_corpus=corpus)
     assert {name: (folder / name).read_bytes() for name in OUTPUTS} == before and leftovers(folder) == []
@@ -318,7 +319,7 @@ def test_error_while_drawing_the_confidence_plots_keeps_every_previous_output(tr
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "plot_thresholds", interrupted)
+    monkeypatch.setattr(report_write, "plot_thresholds", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_report(training_dir=folder, test_corpus=corpus)
     assert {name: (folder / name).read_bytes() for name in names} == before and leftovers(folder) == []

@@ -24,7 +24,7 @@ from iob_ner.inference import predict
 from iob_ner.inference import prediction_summary as summary
 from iob_ner.inference.inputs import NothingRead
 from iob_ner.inference.stream import split_text
-from iob_ner.iob import read_iob
+from iob_ner.iob.reader import read_iob
 from iob_ner.util.runtime import SetupError
 
 

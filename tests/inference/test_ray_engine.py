@@ -16,7 +16,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need Ray: pip install -r requirements-ray.txt")
 
 from iob_ner.inference import predict  # noqa: E402
-from iob_ner.inference import ray_engine as predict_ray  # noqa: E402
+from iob_ner.inference.ray_engine.cluster import check_reachable  # noqa: E402
+from iob_ner.inference.ray_engine.shards import ShardStore, shard_folder  # noqa: E402
 
 WORDS = (
     "LiFePO4 ZnO TiO2 NiO CuO films grown by pulsed laser deposition we measured X-ray diffraction "
@@ -92,26 +93,26 @@ def test_ray_engine_writes_the_local_engines_outputs_byte_for_byte(local_ray, mo
     assert any(e.get("score") for e in json.loads(jsonl.splitlines()[0])["entities"])
     assert result["shards"] == 8 and result["shards_computed"] == 8 and result["shards_reused"] == 0
     assert "2 CPU actor(s)" in result["device"]
-    assert not predict_ray.shard_folder(tmp_path / "out.jsonl").exists()  # the shards are gone once whole
+    assert not shard_folder(tmp_path / "out.jsonl").exists()  # the shards are gone once whole
 
 
 def test_an_interrupted_run_resumes_from_its_finished_shards(
     local_ray, model, corpus, local_outputs, tmp_path, monkeypatch
 ):
     _, jsonl, iob = local_outputs
-    write = predict_ray.ShardStore.write
+    write = ShardStore.write
 
     def write_then_stop(self, shard, rows, problems):
         if self.written == 4:
             raise KeyboardInterrupt  # Ctrl-C after four shards are on disk
         write(self, shard, rows, problems)
 
-    monkeypatch.setattr(predict_ray.ShardStore, "write", write_then_stop)
+    monkeypatch.setattr(ShardStore, "write", write_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run_ray(model, corpus, tmp_path)
-    monkeypatch.setattr(predict_ray.ShardStore, "write", write)
+    monkeypatch.setattr(ShardStore, "write", write)
     assert not (tmp_path / "out.jsonl").exists()
-    shards = predict_ray.shard_folder(tmp_path / "out.jsonl")
+    shards = shard_folder(tmp_path / "out.jsonl")
     finished = sorted(shards.glob("shard-*.done"))
     assert len(finished) == 4
     # One finished shard cut short as by a crash mid-write elsewhere: it must be recomputed, not trusted.
@@ -125,7 +126,7 @@ def test_an_interrupted_run_resumes_from_its_finished_shards(
 
 def test_shards_of_another_model_are_not_reused(local_ray, model, corpus, tmp_path, monkeypatch, capsys):
     small = synthetic_jsonl(tmp_path / "small.jsonl", 300, seed=1)
-    monkeypatch.setattr(predict_ray.ShardStore, "close", lambda self: None)  # keep the shards
+    monkeypatch.setattr(ShardStore, "close", lambda self: None)  # keep the shards
     options = dict(shard_size=128)
     first = predict(model=model, source=small, output=tmp_path / "out.jsonl", engine="ray", actors=1, **options)
     assert first["shards_computed"] == first["shards"] == 3
@@ -222,7 +223,7 @@ def test_an_address_nothing_answers_on_fails_at_once_instead_of_retrying_for_min
     from iob_ner.util.runtime import SetupError
 
     with pytest.raises(SetupError, match=says.replace("/", "/").replace(".", r"\.")):
-        predict_ray.check_reachable(address, timeout_s=2)
+        check_reachable(address, timeout_s=2)
 
 
 def test_ray_engine_skips_a_deeply_nested_line_and_leaves_no_shards_when_nothing_was_read(local_ray, model, tmp_path):
@@ -234,9 +235,9 @@ def test_ray_engine_skips_a_deeply_nested_line_and_leaves_no_shards_when_nothing
     source.write_text('{"text": "ZnO films"}\n' + nested + "\n", encoding="utf8")
     result = run_ray(model, source, tmp_path)
     assert result["documents"] == 1 and result["skipped_reasons"] == {"not JSON": 1}
-    assert not predict_ray.shard_folder(tmp_path / "out.jsonl").exists()
+    assert not shard_folder(tmp_path / "out.jsonl").exists()
     source.write_text(nested + "\n", encoding="utf8")
     before = outputs(tmp_path)
     with pytest.raises(NothingRead, match="no document of .* could be read .1 not JSON"):
         run_ray(model, source, tmp_path)
-    assert outputs(tmp_path) == before and not predict_ray.shard_folder(tmp_path / "out.jsonl").exists()
+    assert outputs(tmp_path) == before and not shard_folder(tmp_path / "out.jsonl").exists()

@@ -21,7 +21,7 @@ from iob_ner.inference.pipeline import Prediction
 from iob_ner.inference.review import RULE, least_sure, review
 from iob_ner.inference.review import review_summary as summary
 from iob_ner.inference.stream import split_text
-from iob_ner.iob import read_iob
+from iob_ner.iob.reader import read_iob
 from iob_ner.util.runtime import SetupError
 
 MATERIALS = ["ZnO", "NiO", "TiO2", "CuO", "LiFePO4", "Fe2O3", "MgO", "SnO2", "WO3", "Co3O4"]

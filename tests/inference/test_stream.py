@@ -14,7 +14,7 @@ from support.pipelines import SCORED_TEXTS, make_pipeline
 
 from iob_ner.inference import predict
 from iob_ner.inference.inputs import InputProblems, Text
-from iob_ner.inference.pipeline import Passes, Reading, entity_reading, merge, predictions, text_pieces
+from iob_ner.inference.pipeline import PassPlan, Reading, entity_reading, merge, part_results, predictions
 from iob_ner.inference.stream import (
     MARGIN,
     Part,
@@ -25,7 +25,7 @@ from iob_ner.inference.stream import (
     split_text,
     text_parts,
 )
-from iob_ner.iob import read_iob
+from iob_ner.iob.reader import read_iob
 
 # Sentences of different lengths, paragraphs now and then, entities of the ruler (ZnO, NiO, sputtering).
 SENTENCES = [
@@ -118,7 +118,7 @@ def test_dropout_samples_make_the_pieces_shorter(scored_model):
     nlp = spacy.load(scored_model)
     assert piece_chars(nlp, 1000) == 1000
     nlp.get_pipe("ner").samples = 4
-    assert piece_chars(nlp, 1000) == 250 and Passes.of(nlp, 8, 10**6, 1000).piece_chars == 250
+    assert piece_chars(nlp, 1000) == 250 and PassPlan.of(nlp, 8, 10**6, 1000).piece_chars == 250
 
 
 # -- passes ------------------------------------------------------------------------------------------------
@@ -183,9 +183,9 @@ def ruler_with_recorder() -> Language:
 
 def whole(nlp, text: str, reading=None) -> dict:
     """The prediction for `text` run as one doc in one pass (no cut at all)."""
-    plan = Passes.of(nlp, 1, len(text) + 1, len(text) + 1)
+    plan = PassPlan.of(nlp, 1, len(text) + 1, len(text) + 1)
     nlp.max_length = len(text) + 1
-    (pieces,) = text_pieces(nlp, [text], plan, reading or Reading())
+    (pieces,) = part_results(nlp, [text], plan, reading or Reading())
     return merge(Text("x", "x", text), pieces)
 
 
@@ -247,8 +247,8 @@ def test_a_streamed_text_is_ranked_by_its_least_sure_token_only_once(scored_mode
     text = " .\n".join(SCORED_TEXTS * 6)
     reading = Reading(spans_key="token_ner", confidence=nlp.get_pipe("ner").token_confidence)
     expected = whole(nlp, text, reading)
-    plan = Passes.of(nlp, 4, len(text), 300)
-    (pieces,) = text_pieces(nlp, [text], plan, reading)
+    plan = PassPlan.of(nlp, 4, len(text), 300)
+    (pieces,) = part_results(nlp, [text], plan, reading)
     assert len(pieces) > 3
     assert merge(Text("x", "x", text), pieces).confidence == pytest.approx(expected.confidence, abs=1e-6)
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from iob_ner.iob import IobError, ReadReport, read_iob
+from iob_ner.iob.reader import read_iob
+from iob_ner.iob.report import ReadReport
+from iob_ner.util.errors import IobError
 
 
 def read(path, **kwargs):

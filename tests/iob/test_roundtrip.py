@@ -8,7 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iob_ner.corpus.convert import convert_iob, read_docs
-from iob_ner.iob import ReadReport, read_iob, spans_to_tags, write_iob
+from iob_ner.iob.reader import read_iob
+from iob_ner.iob.report import ReadReport
+from iob_ner.iob.tags import spans_to_tags
+from iob_ner.iob.writer import write_iob
 
 WORD = st.text(
     st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\t\ufeff\x85"),

@@ -13,7 +13,7 @@ from support.paths import ROOT
 from iob_ner.pipeline import packaging as package
 from iob_ner.pipeline.packaging import FINGERPRINT_FILE, package_pipeline
 from iob_ner.util.errors import PackageError
-from iob_ner.util.outputs import fingerprint as model_fingerprint
+from iob_ner.util.outputs import content_sha256
 
 SCRIPT = ROOT / "scripts" / "package.py"
 REFUSAL = "a different model: raise --vars.package_version or pass --vars.package_force true"
@@ -85,7 +85,7 @@ def test_same_model_rebuilds_and_different_model_is_refused_unless_forced(tmp_pa
     wheel, status = package_pipeline(model=a, output_dir=out, name="tiny", version="0.1.0")
     folder = out / "en_tiny-0.1.0"
     assert status == "built" and wheel == folder / "dist" / "en_tiny-0.1.0-py3-none-any.whl"
-    assert json.loads((folder / FINGERPRINT_FILE).read_text())["sha256"] == model_fingerprint(a)
+    assert json.loads((folder / FINGERPRINT_FILE).read_text())["sha256"] == content_sha256(a)
 
     assert package_pipeline(model=a, output_dir=out, name="tiny", version="0.1.0")[1] == "unchanged model, rebuilt"
     with pytest.raises(PackageError) as refused:
@@ -95,7 +95,7 @@ def test_same_model_rebuilds_and_different_model_is_refused_unless_forced(tmp_pa
     assert wheel.read_text() == str(a)  # the package of model a is untouched
 
     assert package_pipeline(model=b, output_dir=out, name="tiny", version="0.1.0", force=True)[1].startswith("replaced")
-    assert json.loads((folder / FINGERPRINT_FILE).read_text())["sha256"] == model_fingerprint(b)
+    assert json.loads((folder / FINGERPRINT_FILE).read_text())["sha256"] == content_sha256(b)
     assert package_pipeline(model=b, output_dir=out, name="tiny", version="0.2.0")[1] == "built"
     assert sorted(p.name for p in out.iterdir()) == ["en_tiny-0.1.0", "en_tiny-0.2.0"]  # no staging left
 
@@ -140,7 +140,7 @@ def test_real_build_makes_a_wheel_records_the_model_and_rebuilds(tmp_path, model
     assert list((folder / "dist").glob("en_tiny-0.1.0-*.whl"))
     assert (folder / "en_tiny" / "token_ner.py").exists()
     assert not any(r.startswith("iob-ner") for r in json.loads((folder / "meta.json").read_text())["requirements"])
-    assert json.loads((folder / FINGERPRINT_FILE).read_text())["sha256"] == model_fingerprint(models[0])
+    assert json.loads((folder / FINGERPRINT_FILE).read_text())["sha256"] == content_sha256(models[0])
     code, output = run_script(models[0], out, "--name", "tiny", "--version", "0.1.0")
     assert code == 0 and "unchanged model, rebuilt" in output, output
     code, output = run_script(models[1], out, "--name", "tiny", "--version", "0.1.0")

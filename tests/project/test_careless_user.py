@@ -253,7 +253,7 @@ def test_report_refuses_metrics_of_another_corpus_or_model(tmp_path):
 
     from iob_ner.corpus.convert import DOCBIN_ATTRS
     from iob_ner.evaluation.evaluate import evaluate_pipeline
-    from iob_ner.evaluation.report import write_report
+    from iob_ner.evaluation.report.write import write_report
     from iob_ner.util.errors import ReportError
 
     v = Vocab()
@@ -444,7 +444,8 @@ def test_when_every_input_is_skipped_predict_fails_and_the_previous_outputs_stay
     ],
 )
 def test_a_batch_size_of_zero_in_the_config_is_refused(tmp_path, old, new, name):
-    from iob_ner.training.train import check_batch_sizes, read_config
+    from iob_ner.training.config_file import read_config
+    from iob_ner.training.train import check_batch_sizes
 
     config = tmp_path / "config.cfg"
     text = (ROOT / "configs" / "config.cfg").read_text(encoding="utf8")
@@ -461,7 +462,7 @@ def test_a_batch_size_of_zero_in_the_config_is_refused(tmp_path, old, new, name)
 def test_prose_and_an_export_with_swapped_columns_are_not_read_as_iob(tmp_path):
     """Prose with two words a line read as an IO file whose every second word is a label, and an export
     whose tag column comes first read as 888 "labels" of words: both were converted with a ✔."""
-    from iob_ner.iob import read_iob
+    from iob_ner.iob.reader import read_iob
 
     prose = tmp_path / "notes.txt"
     prose.write_text("Hello world\nGood morning\n\nSee you\nThank you\n", encoding="utf8")

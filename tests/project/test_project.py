@@ -239,7 +239,7 @@ def test_predict_writes_jsonl_and_iob_that_convert_reads_back(sample_project, tm
         for ent in record["entities"]:
             assert record["text"][ent["start"] : ent["end"]] == ent["text"]
     from iob_ner.corpus.convert import convert_iob
-    from iob_ner.iob import read_iob
+    from iob_ner.iob.reader import read_iob
 
     iob = project / "training" / "predictions.tsv"
     assert iob.read_bytes().startswith(b"-DOCSTART- -X- O O\r\n") and not iob.read_bytes().endswith(b"\n")

@@ -27,7 +27,7 @@ from support.paths import ROOT  # noqa: E402
 from support.pipelines import SCORED_TEXTS, make_pipeline, scored_entities  # noqa: E402
 from support.serving import SMALL, serving  # noqa: E402
 
-from iob_ner.evaluation.report import write_errors_html  # noqa: E402
+from iob_ner.evaluation.report.errors_html import write_errors_html  # noqa: E402
 from iob_ner.serving.app import Limits  # noqa: E402
 
 # what makes a browser load (or go to) a URL: these attributes, url(...) and @import in CSS, and the

@@ -176,7 +176,7 @@ from iob_ner.training import train
 replace_together, remove = outputs.replace_together, outputs.remove
 
 def noting(pairs, record, removed=(), note=None):  # what the run's outputs are, before they are put in place
-    found = {{str(final): outputs.fingerprint(tmp) for tmp, final in pairs}}
+    found = {{str(final): outputs.content_sha256(tmp) for tmp, final in pairs}}
     Path({sources!r}).write_text(json.dumps(found))
     return replace_together(pairs, record, removed, note)
 
@@ -193,14 +193,14 @@ runpy.run_path("scripts/train.py", run_name="__main__")
 
 
 def test_kill_9_while_the_outputs_are_put_in_place_then_the_same_command_finishes_it(setup, tmp_path):
-    from iob_ner.util.outputs import fingerprint
+    from iob_ner.util.outputs import content_sha256
 
     folder, bert = setup
     output, sources = tmp_path / "out", tmp_path / "sources.json"
     short = ("--max-steps", "4", "--eval-frequency", "2", "--checkpoint-every", "2")
     code, _, err = run(train_command(folder, bert, output, *short))  # the previous run's outputs
     assert code == 0, err[-3000:]
-    before = {name: fingerprint(output / name) for name in ("model-best", "model-last", "log.jsonl")}
+    before = {name: content_sha256(output / name) for name in ("model-best", "model-last", "log.jsonl")}
 
     again = train_command(folder, bert, output, *short, "--seed", "1")
     code, _, err = run(again, KILL_WHILE_PROMOTING.format(sources=str(sources), output=str(output)))
@@ -213,6 +213,6 @@ def test_kill_9_while_the_outputs_are_put_in_place_then_the_same_command_finishe
     assert "Resuming" not in out, out
     assert f"Taking over {output / '.train.lock'}" in out, out  # the killed run's lock, one line
     new = json.loads(sources.read_text())
-    assert {final: fingerprint(final) for final in new} == new  # all four are the killed run's
-    assert fingerprint(output / "model-last") != before["model-last"]
+    assert {final: content_sha256(final) for final in new} == new  # all four are the killed run's
+    assert content_sha256(output / "model-last") != before["model-last"]
     assert sorted(p.name for p in output.iterdir()) == ["calibration.json", "log.jsonl", "model-best", "model-last"]

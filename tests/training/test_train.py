@@ -9,7 +9,9 @@ from spacy.util import load_config
 from support.paths import ROOT
 
 from iob_ner.corpus.convert import convert_iob
-from iob_ner.training.train import check_steps, check_training_corpus, read_config, schedule_overrides
+from iob_ner.training.config_file import CREATE_CONFIG_FIX, read_config
+from iob_ner.training.train import check_steps, check_training_corpus, schedule_overrides
+from iob_ner.util.errors import ConfigFileError
 from iob_ner.util.runtime import SetupError
 
 
@@ -87,8 +89,8 @@ def test_calibrate_with_dropout_samples_stores_them_or_says_why_not(trf_nlp, tmp
 def test_a_broken_config_names_the_file_and_the_line(tmp_path):
     broken = tmp_path / "config.cfg"
     broken.write_text((ROOT / "configs" / "base_config.cfg").read_text().replace("[training]\n", "[training\n"))
-    with pytest.raises(SetupError) as err:
-        read_config(broken)
+    with pytest.raises(ConfigFileError) as err:
+        read_config(broken, fix=CREATE_CONFIG_FIX)
     assert str(err.value).startswith(f"{broken} is not a valid config: ")
     assert "create-config" in str(err.value) and "\n" not in str(err.value)
 

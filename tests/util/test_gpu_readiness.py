@@ -19,6 +19,7 @@ from spacy.language import Language
 from support.paths import ROOT, load_benchmark
 from thinc.api import NumpyOps, get_current_ops, set_current_ops
 
+from iob_ner.inference.ray_engine import actor as ray_actor
 from iob_ner.util.errors import SetupError
 from iob_ner.util.runtime import ThreadDevice, select_device
 
@@ -66,8 +67,6 @@ def test_serve_runs_the_pipeline_on_the_device_the_main_thread_chose(marked_main
 
 
 def test_a_ray_actor_runs_the_pipeline_on_the_device_its_init_chose(tmp_path, monkeypatch, marked_main_thread):
-    from iob_ner.inference import ray_engine
-
     nlp = spacy.blank("en")
     nlp.add_pipe("record_ops")
     nlp.to_disk(tmp_path / "model")
@@ -76,10 +75,10 @@ def test_a_ray_actor_runs_the_pipeline_on_the_device_its_init_chose(tmp_path, mo
         set_current_ops(MarkedOps())
         return -1, "marked device"
 
-    monkeypatch.setattr(ray_engine, "select_device", select_marked)
+    monkeypatch.setattr(ray_actor, "select_device", select_marked)
     # an actor silences wasabi for its process (the driver reports once): put it back after this test
-    monkeypatch.setattr(ray_engine.msg, "no_print", ray_engine.msg.no_print)
-    actor = ray_engine.PipelineActor(
+    monkeypatch.setattr(ray_actor.msg, "no_print", ray_actor.msg.no_print)
+    actor = ray_actor.PipelineActor(
         str(tmp_path / "model"), False, batch_size=4, max_length=1000, min_score=0.0, iob=False
     )
     set_current_ops(NumpyOps())  # the init thread's choice must not leak: only the actor's own record counts

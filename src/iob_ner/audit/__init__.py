@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..experiments.crossval import crossval, fold_plan, kept_models, models_record
-from ..training.train import check_steps, read_config
+from ..training.config_file import CREATE_CONFIG_FIX, read_config
+from ..training.train import check_steps
 from ..util.errors import SetupError
 from ..util.runtime import cpu_name, select_device
 from .consistency import find_inconsistencies
@@ -28,7 +29,7 @@ from .write import OUTPUTS, finding_block, inconsistency_rows, suggestion_docume
 
 def check_token_head(config: Path) -> None:
     """Before k trainings: the config's NER must be token_ner, the head that gives token probabilities."""
-    components = read_config(config).get("components", {})
+    components = read_config(config, fix=CREATE_CONFIG_FIX).get("components", {})
     if not any(c.get("factory") == "token_ner" for c in components.values()):
         raise SetupError(
             f"audit needs token probabilities, which the token_ner head gives and {config}'s NER does not: "

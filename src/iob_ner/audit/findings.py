@@ -33,7 +33,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy
 
-from ..iob import Span, spans_to_tags
+from ..iob.tags import Span, spans_to_tags
 from ..util.errors import SetupError
 from .locate import Located
 
@@ -48,7 +48,7 @@ INSTALL = "pip install -r requirements-audit.txt"
 
 
 @dataclass
-class DocPrediction:
+class OutOfFoldPrediction:
     """The out-of-fold model's view of one document."""
 
     probabilities: numpy.ndarray  # tokens x IOB2 classes
@@ -130,7 +130,7 @@ def cleanlab_scores(
 
 def model_findings(
     documents: Sequence[Located],
-    predictions: Sequence[DocPrediction],
+    predictions: Sequence[OutOfFoldPrediction],
     classes: Sequence[str],
     token_score: str = "self_confidence",
 ) -> Tuple[List[dict], dict]:

@@ -17,7 +17,9 @@ from spacy.vocab import Vocab
 
 from ..corpus.convert import read_docs
 from ..corpus.prepare import SPLIT_RECORD, SPLITS, read_split_record
-from ..iob import IobDocument, Span, located_documents
+from ..iob.documents import IobDocument
+from ..iob.reader import located_documents
+from ..iob.tags import Span
 from ..util.errors import CorpusError
 
 

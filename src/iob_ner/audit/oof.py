@@ -15,7 +15,7 @@ from spacy.tokens import Doc
 from spacy.util import minibatch
 
 from ..util.errors import SetupError
-from .findings import DocPrediction, biluo_to_iob2
+from .findings import OutOfFoldPrediction, biluo_to_iob2
 
 
 def _probability_head(nlp, model: Path):
@@ -36,10 +36,10 @@ def out_of_fold(
     classes: Sequence[str],
     *,
     batch_size: int = 64,
-) -> List[DocPrediction]:
+) -> List[OutOfFoldPrediction]:
     """The prediction of each document of `docs` by models[its fold], in the order of `docs`, on the device
     selected before (runtime.select_device)."""
-    found: List[Optional[DocPrediction]] = [None] * len(docs)
+    found: List[Optional[OutOfFoldPrediction]] = [None] * len(docs)
     for fold, model in enumerate(models):
         nlp = spacy.load(model)
         head = _probability_head(nlp, model)
@@ -50,7 +50,7 @@ def out_of_fold(
             processed = list(nlp.pipe(bare, batch_size=batch_size))
             for i, doc, probabilities in zip(batch, processed, head.tag_probabilities(processed)):
                 entities = [(e.start, e.end, e.label_) for e in doc.ents]
-                found[i] = DocPrediction(probabilities @ to_iob2, entities)
+                found[i] = OutOfFoldPrediction(probabilities @ to_iob2, entities)
     missing = [i for i, p in enumerate(found) if p is None]
     if missing:  # a bug: every document has a fold
         raise ValueError(f"no fold model predicted document {missing[0]}")

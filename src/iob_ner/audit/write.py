@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..iob import Span, write_iob
+from ..iob.tags import Span
+from ..iob.writer import write_iob
 from ..util.outputs import atomic_outputs, remove
 from .locate import Located
 

@@ -12,9 +12,13 @@ from spacy.attrs import ENT_IOB, ENT_TYPE, ORTH, SENT_START
 from spacy.strings import get_string_id
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
+from tqdm import tqdm
 
 from ..util.errors import CorpusError
-from ..iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobDocument, ReadReport, read_iob, spans_to_tags
+from ..iob.documents import IobDocument, MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS
+from ..iob.reader import read_iob
+from ..iob.report import ReadReport
+from ..iob.tags import spans_to_tags
 from ..util.outputs import atomic_outputs, check_outputs, remove
 
 DOCBIN_ATTRS = ["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"]
@@ -225,8 +229,6 @@ def _progress(path: Path, enabled: bool):
     size = path.stat().st_size
     if not enabled or size < 50_000_000:
         return _NoBar()
-    from tqdm import tqdm
-
     return tqdm(total=size // 10, unit="tok", unit_scale=True, desc=path.name, leave=False)
 
 

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from spacy.vocab import Vocab
 from wasabi import table
 
 from ..util.errors import ConfigFileError, DataError, SetupError
+from .convert import read_docs
 from ..util.outputs import write_text_atomic
 from .prepare import read_split_record
 from ..util.runtime import resolve_transformer
@@ -77,10 +79,6 @@ def split_stats(name: str, docs: Iterable) -> SplitStats:
 
 def gather_split_stats(name: str, path: Path) -> SplitStats:
     """The statistics of a .spacy file or folder of shards; anything unreadable is one DataError."""
-    from spacy.vocab import Vocab
-
-    from .convert import read_docs
-
     if not path.exists():
         raise DataError(f"the {name} corpus {path} does not exist: run `spacy project run convert` first")
     try:

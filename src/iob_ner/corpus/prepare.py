@@ -16,8 +16,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .convert import convert_iob
 from ..util.errors import SetupError, SplitError
-from ..iob import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, ReadReport, read_iob
-from ..util.outputs import fingerprint, outputs_together, write_text_atomic
+from ..iob.documents import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS
+from ..iob.reader import read_iob
+from ..iob.report import ReadReport
+from ..util.outputs import content_sha256, outputs_together, write_text_atomic
 from .split_checks import DocumentKey, document_key, find_overlaps, unseen_labels
 from .splits import stratified_parts
 from .tokenizer_fit import check_export
@@ -41,7 +43,7 @@ def sample_pair(train: Path, manifest: Path = SAMPLE_MANIFEST) -> Optional[Dict[
     if not manifest.exists():
         return None
     sample = json.loads(manifest.read_text(encoding="utf8"))
-    if fingerprint(train) != sample["train"]["sha256"]:
+    if content_sha256(train) != sample["train"]["sha256"]:
         return None
     pair = {split: manifest.resolve().parent / sample[split]["file"] for split in ("dev", "test")}
     return pair if all(path.exists() for path in pair.values()) else None
@@ -85,7 +87,7 @@ def _check_distinct_files(files: Dict[str, Path], carved: Sequence[str], dev_is_
         for second in given[i + 1 :]:
             a, b = files[first], files[second]
             same = a.resolve() == b.resolve() or (
-                a.stat().st_size == b.stat().st_size and fingerprint(a) == fingerprint(b)
+                a.stat().st_size == b.stat().st_size and content_sha256(a) == content_sha256(b)
             )
             if (first, second) == ("dev", "test"):
                 _check_dev_is_test(same, a, dev_is_test)

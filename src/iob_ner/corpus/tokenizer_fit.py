@@ -12,14 +12,20 @@ test entities fit, 96.8 % of a materials-science corpus's.
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
 
+from spacy.registrations import populate_registry
+from spacy.util import get_lang_class, registry
+from spacy.vocab import create_vocab
+
 from ..util.errors import SetupError, first_line
-from ..iob import Span, located_documents
+from ..iob.reader import located_documents
+from ..iob.tags import Span
 
 THRESHOLD = 0.98  # under it, convert and debug-data warn
 MAX_DOCUMENTS = 20_000  # documents checked at most (a share is a share; a 10-million-token export is not read twice)
@@ -113,8 +119,6 @@ def language_tokenizer(lang: str):
     """spaCy's tokenizer for `lang`; a SetupError of one sentence for a code spaCy does not know or a
     language whose tokenizer needs a package that is not installed (ja: SudachiPy, ko: mecab-ko, ...). zh needs
     none (character segmentation)."""
-    import importlib.util
-
     known = bool(lang) and lang.isidentifier() and importlib.util.find_spec(f"spacy.lang.{lang}") is not None
     if not known:
         raise SetupError(f"'{lang}' is not a language code spaCy knows: use one like en, de, fr, zh (spacy.lang)")
@@ -131,10 +135,6 @@ def _rule_tokenizer(lang: str):
     the language's default config names, over its Defaults and vocab), built without a Language object:
     creating one imports every pipeline factory's package, spacy-transformers and torch among them, which
     convert does without."""
-    from spacy.registrations import populate_registry
-    from spacy.util import get_lang_class, registry
-    from spacy.vocab import create_vocab
-
     language = get_lang_class(lang)
     populate_registry()  # spaCy registers its functions when a pipeline is first made
 

@@ -62,7 +62,7 @@ def check_unlabelled(unlabelled: Optional[Path], held_out: Dict[str, Optional[Pa
     is then scored on, and its score would leak."""
     if unlabelled is None or not unlabelled.exists():
         return
-    from ..util.outputs import fingerprint
+    from ..util.outputs import content_sha256
 
     candidates = [unlabelled]
     if unlabelled.is_dir():
@@ -76,8 +76,8 @@ def check_unlabelled(unlabelled: Optional[Path], held_out: Dict[str, Optional[Pa
             same = itself
             if not same and candidate.is_dir() == corpus.is_dir():
                 if corpus.is_dir() or candidate.stat().st_size == corpus.stat().st_size:
-                    digest = digest or fingerprint(corpus)
-                    same = fingerprint(candidate) == digest
+                    digest = digest or content_sha256(corpus)
+                    same = content_sha256(candidate) == digest
             if same:
                 what = "is" if itself else "is a copy of"
                 if candidate != unlabelled:
@@ -167,9 +167,9 @@ def distill_pipeline(
 def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[Labels], settings, on_evaluation):
     """Build the student with the teacher's labels and train it in `folder`; returns the run and its summary."""
     from ..corpus.convert import read_docs
-    from ..training.train import read_config
+    from ..training.config_file import CREATE_CONFIG_FIX, read_config
 
-    read_config(config)  # one sentence naming the file when it does not parse
+    read_config(config, fix=CREATE_CONFIG_FIX)  # one sentence naming the file when it does not parse
     tag_labels = gold_labels(train)
     if labels is not None:  # the teacher's, in its order: the student's tag columns line up with its labels
         tag_labels = list(dict.fromkeys(name[2:] for name in labels.tag_names if name != "O"))
@@ -182,10 +182,12 @@ def _train(config: Path, folder: Path, train: Path, dev: Path, labels: Optional[
     nlp, head, training, gold = build_student(config, overrides, tag_labels, read_gold)
     dev_examples = gold_examples(nlp, list(read_docs(dev, nlp.vocab)))
     from ..evaluation.trained_on import trained_on_record
-    from ..util.outputs import fingerprint
+    from ..util.outputs import content_sha256
 
     # what evaluate compares a corpus with: the gold corpora (the teacher's labels are of other texts too)
-    record = trained_on_record(train, dev, {"training corpus": fingerprint(train), "dev corpus": fingerprint(dev)})
+    record = trained_on_record(
+        train, dev, {"training corpus": content_sha256(train), "dev corpus": content_sha256(dev)}
+    )
     run = StudentRun(nlp, head, training, folder, dev_examples, on_evaluation=on_evaluation, trained_on=record)
     run.summary = train_student(run, gold, labels, settings)
     return run

@@ -25,7 +25,7 @@ from ..corpus.convert import read_docs
 from ..evaluation.metrics import drop_transformer_output
 from ..inference.inputs import InputProblems, input_files, read_texts
 from ..util.errors import SetupError
-from ..util.outputs import atomic_outputs, fingerprint, remove, write_text_atomic
+from ..util.outputs import atomic_outputs, content_sha256, remove, write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # the layout of the shards; a new layout relabels
@@ -71,13 +71,13 @@ class Labels:
         return list(self.manifest["tag_names"])
 
 
-def label_fingerprint(teacher: Path, sources: Sequence[Path], temperature: float, shard_size: int) -> dict:
+def labels_made_from(teacher: Path, sources: Sequence[Path], temperature: float, shard_size: int) -> dict:
     """What the labels depend on: the teacher's files (weights, calibration and all), each input's bytes, the
     temperature and the shard size (which decides what a shard holds, so what a resumed run skips)."""
     return {
         "format": FORMAT,
-        "teacher": fingerprint(teacher),
-        "inputs": [{"path": str(path), "sha256": fingerprint(path)} for path in sources],
+        "teacher": content_sha256(teacher),
+        "inputs": [{"path": str(path), "sha256": content_sha256(path)} for path in sources],
         "temperature": float(temperature),
         "shard_size": int(shard_size),
     }
@@ -180,7 +180,7 @@ def label_texts(
 
     if shard_size < 1:
         raise SetupError(f"the distillation shard size must be at least 1 document, not {shard_size}")
-    manifest = _current_manifest(folder, label_fingerprint(teacher_path, sources, temperature, shard_size))
+    manifest = _current_manifest(folder, labels_made_from(teacher_path, sources, temperature, shard_size))
     manifest.setdefault("tag_names", teacher.get_pipe(head).tag_names)
     if manifest["complete"]:
         return Labels(folder, manifest, reused=True, labelled_docs=0, seconds=0.0)

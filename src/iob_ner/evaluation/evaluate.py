@@ -11,7 +11,7 @@ from spacy.tokens import DocBin
 from ..corpus.convert import read_docs
 from ..pipeline.scoring import scoring_ner, switched_off_scorer
 from ..util.errors import SetupError
-from ..util.outputs import atomic_outputs, fingerprint
+from ..util.outputs import atomic_outputs, content_sha256
 from ..util.runtime import select_device
 from .metrics import (
     ECE_BINS,
@@ -87,7 +87,7 @@ def evaluate_pipeline(
     examples, seconds = predict_gold(nlp, gold, batch_size=batch_size)
     metrics = entity_metrics(examples)
     words = sum(len(doc) for doc in gold)
-    corpus_sha = fingerprint(corpus)
+    corpus_sha = content_sha256(corpus)
     metrics.update(
         {
             "model": str(model),
@@ -97,7 +97,7 @@ def evaluate_pipeline(
             "words_per_second": round(words / seconds, 1),
             # what `report` checks its inputs against: a model trained or a corpus converted since is stale
             "fingerprints": {
-                "model": fingerprint(model) if Path(model).exists() else None,
+                "model": content_sha256(model) if Path(model).exists() else None,
                 "corpus": corpus_sha,
             },
             # the gold labels the model lacks, a corpus of another conversion than its training corpora

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from ..corpus.prepare import read_split_record
-from ..util.outputs import fingerprint
+from ..util.outputs import content_sha256
 
 META_KEY = "iob_ner_trained_on"
 
 
 def trained_on_record(train: Optional[str], dev: Optional[str], fingerprints: Dict[str, str]) -> Optional[dict]:
-    """The meta.json record of a training run: None without the corpora's fingerprints (run_fingerprints')."""
+    """The meta.json record of a training run: None without the corpora's digests (from training_input_digests)."""
     if not fingerprints.get("training corpus") or not fingerprints.get("dev corpus"):
         return None
     record: Dict[str, Any] = {
@@ -92,7 +92,7 @@ def _other_corpus(recorded: dict, corpus: Path, split: Optional[str], corpus_sha
             return f"{corpus} was converted again since the model was trained with it: {trained}"
         return f"{corpus} is not the dev corpus the model was trained with: {trained}"
     sibling = corpus.parent / "dev.spacy"
-    if not sibling.is_file() or fingerprint(sibling) == dev_sha:
+    if not sibling.is_file() or content_sha256(sibling) == dev_sha:
         return None
     now = read_split_record(corpus.parent)
     source = ""

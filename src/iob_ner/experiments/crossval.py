@@ -22,11 +22,12 @@ from wasabi import msg
 
 from ..corpus.split_checks import document_key
 from ..corpus.splits import stratified_parts
+from ..evaluation.report.plots import pyplot
 from ..training.train import check_steps
 from ..util.errors import SplitError
-from ..util.outputs import atomic_output, fingerprint, remove, write_text_atomic
+from ..util.outputs import atomic_output, content_sha256, remove, write_text_atomic
 from ..util.runtime import cpu_name
-from .common import doc_labels, load_docs, mean_sd, per_label_f, pyplot, save_docs, train_and_score, write_json
+from .common import doc_labels, load_docs, mean_sd, per_label_f, save_docs, train_and_score, write_json
 
 INNER_DEV_SHARE = 0.1
 MODELS_RECORD = "models.json"  # under output/runs: what the kept fold models were made from
@@ -56,8 +57,8 @@ def fold_plan(train: Path, dev: Path, folds: int, seed: int) -> Tuple[list, list
 def models_record(*, config: Path, train: Path, dev: Path, assigned: List[int], seed: int, **train_options) -> dict:
     """What the fold models are made from; two equal records mean interchangeable models."""
     return {
-        "corpus": {"train": fingerprint(train), "dev": fingerprint(dev)},
-        "config": fingerprint(config),
+        "corpus": {"train": content_sha256(train), "dev": content_sha256(dev)},
+        "config": content_sha256(config),
         "folds": max(assigned) + 1,
         "seed": seed,
         "assignment": hashlib.sha256(json.dumps(assigned).encode()).hexdigest(),

@@ -15,11 +15,12 @@ from typing import List, Sequence
 from wasabi import msg
 
 from ..corpus.splits import stratified_parts
+from ..evaluation.report.plots import pyplot
 from ..training.train import check_steps
 from ..util.errors import SplitError
 from ..util.outputs import atomic_output, write_text_atomic
 from ..util.runtime import cpu_name
-from .common import doc_labels, load_docs, pyplot, save_docs, train_and_score, write_json
+from .common import doc_labels, load_docs, save_docs, train_and_score, write_json
 
 QUARTERS = (25, 50, 75, 100)
 FLAT = 0.01  # dev F within this of the full set's counts as "flat"

@@ -1,8 +1,8 @@
 """Inference: the documents of a file or folder through a trained pipeline, on one of two engines.
 
 `predict` is the one entry point: `engine="local"` runs the pipeline in this process
-(`inference.local`), `engine="ray"` on Ray actors (`inference.ray_engine`, imported only when asked for:
-Ray is optional). Both read with `inference.inputs`, run with `inference.pipeline` and write with
+(`inference.local`), `engine="ray"` on Ray actors (`inference.ray_engine`, which imports Ray only when it
+runs: Ray is optional). Both read with `inference.inputs`, run with `inference.pipeline` and write with
 `inference.writers`, so their outputs are byte-identical; neither imports the other.
 """
 
@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..util.errors import SetupError
+from ..util.outputs import check_outputs
+from .local import predict_local
+from .ray_engine.driver import predict_ray
 from .stream import BATCH_CHARS
 
 ENGINES = ("local", "ray")
@@ -45,12 +48,8 @@ def predict(
     to the workers) and writes the same outputs."""
     if engine not in ENGINES:
         raise SetupError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    from ..util.outputs import check_outputs
-
     check_outputs(source, [output, iob_output], ["the output", "the --iob output"])
     if engine == "ray":
-        from .ray_engine import predict_ray  # Ray is optional: imported only when asked for
-
         return predict_ray(
             model=model,
             source=source,
@@ -67,8 +66,6 @@ def predict(
             address=ray_address,
             wheels=[ray_wheel] if ray_wheel else [],
         )
-    from .local import predict_local
-
     return predict_local(
         model=model,
         source=source,

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
+from tqdm import tqdm
 from wasabi import msg
 
 from ..pipeline.scoring import scores_by_span, scoring_ner, unscored_ner
@@ -27,11 +28,12 @@ Keep = Optional[Tuple[int, int]]  # the tokens of a doc whose entities are its p
 
 
 @dataclass
-class Piece:
+class PartResult:
     """What the pipeline found in one part of a text (a chunk, or a piece of one), without the Doc (which
-    may hold large tensors)."""
+    may hold large tensors). The part itself, what goes in, is `stream.Part`; this is what comes out of it,
+    one for one, and `merge` joins a text's results into its `Prediction`."""
 
-    entities: List[dict]  # offsets within the part's doc, then (text_pieces) within the text
+    entities: List[dict]  # offsets within the part's doc, then (part_results) within the text
     words: List[str]  # empty where words are not asked for (no IOB output)
     spans: List[Span]
     dropped: int = 0  # entities under min_score, left out of `entities` and `spans`
@@ -55,9 +57,9 @@ class Prediction:
 # -- prediction ----------------------------------------------------------------------------------------
 
 
-def doc_piece(
+def part_result(
     doc: Doc, spans_key: Optional[str] = None, min_score: float = 0.0, keep: Keep = None, words: bool = True
-) -> Piece:
+) -> PartResult:
     """Entities with character offsets (and scores, from doc.spans[spans_key]); words and entity spans
     without whitespace tokens, which IOB lines cannot hold. Entities scored under `min_score` are left
     out of both; an entity without a score is kept (nothing says it is under). With `keep`, only the
@@ -80,7 +82,7 @@ def doc_piece(
         entities.append(record)
         kept.append(ent)
     if not words:
-        return Piece(entities, [], [], dropped=dropped, unscored=unscored)
+        return PartResult(entities, [], [], dropped=dropped, unscored=unscored)
     # Word numbers count from the piece's first token: an entity that runs on past the piece (its start
     # is the piece's) ends at the numbers the next piece's words take, which merge() puts right after.
     index = {old: new for new, old in enumerate(i for i in range(first, len(doc)) if not doc[i].is_space)}
@@ -90,7 +92,7 @@ def doc_piece(
         if inside:
             spans.append((inside[0], inside[-1] + 1, ent.label_))
     texts = [doc[i].text for i in range(first, end) if not doc[i].is_space]
-    return Piece(entities, texts, spans, dropped=dropped, unscored=unscored)
+    return PartResult(entities, texts, spans, dropped=dropped, unscored=unscored)
 
 
 @dataclass
@@ -105,9 +107,9 @@ class Reading:
     confidence: Optional[Callable[[List[Doc]], list]] = None
     words: bool = True
 
-    def __call__(self, docs: List[Doc], keeps: Optional[Sequence[Keep]] = None) -> List[Piece]:
+    def __call__(self, docs: List[Doc], keeps: Optional[Sequence[Keep]] = None) -> List[PartResult]:
         keeps = keeps or [None] * len(docs)
-        pieces = [doc_piece(doc, self.spans_key, self.min_score, keep, self.words) for doc, keep in zip(docs, keeps)]
+        pieces = [part_result(doc, self.spans_key, self.min_score, keep, self.words) for doc, keep in zip(docs, keeps)]
         if self.confidence is not None:
             for piece, values, keep in zip(pieces, self.confidence(docs), keeps):
                 values = values[slice(*keep)] if keep else values
@@ -116,10 +118,10 @@ class Reading:
 
 
 @dataclass(frozen=True)
-class Passes:
+class PassPlan:
     """How texts go through the pipeline: `batch_size` docs and `batch_chars` characters a pass at most,
     texts over `max_length` cut into documents of their own, chunks over `piece_chars` streamed in pieces
-    with the context `window` says."""
+    with the context `window` says. The settings only: `stream.passes` groups the parts into passes."""
 
     batch_size: int
     max_length: int
@@ -128,13 +130,13 @@ class Passes:
     window: Window
 
     @classmethod
-    def of(cls, nlp: Language, batch_size: int, max_length: int, batch_chars: int = BATCH_CHARS) -> "Passes":
+    def of(cls, nlp: Language, batch_size: int, max_length: int, batch_chars: int = BATCH_CHARS) -> "PassPlan":
         return cls(batch_size, max_length, batch_chars, piece_chars(nlp, batch_chars), pipeline_window(nlp))
 
 
-def text_pieces(nlp: Language, texts: Sequence[str], plan: Passes, reading: Callable) -> List[List[Piece]]:
+def part_results(nlp: Language, texts: Sequence[str], plan: PassPlan, reading: Callable) -> List[List[PartResult]]:
     """The pieces of each text, in order, a pass at a time: only one pass's Docs are ever held."""
-    found: List[List[Piece]] = [[] for _ in texts]
+    found: List[List[PartResult]] = [[] for _ in texts]
     parts = (
         part
         for i, text in enumerate(texts)
@@ -158,7 +160,7 @@ def text_pieces(nlp: Language, texts: Sequence[str], plan: Passes, reading: Call
     return found
 
 
-def merge(text: Text, pieces: Sequence[Piece]) -> Prediction:
+def merge(text: Text, pieces: Sequence[PartResult]) -> Prediction:
     """One record for one input document: the pieces' entities, words concatenated. An entity that
     overlaps the one before it (the previous piece's, run on past its end) is left out: each part of the
     text has one reading."""
@@ -195,19 +197,19 @@ def predictions(
     batch_size: int,
     max_length: int,
     batch_chars: int = BATCH_CHARS,
-    reading: Optional[Callable[[List[Doc]], List[Piece]]] = None,
+    reading: Optional[Callable[[List[Doc]], List[PartResult]]] = None,
 ) -> Iterator[Prediction]:
     """Predictions in input order, a batch of `batch_size` documents at a time (in passes of at most
     `batch_chars` characters); `reading` (default: plain Reading()) turns the processed docs into pieces."""
     reading = reading or Reading()
-    plan = Passes.of(nlp, batch_size, max_length, batch_chars)
+    plan = PassPlan.of(nlp, batch_size, max_length, batch_chars)
     texts = iter(texts)
     while True:
         batch = list(islice(texts, batch_size))
         if not batch:
             return
         try:
-            found = text_pieces(nlp, [t.text for t in batch], plan, reading)
+            found = part_results(nlp, [t.text for t in batch], plan, reading)
         except Exception:
             # One bad document must not cost its batch: rerun one at a time, skip only those that fail.
             # Nothing of the failed batch was yielded yet, so every good document comes out exactly once.
@@ -218,11 +220,11 @@ def predictions(
 
 
 def _one_by_one(
-    nlp: Language, batch: Sequence[Text], plan: Passes, problems: InputProblems, reading: Callable
+    nlp: Language, batch: Sequence[Text], plan: PassPlan, problems: InputProblems, reading: Callable
 ) -> Iterator[Prediction]:
     for text in batch:
         try:
-            (pieces,) = text_pieces(nlp, [text.text], plan, reading)
+            (pieces,) = part_results(nlp, [text.text], plan, reading)
         except Exception as err:
             problems.skip(
                 text.where, f"the pipeline failed ({type(err).__name__}: {first_line(err)})", "pipeline error"
@@ -281,7 +283,7 @@ def source_predictions(
     nlp: Language,
     source: Path,
     outputs: Sequence[Path],
-    reading: Callable[[List[Doc]], List[Piece]],
+    reading: Callable[[List[Doc]], List[PartResult]],
     *,
     batch_size: int,
     max_length: Optional[int],
@@ -302,7 +304,5 @@ def source_predictions(
         nlp, texts, problems, batch_size=batch_size, max_length=limit, batch_chars=batch_chars, reading=reading
     )
     if progress:
-        from tqdm import tqdm
-
         found = tqdm(found, unit="doc", desc=progress, leave=False, mininterval=2)
     return found, problems

@@ -26,7 +26,7 @@ from typing import List, Optional, Tuple
 
 from wasabi import msg
 
-from ..iob import write_iob
+from ..iob.writer import write_iob
 from ..pipeline.scoring import scoring_ner, unscored_ner
 from ..util.errors import SetupError
 from ..util.outputs import atomic_outputs, check_outputs

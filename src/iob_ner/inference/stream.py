@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
-if TYPE_CHECKING:  # spaCy is imported where a piece is made: `inference` (predict's CLI) imports this light
-    from spacy.language import Language
-    from spacy.tokens import Doc
+from spacy.language import Language
+from spacy.tokens import Doc
 
 # Characters of text in one pass of the pipeline, and the longest piece of a text. On the CPU with
 # all-MiniLM-L6-v2, predict on a 300,000-character line peaked at 965 MB with 25,000, 1,041 MB with
@@ -132,8 +131,6 @@ def text_parts(nlp: Language, text: str, index: int, max_length: int, longest: i
 
 
 def _pieces(nlp: Language, chunk: str, where: Part, longest: int, window: Window) -> Iterator[Part]:
-    from spacy.tokens import Doc
-
     # The chunk's tokens, a piece at a time: each piece ends after whitespace and the next starts with
     # text, so they are the tokens of the chunk whole. Held as lists of words for one chunk at a time
     # (a few tens of MB for a million characters), never as a Doc of the chunk.

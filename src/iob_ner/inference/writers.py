@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ..iob import write_iob
+from ..iob.writer import write_iob
 from ..util.errors import SetupError
 from ..util.outputs import atomic_outputs
 from .pipeline import Prediction, Span
@@ -43,7 +43,7 @@ PARQUET_ROWS = 10_000  # rows per row group: bounded memory, and few enough grou
 
 
 def parquet_schema():
-    import pyarrow as pa
+    import pyarrow as pa  # optional (requirements-ray.txt): imported where Parquet is written
 
     entity = pa.struct(
         [

@@ -19,8 +19,7 @@ from packaging.version import InvalidVersion, Version
 from thinc.api import Config
 
 from ..util.errors import PackageError
-from ..util.outputs import atomic_output, remove
-from ..util.outputs import fingerprint as fingerprint_of
+from ..util.outputs import atomic_output, content_sha256, remove
 from .layers.speedups import without_speedups
 
 COMPONENT_CODE = Path(__file__).parent / "token_ner.py"  # self-contained: it imports nothing of this package
@@ -52,7 +51,7 @@ def check_name_and_version(name: str, version: str) -> None:
         )
 
 
-def recorded_fingerprint(package_dir: Path) -> Optional[str]:
+def recorded_model_sha256(package_dir: Path) -> Optional[str]:
     try:
         return json.loads((package_dir / FINGERPRINT_FILE).read_text(encoding="utf8"))["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -114,12 +113,12 @@ def build_package(*, model: Path, staging: Path, name: str, version: str, model_
     return package_dir
 
 
-def existing_status(final: Path, fingerprint: str, force: bool) -> str:
+def existing_status(final: Path, model_sha256: str, force: bool) -> str:
     """What rebuilding `final` means; a different model, unless forced, is a PackageError."""
     if not final.exists():
         return "built"
-    recorded = recorded_fingerprint(final)
-    if recorded == fingerprint:
+    recorded = recorded_model_sha256(final)
+    if recorded == model_sha256:
         return "unchanged model, rebuilt"
     if not force:
         what = "a different model" if recorded else "a package without a model fingerprint (an older build)"
@@ -135,14 +134,14 @@ def package_pipeline(
     lang = read_lang(model)
     model_name = name if name.startswith(f"{lang}_") else f"{lang}_{name}"  # as spaCy names it
     final = output_dir / f"{model_name}-{version}"
-    fingerprint = fingerprint_of(model)
-    status = existing_status(final, fingerprint, force)
+    model_sha256 = content_sha256(model)
+    status = existing_status(final, model_sha256, force)
     output_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(final) as tmp:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output_dir))
         try:
             built = build_package(model=model, staging=staging, name=name, version=version, model_name=model_name)
-            record = {"sha256": fingerprint, "model": str(model), "name": name, "version": version}
+            record = {"sha256": model_sha256, "model": str(model), "name": name, "version": version}
             (built / FINGERPRINT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf8")
             built.rename(tmp)
         finally:

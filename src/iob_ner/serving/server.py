@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional  # noqa: E402
 
 from ..inference.inputs import Text  # noqa: E402
-from ..inference.pipeline import Passes, check_min_score, entity_reading, load_pipeline, merge, text_pieces  # noqa: E402
+from ..inference.pipeline import PassPlan, check_min_score, entity_reading, load_pipeline, merge, part_results  # noqa: E402
 from ..inference.stream import BATCH_CHARS, piece_chars, pipeline_window  # noqa: E402
 from ..pipeline.scoring import scoring_ner  # noqa: E402
 from ..util.colors import label_colors  # noqa: E402
@@ -41,9 +41,9 @@ def pipeline_runner(
 
     def run(texts: List[str]) -> List[List[dict]]:
         device.activate()
-        plan = Passes(max(1, len(texts)), nlp.max_length, BATCH_CHARS, longest, window)
+        plan = PassPlan(max(1, len(texts)), nlp.max_length, BATCH_CHARS, longest, window)
         with nlp.memory_zone():  # frees the strings these texts add to the vocab: memory stays flat
-            found = text_pieces(nlp, texts, plan, reading)
+            found = part_results(nlp, texts, plan, reading)
             return [merge(Text("", "", text), pieces).record["entities"] for text, pieces in zip(texts, found)]
 
     return run

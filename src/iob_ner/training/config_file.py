@@ -35,8 +35,13 @@ def parse_error_line(err: Exception) -> str:
     return first if len(first) <= 300 else first[:297] + "..."
 
 
-def read_config(path: Path, *, interpolate_check: bool = True) -> Config:
-    """The config at `path`, uninterpolated; a file that does not parse raises one ConfigFileError sentence.
+# What to do about a config that create-config wrote and that no longer parses (train, audit, distill).
+CREATE_CONFIG_FIX = "fix it, or delete it and run `spacy project run create-config`"
+
+
+def read_config(path: Path, *, interpolate_check: bool = True, fix: str = "") -> Config:
+    """The config at `path`, uninterpolated; a file that does not parse raises one ConfigFileError sentence,
+    ending with `fix` in brackets where it is given (CREATE_CONFIG_FIX for configs/config.cfg).
 
     `interpolate_check` also resolves ${...} references once, so that a dangling one is reported here,
     naming the file, rather than as a traceback inside spaCy later.
@@ -45,14 +50,15 @@ def read_config(path: Path, *, interpolate_check: bool = True) -> Config:
         config = load_config_from_str(path.read_text(encoding="utf8"), interpolate=False)
         if interpolate_check:
             config.interpolate()
+        return config
     except OSError as err:
-        raise ConfigFileError(f"cannot read {path}: {err.strerror or err}") from None
+        problem = f"cannot read {path}: {err.strerror or err}"
     except UnicodeDecodeError:
-        raise ConfigFileError(f"{path} is not UTF-8 text") from None
+        problem = f"{path} is not UTF-8 text"
     except Exception as err:  # configparser's and thinc's errors share no base class
         orphan = _orphan_section(path, path.read_text(encoding="utf8"))
-        raise ConfigFileError(orphan or f"{path} is not a valid config: {parse_error_line(err)}") from None
-    return config
+        problem = orphan or f"{path} is not a valid config: {parse_error_line(err)}"
+    raise ConfigFileError(f"{problem} ({fix})" if fix else problem)
 
 
 _SECTION = re.compile(r"^\[([^\]\n]+)\][ \t]*$", re.MULTILINE)

@@ -27,21 +27,13 @@ from .calibration import calibrate
 from .checkpoints import checkpoints, unfinished_checkpoints, verify_checkpoint
 from ..util.errors import ConfigFileError, SetupError
 from ..pipeline.layers import speedups
-from ..util.outputs import aside_name, fingerprint, finish_replacing, one_run_at_a_time, remove, replace_together
+from ..util.outputs import aside_name, content_sha256, finish_replacing, one_run_at_a_time, remove, replace_together
 from ..util.runtime import resolve_transformer, select_device
 from ..pipeline.scoring import scoring_ner
 
 MODELS = ("model-best", "model-last")
 RUN = "checkpoints"  # where a run trains, beside model-best: its pipelines, log and resumable checkpoints
 PROMOTION = ".promotion.json"  # beside model-best while a run's outputs replace the old ones
-
-
-def read_config(path: Path) -> Config:
-    """The training config, or one sentence naming the file when it cannot be read."""
-    try:
-        return config_file.read_config(path)
-    except ConfigFileError as err:
-        raise SetupError(f"{err} (fix it, or delete it and run `spacy project run create-config`)") from None
 
 
 def check_training_corpus(config: Config, train_path: Path) -> None:
@@ -158,7 +150,7 @@ def train_pipeline(
     checkpointing.check()
     # one run per output folder: two would train the same steps into the same checkpoints and pipelines
     with one_run_at_a_time(output, "train"):
-        config_data = read_config(config)
+        config_data = config_file.read_config(config, fix=config_file.CREATE_CONFIG_FIX)
         check_batch_sizes(config_data, config)
         check_training_corpus(config_data, train)
         used_trackers = trackers.used_trackers(config_data)
@@ -190,7 +182,7 @@ def train_pipeline(
         except ConfigFileError as err:
             raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
         run_dir = output / RUN
-        fingerprints = run_fingerprints(config, overrides, train, dev, model)
+        fingerprints = training_input_digests(config, overrides, train, dev, model)
         if _finished_promotion(output, fingerprints, checkpointing.resume):
             return
         resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
@@ -200,7 +192,7 @@ def train_pipeline(
         _train_then_promote(config, run, overrides, resumable)
 
 
-def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, model: str) -> Dict[str, str]:
+def training_input_digests(config: Path, overrides: dict, train: Path, dev: Path, model: str) -> Dict[str, str]:
     """What a checkpoint must match to be resumed: the config as trained (its settings, not the paths of
     the corpora and transformer, nor its logger), the two corpora's contents, and the transformer (a folder's contents, or
     a Hugging Face name)."""
@@ -214,9 +206,9 @@ def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, mode
     text = trained.to_str()
     return {
         "config": hashlib.sha256(text.encode("utf8")).hexdigest(),
-        "training corpus": fingerprint(train),
-        "dev corpus": fingerprint(dev),
-        "transformer": fingerprint(model) if Path(model).is_dir() else model,
+        "training corpus": content_sha256(train),
+        "dev corpus": content_sha256(dev),
+        "transformer": content_sha256(model) if Path(model).is_dir() else model,
     }
 
 

@@ -64,4 +64,4 @@ def print_read_report(report: "ReadReport") -> None:
 
 
 if TYPE_CHECKING:  # the IOB reader pulls in spaCy: not needed to print a report
-    from ..iob import ReadReport
+    from ..iob.report import ReadReport

