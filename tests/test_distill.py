@@ -20,6 +20,7 @@ from iob_ner.distill import distill_pipeline
 from iob_ner.distill import labels as labels_module
 from iob_ner.distill.labels import label_texts, stream_silver
 from iob_ner.distill.student import StudentSettings, one_hot
+from iob_ner.training.train import Checkpointing
 from iob_ner.util.errors import SetupError
 from iob_ner.util.outputs import fingerprint
 
@@ -361,6 +362,70 @@ def test_the_command_distils_a_transformer_scores_the_student_and_reports_both(s
     # the same command again: the teacher's labels are reused
     code, output = run_script(*args, "--gpu-id", "cpu")
     assert code == 0 and "reused from an earlier run" in output, output
+
+
+KILL_AFTER_CHECKPOINT = """
+import os, runpy, signal, sys
+from iob_ner.training import checkpoints
+
+write = checkpoints.write_checkpoint
+
+def write_then_die(folder, nlp, optimizer, state, kept, shuffles):
+    path = write(folder, nlp, optimizer, state, kept, shuffles)
+    if state.step == {step}:  # kill -9 right after the checkpoint of this step
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+checkpoints.write_checkpoint = write_then_die
+sys.argv = ["scripts/distill.py", *sys.argv[1:]]
+runpy.run_path("scripts/distill.py", run_name="__main__")
+"""
+
+
+def test_a_student_killed_after_a_checkpoint_resumes_to_the_same_weights_as_an_uninterrupted_one(sample, tmp_path):
+    """kill -9 after the checkpoint of step 6 (between the evaluations of steps 4 and 8), then the same command:
+    the student goes on from step 6 and ends with the uninterrupted run's log and weights, byte for byte."""
+    config, labels = student_config(tmp_path), tmp_path / "labels"
+    distill_pipeline(  # the uninterrupted run, in this process (one interpreter's start less)
+        teacher=sample / "teacher",
+        config=config,
+        output=tmp_path / "whole",
+        train=sample / "train.spacy",
+        dev=sample / "dev.spacy",
+        labels_dir=labels,
+        settings=StudentSettings(max_steps=12, eval_frequency=4),
+        checkpointing=Checkpointing(every=2),
+    )
+
+    def command(output):  # the same run through the command
+        args = [sample / "teacher", config, output, "--train", sample / "train.spacy", "--dev", sample / "dev.spacy"]
+        args += ["--labels-dir", labels, "--max-steps", "12", "--eval-frequency", "4"]
+        return [*map(str, args), "--checkpoint-every", "2", "--gpu-id", "cpu"]
+
+    killed = tmp_path / "killed"
+    result = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_CHECKPOINT.format(step=6), *command(killed)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == -9, result.stderr[-3000:]
+    assert not (killed / "model-best").exists()  # nothing promoted: the run is in .run, with its checkpoint
+    assert sorted(p.name for p in (killed / ".run").iterdir() if p.name.startswith("step-")) == ["step-000006"]
+
+    code, output = run_script(*command(killed))
+    assert code == 0, output
+    assert "Resuming the interrupted run from its checkpoint at step 6" in output, output
+    assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    whole = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in whole] == [4, 8, 12]
+    assert (killed / "log.jsonl").read_text() == (tmp_path / "whole" / "log.jsonl").read_text()
+    for model in ("model-best", "model-last"):
+        weights = [(folder / model / "ner" / "model").read_bytes() for folder in (killed, tmp_path / "whole")]
+        assert weights[0] == weights[1], model
+    records = [json.loads((folder / "distillation.json").read_text()) for folder in (killed, tmp_path / "whole")]
+    assert records[0]["training"]["best_dev_f"] == records[1]["training"]["best_dev_f"]
+    assert records[0]["calibration"] == records[1]["calibration"]
 
 
 @pytest.mark.parametrize("steps", ["0", "-5"])

@@ -22,14 +22,13 @@ from typing import Dict, Iterator, Optional
 from thinc.api import Config
 from wasabi import msg
 
+from ..pipeline.layers import speedups
+from ..util.errors import ConfigFileError, SetupError
+from ..util.outputs import aside_name, fingerprint, finish_replacing, one_run_at_a_time, remove, replace_together
+from ..util.runtime import resolve_transformer, select_device
 from . import config_file, loop, precision
 from .calibration import calibrate
 from .checkpoints import checkpoints, unfinished_checkpoints, verify_checkpoint
-from ..util.errors import ConfigFileError, SetupError
-from ..pipeline.layers import speedups
-from ..util.outputs import aside_name, fingerprint, finish_replacing, one_run_at_a_time, remove, replace_together
-from ..util.runtime import resolve_transformer, select_device
-from ..pipeline.scoring import scoring_ner
 
 MODELS = ("model-best", "model-last")
 RUN = "checkpoints"  # where a run trains, beside model-best: its pipelines, log and resumable checkpoints
@@ -185,12 +184,14 @@ def train_pipeline(
         try:
             config_file.check_pipeline(config, overrides)
         except ConfigFileError as err:
-            raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
+            raise SetupError(
+                f"{err} (fix the config, or delete it and run `spacy project run create-config`)"
+            ) from None
         run_dir = output / RUN
         fingerprints = run_fingerprints(config, overrides, train, dev, model)
-        if _finished_promotion(output, fingerprints, checkpointing.resume):
+        if finished_promotion(output, fingerprints, checkpointing.resume):
             return
-        resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
+        resume_from = resume_point(run_dir, fingerprints, checkpointing.resume)
         run = Run(run_dir, output, log_file, gpu, dev, confidence_samples)
         resumable = {"fingerprints": fingerprints, "resume_from": resume_from}
         resumable.update(checkpoint_every=checkpointing.every, checkpoints_kept=checkpointing.kept)
@@ -215,7 +216,7 @@ def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, mode
     }
 
 
-def _finished_promotion(output: Path, fingerprints: Dict[str, str], resume: bool) -> bool:
+def finished_promotion(output: Path, fingerprints: Dict[str, str], resume: bool) -> bool:
     """Finish putting a killed run's outputs in place, if it was killed while they were; True when that run
     was this one (the same config, corpora and transformer) and `resume`: it had ended, nothing is left to
     train."""
@@ -235,7 +236,7 @@ def _finished_promotion(output: Path, fingerprints: Dict[str, str], resume: bool
     return same
 
 
-def _resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> Optional[Path]:
+def resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> Optional[Path]:
     """The checkpoint to go on from, if an interrupted run left one and `resume`; else the run folder is
     cleared. A checkpoint of another config, corpus or transformer is refused in one sentence."""
     found = checkpoints(run_dir)
@@ -296,7 +297,7 @@ def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict
             if not checkpoints(run.folder):  # nothing to resume from: nothing to keep
                 remove(run.folder)
             raise
-    # together, even across a kill -9: a rerun that finds the record finishes it (_finished_promotion)
+    # together, even across a kill -9: a rerun that finds the record finishes it (finished_promotion)
     pairs = [(run.folder / name, run.output / name) for name in MODELS]
     if run.log_file is not None:
         pairs.append((run.folder / loop.LOG, run.log_file))
