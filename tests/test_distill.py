@@ -18,8 +18,8 @@ from spacy.training import Example
 from iob_ner.corpus.convert import convert_iob, read_docs
 from iob_ner.distill import distill_pipeline
 from iob_ner.distill import labels as labels_module
-from iob_ner.distill.labels import label_texts, stream_silver
-from iob_ner.distill.student import StudentSettings, one_hot
+from iob_ner.distill.labels import label_texts, logits_and_tags, stream_silver
+from iob_ner.distill.student import StudentSettings, one_hot, teacher_student_loss
 from iob_ner.training.train import Checkpointing
 from iob_ner.util.errors import SetupError
 from iob_ner.util.outputs import fingerprint
@@ -47,7 +47,7 @@ def test_soft_target_loss_and_gradient_match_a_hand_computation(head):
     z = numpy.array([[2.0, -1.0, 0.5, 0.0, 1.0], [-3.0, 4.0, 0.0, 1.0, -2.0]], dtype="float32")
     teacher = numpy.array([[0.7, 0.1, 0.1, 0.05, 0.05], [0.0, 0.9, 0.1, 0.0, 0.0]], dtype="float32")
     T = 2.0
-    loss, (grad,) = head.get_teacher_student_loss([teacher], [softmax(z)], temperature=T)
+    loss, (grad,) = teacher_student_loss(head, [teacher], [softmax(z)], temperature=T)
     # by hand: q = softmax(z / T); loss = T² · KL(p ‖ q) = T² · Σ p (log p - log q) (0 log 0 = 0); d loss / d z = T · (q - p)
     q = numpy.exp(z / T) / numpy.exp(z / T).sum(axis=1, keepdims=True)
     kl = sum(p * (numpy.log(p) - numpy.log(q_)) for p, q_ in zip(teacher.ravel(), q.ravel()) if p > 0)
@@ -55,7 +55,7 @@ def test_soft_target_loss_and_gradient_match_a_hand_computation(head):
     numpy.testing.assert_allclose(grad, T * (q - teacher), atol=1e-6)
     # a student whose logits are T · log p matches the teacher: nothing left to learn
     matched = softmax(T * numpy.log(numpy.maximum(teacher, 1e-30)))
-    assert head.get_teacher_student_loss([teacher], [matched], temperature=T)[0] == pytest.approx(0.0, abs=1e-4)
+    assert teacher_student_loss(head, [teacher], [matched], temperature=T)[0] == pytest.approx(0.0, abs=1e-4)
     # and the gradient is the loss's: central differences on the logits
     eps, numeric = 1e-3, numpy.zeros_like(z, dtype="float64")
     for i in range(z.shape[0]):
@@ -63,8 +63,8 @@ def test_soft_target_loss_and_gradient_match_a_hand_computation(head):
             up, down = z.astype("float64"), z.astype("float64")
             up[i, j] += eps
             down[i, j] -= eps
-            plus = head.get_teacher_student_loss([teacher], [softmax(up)], temperature=T)[0]
-            minus = head.get_teacher_student_loss([teacher], [softmax(down)], temperature=T)[0]
+            plus = teacher_student_loss(head, [teacher], [softmax(up)], temperature=T)[0]
+            minus = teacher_student_loss(head, [teacher], [softmax(down)], temperature=T)[0]
             numeric[i, j] = (plus - minus) / (2 * eps)
     numpy.testing.assert_allclose(grad, numeric, atol=2e-3)
 
@@ -77,7 +77,7 @@ def test_hard_silver_targets_at_t1_give_the_gold_loss_and_gradient(head):
     z = numpy.random.default_rng(0).normal(size=(4, 5)).astype("float32")
     tags = numpy.array([head.tag_names.index(t) for t in ("U-X", "O", "B-X", "L-X")])
     gold_loss, (gold_grad,) = head.get_loss([Example(Doc(nlp.vocab, words=[t.text for t in doc]), doc)], [softmax(z)])
-    loss, (grad,) = head.get_teacher_student_loss([one_hot(tags, 5)], [softmax(z)], temperature=1.0)
+    loss, (grad,) = teacher_student_loss(head, [one_hot(tags, 5)], [softmax(z)], temperature=1.0)
     numpy.testing.assert_allclose(grad, gold_grad, atol=1e-6)
     assert gold_loss == pytest.approx((gold_grad**2).sum(), rel=1e-5)
     assert loss == pytest.approx(-numpy.log(softmax(z)[numpy.arange(4), tags]).sum(), rel=1e-5)
@@ -85,7 +85,7 @@ def test_hard_silver_targets_at_t1_give_the_gold_loss_and_gradient(head):
 
 def test_a_bad_temperature_is_refused(head):
     with pytest.raises(ValueError, match="temperature must be positive"):
-        head.get_teacher_student_loss([numpy.ones((1, 5)) / 5], [numpy.ones((1, 5)) / 5], temperature=0.0)
+        teacher_student_loss(head, [numpy.ones((1, 5)) / 5], [numpy.ones((1, 5)) / 5], temperature=0.0)
     with pytest.raises(SetupError, match="distill_mode must be one of soft, hard, gold"):
         StudentSettings(mode="silver").check()
 
@@ -147,7 +147,7 @@ def test_labels_are_shards_of_teacher_distributions_that_sum_to_one(sample, tmp_
     # the soft targets are the teacher's softmax at T = 2 over the logits it predicts with
     teacher = spacy.load(sample / "teacher")
     doc = Doc(teacher.vocab, words=[t.text for t in items[0].doc], spaces=[bool(t.whitespace_) for t in items[0].doc])
-    ((logits, tags),) = teacher.get_pipe("ner").logits_and_tags([doc])
+    ((logits, tags),) = logits_and_tags(teacher.get_pipe("ner"), [doc])
     numpy.testing.assert_allclose(items[0].probs.astype("float32"), softmax(logits / 2.0), atol=2e-3)
     assert list(items[0].tags) == list(tags)
 

@@ -30,7 +30,7 @@ from ..util.outputs import fingerprint, one_run_at_a_time, remove, replace_toget
 from ..util.runtime import select_device
 from .compare import compare
 from .labels import Labels, label_texts
-from .student import StudentRun, StudentSettings, build_student, gold_examples
+from .student import HEAD_FACTORY, StudentRun, StudentSettings, build_student, gold_examples
 
 OUTPUTS = ("model-best", "model-last", "log.jsonl", "calibration.json", "distillation.json")
 RUN = ".run"  # where the student trains, inside the output folder; its files replace the outputs at the end
@@ -44,7 +44,7 @@ def peak_memory_mb() -> float:
 
 def teacher_head_name(nlp, teacher: Path) -> str:
     """The teacher's token_ner component: distillation needs its per-token distributions."""
-    names = [name for name, pipe in nlp.pipeline if hasattr(pipe, "logits_and_tags")]
+    names = [name for name in nlp.pipe_names if nlp.get_pipe_meta(name).factory == HEAD_FACTORY]
     if not names:
         raise SetupError(
             f"{teacher} has no token_ner component (its entities come from {', '.join(nlp.pipe_names) or 'nothing'}): "

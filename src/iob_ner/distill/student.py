@@ -267,6 +267,42 @@ def gold_examples(nlp: Language, docs: Sequence[Doc]) -> List[Example]:
     ]
 
 
+def teacher_student_loss(
+    head: Any, teacher_probs: Sequence[Any], student_scores: Sequence[Any], temperature: float = 1.0
+) -> Tuple[float, List[Any]]:
+    """Knowledge-distillation loss of a batch for the student `head` (a token_ner; the shape of spaCy v4's
+    `TrainablePipe.get_teacher_student_loss`, kept here so that the component that every packaged pipeline
+    ships stays an inference component).
+
+    `teacher_probs[i]`: doc i's target distribution over `tag_names` per token (tokens x tags), a teacher's
+    softmax(z_t / T), or one-hot rows for hard silver tags. `student_scores[i]`: the head's output on doc
+    i in training mode, which is softmax(z_s) (thinc's Softmax normalises while training even with
+    normalize = false). The loss is T² · Σ_tokens KL(p_t ‖ softmax(z_s / T)), summed like `get_loss`: the
+    cross-entropy less the teacher's own entropy, so that 0 means the student matches the teacher (the
+    cross-entropy of soft targets never gets near 0). The gradient with respect to the student's logits
+    z_s (what the Softmax layer's backprop takes) is the same for both: T · (softmax(z_s / T) − p_t). T²
+    keeps the gradient's size independent of T (Hinton et al., 2015).
+    """
+    if not numpy.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"{head.name}: the distillation temperature must be positive, not {temperature!r}")
+    ops = head.model.ops
+    loss, d_scores = 0.0, []
+    for probs, scores in zip(teacher_probs, student_scores):
+        target = ops.asarray(probs, dtype="float32")
+        # log softmax(z_s) differs from z_s by a constant per token: softmax(log p_s / T) = softmax(z_s / T).
+        # The floor keeps an underflown probability finite (its softmax term is ~0 at any T >= 1 anyway).
+        scaled = ops.xp.log(ops.xp.maximum(scores, 1e-37)) / temperature
+        log_q = scaled - ops.xp.max(scaled, axis=1, keepdims=True)
+        log_q = log_q - ops.xp.log(ops.xp.exp(log_q).sum(axis=1, keepdims=True))
+        # p log p with 0 log 0 = 0 (one-hot rows, float16 underflow)
+        entropy_term = ops.xp.where(target > 0, target * ops.xp.log(ops.xp.maximum(target, 1e-37)), 0.0)
+        loss += float((temperature**2) * (entropy_term - target * log_q).sum())
+        d_scores.append((temperature * (ops.xp.exp(log_q) - target)).astype("float32"))
+    if numpy.isnan(loss):
+        raise ValueError(f"{head.name}: the distillation loss is NaN")
+    return loss, d_scores
+
+
 def distill_update(
     head: Any,
     gold: Sequence[Example],
@@ -279,7 +315,7 @@ def distill_update(
     losses: Optional[Dict[str, float]] = None,
 ) -> Dict[str, float]:
     """One step of the student `head` (a token_ner) on gold examples (loss against their gold tags, its
-    `get_loss`) and silver docs (loss against a teacher's distributions, its `get_teacher_student_loss`), in
+    `get_loss`) and silver docs (loss against a teacher's distributions, `teacher_student_loss`), in
     one forward and backward pass of its model.
 
     For a student whose tok2vec is part of the head's model (a CNN student): nothing upstream is updated.
@@ -297,7 +333,7 @@ def distill_update(
     if gold:
         gold_loss, d_gold = head.get_loss(gold, scores[: len(gold)])
         losses[head.name] += gold_loss
-    silver_loss, d_silver = head.get_teacher_student_loss(teacher_probs, scores[len(gold) :], temperature)
+    silver_loss, d_silver = teacher_student_loss(head, teacher_probs, scores[len(gold) :], temperature)
     losses[f"{head.name}_distill"] += silver_loss
     backprop(list(d_gold) + d_silver)
     if sgd not in (None, False):
