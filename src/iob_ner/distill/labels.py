@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -191,8 +192,6 @@ def label_texts(
     """The teacher's labels of every document of `sources`, in shards under `folder`: reused when they were
     made from the same teacher, inputs, temperature and shard size; else (re)made, going on after the last
     whole shard of an interrupted run. `on_shard(shards, docs)` is told of each shard written."""
-    import time
-
     if shard_size < 1:
         raise SetupError(f"the distillation shard size must be at least 1 document, not {shard_size}")
     manifest = _current_manifest(folder, label_fingerprint(teacher_path, sources, temperature, shard_size))
@@ -256,8 +255,6 @@ def _add_shard(folder: Path, manifest: dict, items, temperature: float, on_shard
     """Write a shard, then the manifest that names it (a kill between the two only costs that shard), with
     the seconds since `started` (the previous shard, or the run's start): a labelling done over several runs
     still adds up to its whole time."""
-    import time
-
     entry = write_shard(folder, len(manifest["shards"]), items, temperature)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     manifest["shards"].append(entry)

@@ -81,7 +81,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def pyplot():
-    import matplotlib
+    import matplotlib  # here: matplotlib loads slowly, and only the commands that plot need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -29,8 +29,11 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 import catalogue
 import numpy
+from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
+from spacy.pipeline.ner import make_ner_scorer as make_spacy_ner_scorer
+from spacy.strings import hash_string
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
@@ -198,7 +201,7 @@ class TokenNER(TrainablePipe):
         One doc at a time, its copies in one batch, under a seed drawn from its text (torch's RNG is restored
         afterwards): a doc's samples are the same whatever the docs around it. The docs are left as they were.
         """
-        import torch
+        import torch  # here: only dropout samples need it; a packaged CNN pipeline loads without torch
 
         transformer = self.sampling_transformer()
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
@@ -294,8 +297,6 @@ class TokenNER(TrainablePipe):
         examples in order: spaCy's `Example.get_aligned_ner`, read from the reference docs' arrays where
         both docs of an example have the same tokens (every document of a converted corpus; ~10x faster
         than aligning token by token every step), and from spaCy's alignment otherwise."""
-        from spacy.strings import hash_string
-
         if self._label_hashes[0] != self.labels:
             self._label_hashes = (self.labels, {hash_string(label): i for i, label in enumerate(self.labels)})
         tags = _same_token_tags(examples, self._label_hashes[1])
@@ -428,8 +429,6 @@ def _same_token_tags(examples: Sequence[Example], label_index: Dict[int, int]) -
     once (two array reads a doc, the rest over the batch); None for an example where that would not be what
     `Example.get_aligned_ner` gives: other tokens in its two docs, a whitespace token (spaCy makes a missing
     one O), an I without an entity of its label before it, or a label not in `label_index` (hash -> index)."""
-    from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH
-
     tags: List[Optional[numpy.ndarray]] = [None] * len(examples)
     kept = [i for i, eg in enumerate(examples) if len(eg.predicted) == len(eg.reference)]
     sizes = numpy.asarray([len(examples[i].predicted) for i in kept], dtype="int64")
@@ -745,8 +744,6 @@ def make_token_ner(
 def make_ner_scorer() -> Callable:
     """spaCy's own NER scorer (`spacy.ner_scorer.v1`), under the name `iob_ner.ner_scorer.v1` too: pipelines
     trained with earlier versions of this project name it in their config."""
-    from spacy.pipeline.ner import make_ner_scorer as make_spacy_ner_scorer
-
     return make_spacy_ner_scorer()
 
 

@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import numpy
+import spacy
+from spacy.tokens import DocBin
+
 from ..util.errors import SetupError
 from ..util.runtime import cpu_name
 
@@ -54,9 +58,6 @@ def read_sentences(path: Path) -> List[str]:
         raise SetupError(f"{path} is a folder: give a .spacy corpus or a text file with one text a line")
     try:
         if path.suffix == ".spacy":
-            import spacy
-            from spacy.tokens import DocBin
-
             docs = DocBin().from_disk(path).get_docs(spacy.blank("en").vocab)
             texts = [
                 sent.text.strip()
@@ -97,7 +98,7 @@ def start_server(
     serve_script: Path, model: str, port: int, max_batch_size: int, max_wait_ms: float, gpu_id: str, wait_s: float = 300
 ) -> subprocess.Popen:
     """The serve command (scripts/serve.py) in a child process, returned once /health answers."""
-    import httpx
+    import httpx  # here: part of the optional serving stack (requirements-serve.txt)
 
     server = subprocess.Popen(
         [
@@ -168,7 +169,7 @@ async def drive(
     url: str, mix: List[Request], concurrency: int, time_cap_s: float, timeout_s: float
 ) -> Tuple[Tally, float]:
     """Send `mix` from `concurrency` clients; (tally, wall seconds)."""
-    import httpx
+    import httpx  # here: part of the optional serving stack (requirements-serve.txt)
 
     tally = Tally()
     todo = iter(mix)
@@ -206,8 +207,6 @@ async def drive(
 
 def figures(tally: Tally, wall: float, planned: int) -> dict:
     """What one run measured: rates, latency percentiles, answers by kind and status, errors, memory."""
-    import numpy
-
     answered = sum(sum(by.values()) for by in tally.statuses.values())
     server_errors = sum(n for by in tally.statuses.values() for status, n in by.items() if status[0] not in "24")
     malformed_not_4xx = sum(

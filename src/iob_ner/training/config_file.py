@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import tempfile
 from pathlib import Path
 from typing import Optional
 
-from spacy.util import load_config_from_str
+from spacy.cli.init_config import fill_config
+from spacy.util import load_config, load_config_from_str, load_model_from_config
 from thinc.api import Config
 
 from ..util.errors import ConfigFileError
@@ -60,8 +62,6 @@ _SECTION = re.compile(r"^\[([^\]\n]+)\][ \t]*$", re.MULTILINE)
 def _orphan_section(path: Path, text: str) -> str:
     """ "PATH:LINE: ..." for the first section whose parent section the file lacks (thinc only says
     "Perhaps a section name is wrong?"), with the section names that the misspelt parent may be."""
-    import difflib
-
     headers = [(text.count("\n", 0, m.start()) + 1, m.group(1).strip()) for m in _SECTION.finditer(text)]
     if len(headers) != sum(line.lstrip().startswith("[") for line in text.splitlines()):
         return ""  # a header line that is not one ("[training"): configparser's own message names it
@@ -82,8 +82,6 @@ def check_pipeline(path: Path, overrides: dict) -> None:
     traceback from inside spaCy; here it is one sentence naming the file. Building loads no weights (the
     transformer loads at initialize), so it takes a fraction of a second.
     """
-    from spacy.util import load_config, load_model_from_config
-
     try:
         config = load_config(path, overrides=overrides, interpolate=True)
         load_model_from_config(config, auto_fill=True, validate=True)
@@ -104,8 +102,6 @@ def was_edited(path: Path) -> bool:
 
 def render_config(base: Path, head: str, transition_block: Optional[Path] = None) -> str:
     """The base config with the chosen NER head, every default filled in by `spacy init fill-config`."""
-    from spacy.cli.init_config import fill_config
-
     if head not in HEADS:
         raise ConfigFileError(f"unknown ner_head {head!r}: use one of {', '.join(HEADS)}")
     config = read_config(base)

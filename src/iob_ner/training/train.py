@@ -10,6 +10,8 @@ place leaves a record (`training/.promotion.json`) that the same command finishe
 time trains into an output folder (`training/.train.lock`): a second is refused in one sentence.
 """
 
+import hashlib
+import json
 import os
 import signal
 import sys
@@ -19,9 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
+import spacy
+from spacy import util
+from spacy.cli._util import parse_config_overrides
 from thinc.api import Config
 from wasabi import msg
 
+from ..corpus.convert import read_docs
 from ..pipeline.layers import speedups
 from ..util.errors import ConfigFileError, SetupError
 from ..util.outputs import aside_name, fingerprint, finish_replacing, one_run_at_a_time, remove, replace_together
@@ -48,10 +54,6 @@ def check_training_corpus(config: Config, train_path: Path) -> None:
 
     spaCy's Corpus drops documents over `max_length` without a word.
     """
-    import spacy
-
-    from ..corpus.convert import read_docs
-
     limit = config["corpora"]["train"].get("max_length", 0)
     entities, long_docs = 0, []
     for i, doc in enumerate(read_docs(train_path, spacy.blank("en").vocab)):
@@ -160,8 +162,6 @@ def train_pipeline(
         config_data = read_config(config)
         check_batch_sizes(config_data, config)
         check_training_corpus(config_data, train)
-        from spacy.cli._util import parse_config_overrides
-
         user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
         precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
         model = resolve_transformer(transformer)
@@ -202,10 +202,6 @@ def run_fingerprints(config: Path, overrides: dict, train: Path, dev: Path, mode
     """What a checkpoint must match to be resumed: the config as trained (its settings, not the paths of
     the corpora and transformer), the two corpora's contents, and the transformer (a folder's contents, or
     a Hugging Face name)."""
-    import hashlib
-
-    from spacy import util
-
     settings = {**overrides, "paths.train": "", "paths.dev": "", "paths.transformer": ""}
     text = util.load_config(config, overrides=settings, interpolate=False).to_str()
     return {
@@ -309,8 +305,6 @@ def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict
 
 def _dev_f(model_dir: Path) -> str:
     """The dev F that spaCy stored in a pipeline's meta.json, for messages."""
-    import json
-
     try:
         performance = json.loads((model_dir / "meta.json").read_text(encoding="utf8")).get("performance", {})
         return f"dev F {performance['ents_f']:.3f}"
