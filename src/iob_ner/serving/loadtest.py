@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy
-import spacy
-from spacy.tokens import DocBin
 
 from ..util.errors import SetupError
 from ..util.runtime import cpu_name
@@ -58,6 +56,11 @@ def read_sentences(path: Path) -> List[str]:
         raise SetupError(f"{path} is a folder: give a .spacy corpus or a text file with one text a line")
     try:
         if path.suffix == ".spacy":
+            # here: spaCy imports weasel, which imports httpx, and the command says "needs httpx" where the
+            # serving stack is missing (scripts/loadtest.py) before anything imports it
+            import spacy
+            from spacy.tokens import DocBin
+
             docs = DocBin().from_disk(path).get_docs(spacy.blank("en").vocab)
             texts = [
                 sent.text.strip()
