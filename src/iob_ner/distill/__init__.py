@@ -28,7 +28,7 @@ from ..training.train import Checkpointing, finished_promotion, read_config, res
 from ..util.errors import SetupError
 from ..util.outputs import fingerprint, one_run_at_a_time, remove, replace_together, write_text_atomic
 from ..util.runtime import select_device
-from .compare import compare
+from .compare import compare as compare_models  # as: `iob_ner.distill.compare` stays the module
 from .labels import Labels, label_texts
 from .student import HEAD_FACTORY, StudentRun, StudentSettings, build_student, gold_examples
 
@@ -248,7 +248,7 @@ def _finish(run, teacher, train, dev, test, labels, settings, batch_size) -> Dic
     calibration = calibrate(run.output / "model-best", dev, run.output / "calibration.json")
     corpus = test if test is not None and test.exists() else dev
     gold = list(read_docs(corpus, spacy.blank("en").vocab))
-    comparison = compare(teacher, run.output / "model-best", gold, batch_size)
+    comparison = compare_models(teacher, run.output / "model-best", gold, batch_size)
     summary = run.summary()
     silver = 0
     if labels is not None:
