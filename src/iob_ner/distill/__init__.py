@@ -195,7 +195,7 @@ def run_fingerprints(
         "config": fingerprint(config),
         "training corpus": fingerprint(train),
         "dev corpus": fingerprint(dev),
-        "teacher or texts labelled": hashlib.sha256(labelling.encode("utf8")).hexdigest(),
+        "teacher labelling": hashlib.sha256(labelling.encode("utf8")).hexdigest(),
         "distillation setting": hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest(),
     }
 
