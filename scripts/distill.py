@@ -13,8 +13,9 @@ from iob_ner.distill.student import MODES, StudentSettings
 from iob_ner.evaluation.evaluate import evaluate_pipeline
 from iob_ner.evaluation.report.write import write_report
 from iob_ner.training.config_file import write_config
+from iob_ner.training.train import Checkpointing
 from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_gpu_id
+from iob_ner.util.runtime import parse_bool, parse_gpu_id
 
 
 def print_summary(record: dict, output: Path) -> None:
@@ -68,6 +69,9 @@ def main(
     batch_size: int = typer.Option(128, help="Batch size of the teacher-student speed comparison"),
     gpu_id: str = typer.Option("auto", help="GPU id, 'cpu', or 'auto' (a GPU if present)"),
     gpu_id_env: str = typer.Option("", help="Used where --gpu-id is 'auto' (project.yml passes $GPU_ID)"),
+    checkpoint_every: int = typer.Option(0, help="Steps between resumable checkpoints (0: at each evaluation)"),
+    checkpoints_kept: int = typer.Option(1, help="How many of the newest checkpoints to keep"),
+    resume: str = typer.Option("true", help="Go on from an interrupted run's last checkpoint (false: start over)"),
 ) -> None:
     settings = StudentSettings(
         temperature=temperature,
@@ -102,6 +106,7 @@ def main(
             shard_size=shard_size,
             gpu_id=parse_gpu_id(gpu_id, gpu_id_env),
             batch_size=batch_size,
+            checkpointing=Checkpointing(every=checkpoint_every, kept=checkpoints_kept, resume=parse_bool(resume)),
             on_shard=on_shard,
             on_evaluation=on_evaluation,
         )

@@ -18,8 +18,9 @@ from support.paths import ROOT
 from iob_ner.corpus.convert import convert_iob, read_docs
 from iob_ner.distill import distill_pipeline
 from iob_ner.distill import labels as labels_module
-from iob_ner.distill.labels import label_texts, stream_silver
-from iob_ner.distill.student import StudentSettings, one_hot
+from iob_ner.distill.labels import label_texts, logits_and_tags, stream_silver
+from iob_ner.distill.student import StudentSettings, one_hot, teacher_student_loss
+from iob_ner.training.train import Checkpointing
 from iob_ner.util.errors import SetupError
 from iob_ner.util.outputs import content_sha256
 
@@ -46,7 +47,7 @@ def test_soft_target_loss_and_gradient_match_a_hand_computation(head):
     z = numpy.array([[2.0, -1.0, 0.5, 0.0, 1.0], [-3.0, 4.0, 0.0, 1.0, -2.0]], dtype="float32")
     teacher = numpy.array([[0.7, 0.1, 0.1, 0.05, 0.05], [0.0, 0.9, 0.1, 0.0, 0.0]], dtype="float32")
     T = 2.0
-    loss, (grad,) = head.get_teacher_student_loss([teacher], [softmax(z)], temperature=T)
+    loss, (grad,) = teacher_student_loss(head, [teacher], [softmax(z)], temperature=T)
     # by hand: q = softmax(z / T); loss = T² · KL(p ‖ q) = T² · Σ p (log p - log q) (0 log 0 = 0); d loss / d z = T · (q - p)
     q = numpy.exp(z / T) / numpy.exp(z / T).sum(axis=1, keepdims=True)
     kl = sum(p * (numpy.log(p) - numpy.log(q_)) for p, q_ in zip(teacher.ravel(), q.ravel()) if p > 0)
@@ -54,7 +55,7 @@ def test_soft_target_loss_and_gradient_match_a_hand_computation(head):
     numpy.testing.assert_allclose(grad, T * (q - teacher), atol=1e-6)
     # a student whose logits are T · log p matches the teacher: nothing left to learn
     matched = softmax(T * numpy.log(numpy.maximum(teacher, 1e-30)))
-    assert head.get_teacher_student_loss([teacher], [matched], temperature=T)[0] == pytest.approx(0.0, abs=1e-4)
+    assert teacher_student_loss(head, [teacher], [matched], temperature=T)[0] == pytest.approx(0.0, abs=1e-4)
     # and the gradient is the loss's: central differences on the logits
     eps, numeric = 1e-3, numpy.zeros_like(z, dtype="float64")
     for i in range(z.shape[0]):
@@ -62,8 +63,8 @@ def test_soft_target_loss_and_gradient_match_a_hand_computation(head):
             up, down = z.astype("float64"), z.astype("float64")
             up[i, j] += eps
             down[i, j] -= eps
-            plus = head.get_teacher_student_loss([teacher], [softmax(up)], temperature=T)[0]
-            minus = head.get_teacher_student_loss([teacher], [softmax(down)], temperature=T)[0]
+            plus = teacher_student_loss(head, [teacher], [softmax(up)], temperature=T)[0]
+            minus = teacher_student_loss(head, [teacher], [softmax(down)], temperature=T)[0]
             numeric[i, j] = (plus - minus) / (2 * eps)
     numpy.testing.assert_allclose(grad, numeric, atol=2e-3)
 
@@ -76,7 +77,7 @@ def test_hard_silver_targets_at_t1_give_the_gold_loss_and_gradient(head):
     z = numpy.random.default_rng(0).normal(size=(4, 5)).astype("float32")
     tags = numpy.array([head.tag_names.index(t) for t in ("U-X", "O", "B-X", "L-X")])
     gold_loss, (gold_grad,) = head.get_loss([Example(Doc(nlp.vocab, words=[t.text for t in doc]), doc)], [softmax(z)])
-    loss, (grad,) = head.get_teacher_student_loss([one_hot(tags, 5)], [softmax(z)], temperature=1.0)
+    loss, (grad,) = teacher_student_loss(head, [one_hot(tags, 5)], [softmax(z)], temperature=1.0)
     numpy.testing.assert_allclose(grad, gold_grad, atol=1e-6)
     assert gold_loss == pytest.approx((gold_grad**2).sum(), rel=1e-5)
     assert loss == pytest.approx(-numpy.log(softmax(z)[numpy.arange(4), tags]).sum(), rel=1e-5)
@@ -84,7 +85,7 @@ def test_hard_silver_targets_at_t1_give_the_gold_loss_and_gradient(head):
 
 def test_a_bad_temperature_is_refused(head):
     with pytest.raises(ValueError, match="temperature must be positive"):
-        head.get_teacher_student_loss([numpy.ones((1, 5)) / 5], [numpy.ones((1, 5)) / 5], temperature=0.0)
+        teacher_student_loss(head, [numpy.ones((1, 5)) / 5], [numpy.ones((1, 5)) / 5], temperature=0.0)
     with pytest.raises(SetupError, match="distill_mode must be one of soft, hard, gold"):
         StudentSettings(mode="silver").check()
 
@@ -146,7 +147,7 @@ def test_labels_are_shards_of_teacher_distributions_that_sum_to_one(sample, tmp_
     # the soft targets are the teacher's softmax at T = 2 over the logits it predicts with
     teacher = spacy.load(sample / "teacher")
     doc = Doc(teacher.vocab, words=[t.text for t in items[0].doc], spaces=[bool(t.whitespace_) for t in items[0].doc])
-    ((logits, tags),) = teacher.get_pipe("ner").logits_and_tags([doc])
+    ((logits, tags),) = logits_and_tags(teacher.get_pipe("ner"), [doc])
     numpy.testing.assert_allclose(items[0].probs.astype("float32"), softmax(logits / 2.0), atol=2e-3)
     assert list(items[0].tags) == list(tags)
 
@@ -361,6 +362,70 @@ def test_the_command_distils_a_transformer_scores_the_student_and_reports_both(s
     # the same command again: the teacher's labels are reused
     code, output = run_script(*args, "--gpu-id", "cpu")
     assert code == 0 and "reused from an earlier run" in output, output
+
+
+KILL_AFTER_CHECKPOINT = """
+import os, runpy, signal, sys
+from iob_ner.training import checkpoints
+
+write = checkpoints.write_checkpoint
+
+def write_then_die(folder, nlp, optimizer, state, kept, shuffles):
+    path = write(folder, nlp, optimizer, state, kept, shuffles)
+    if state.step == {step}:  # kill -9 right after the checkpoint of this step
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+checkpoints.write_checkpoint = write_then_die
+sys.argv = ["scripts/distill.py", *sys.argv[1:]]
+runpy.run_path("scripts/distill.py", run_name="__main__")
+"""
+
+
+def test_a_student_killed_after_a_checkpoint_resumes_to_the_same_weights_as_an_uninterrupted_one(sample, tmp_path):
+    """kill -9 after the checkpoint of step 6 (between the evaluations of steps 4 and 8), then the same command:
+    the student goes on from step 6 and ends with the uninterrupted run's log and weights, byte for byte."""
+    config, labels = student_config(tmp_path), tmp_path / "labels"
+    distill_pipeline(  # the uninterrupted run, in this process (one interpreter's start less)
+        teacher=sample / "teacher",
+        config=config,
+        output=tmp_path / "whole",
+        train=sample / "train.spacy",
+        dev=sample / "dev.spacy",
+        labels_dir=labels,
+        settings=StudentSettings(max_steps=12, eval_frequency=4),
+        checkpointing=Checkpointing(every=2),
+    )
+
+    def command(output):  # the same run through the command
+        args = [sample / "teacher", config, output, "--train", sample / "train.spacy", "--dev", sample / "dev.spacy"]
+        args += ["--labels-dir", labels, "--max-steps", "12", "--eval-frequency", "4"]
+        return [*map(str, args), "--checkpoint-every", "2", "--gpu-id", "cpu"]
+
+    killed = tmp_path / "killed"
+    result = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_CHECKPOINT.format(step=6), *command(killed)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == -9, result.stderr[-3000:]
+    assert not (killed / "model-best").exists()  # nothing promoted: the run is in .run, with its checkpoint
+    assert sorted(p.name for p in (killed / ".run").iterdir() if p.name.startswith("step-")) == ["step-000006"]
+
+    code, output = run_script(*command(killed))
+    assert code == 0, output
+    assert "Resuming the interrupted run from its checkpoint at step 6" in output, output
+    assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    whole = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in whole] == [4, 8, 12]
+    assert (killed / "log.jsonl").read_text() == (tmp_path / "whole" / "log.jsonl").read_text()
+    for model in ("model-best", "model-last"):
+        weights = [(folder / model / "ner" / "model").read_bytes() for folder in (killed, tmp_path / "whole")]
+        assert weights[0] == weights[1], model
+    records = [json.loads((folder / "distillation.json").read_text()) for folder in (killed, tmp_path / "whole")]
+    assert records[0]["training"]["best_dev_f"] == records[1]["training"]["best_dev_f"]
+    assert records[0]["calibration"] == records[1]["calibration"]
 
 
 @pytest.mark.parametrize("steps", ["0", "-5"])

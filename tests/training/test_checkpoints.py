@@ -33,7 +33,7 @@ def run_dir(tmp_path):
 
 
 def test_a_whole_checkpoint_is_resumed(run_dir):
-    assert train._resume_point(run_dir, FINGERPRINTS, resume=True) == run_dir / "step-000004"
+    assert train.resume_point(run_dir, FINGERPRINTS, resume=True) == run_dir / "step-000004"
 
 
 def truncate(path):
@@ -55,7 +55,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_sentence_naming_the_file(run_dir
     checkpoint = run_dir / "step-000004"
     damage(checkpoint / name)
     with pytest.raises(CheckpointError) as caught:
-        train._resume_point(run_dir, FINGERPRINTS, resume=True)
+        train.resume_point(run_dir, FINGERPRINTS, resume=True)
     text = str(caught.value)
     assert text.startswith(f"the checkpoint file {checkpoint / name} is damaged ({why}"), text
     assert text.endswith(
@@ -67,7 +67,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_sentence_naming_the_file(run_dir
 
 def test_a_damaged_checkpoint_is_still_removed_when_starting_over(run_dir):
     (run_dir / "step-000004" / "random.pkl").unlink()
-    assert train._resume_point(run_dir, FINGERPRINTS, resume=False) is None
+    assert train.resume_point(run_dir, FINGERPRINTS, resume=False) is None
     assert not run_dir.exists()
 
 
@@ -75,5 +75,5 @@ def test_a_checkpoint_whose_writing_was_interrupted_is_skipped_aloud(run_dir, mo
     (run_dir / ".step-000008.tmp").mkdir()
     warnings = []
     monkeypatch.setattr(train.msg, "warn", lambda text, *a, **k: warnings.append(text))
-    assert train._resume_point(run_dir, FINGERPRINTS, resume=True) == run_dir / "step-000004"
+    assert train.resume_point(run_dir, FINGERPRINTS, resume=True) == run_dir / "step-000004"
     assert warnings == [f"Skipping {run_dir / '.step-000008.tmp'}: its writing was interrupted, so it is incomplete"]

@@ -177,7 +177,7 @@ def test_a_checkpoint_whose_run_lost_its_model_best_is_one_sentence_not_e052(tmp
 
     import numpy
 
-    from iob_ner.training.train import _resume_point
+    from iob_ner.training.train import resume_point
     from iob_ner.util.errors import SetupError
 
     checkpoint = tmp_path / "checkpoints" / "step-000030"
@@ -188,6 +188,6 @@ def test_a_checkpoint_whose_run_lost_its_model_best_is_one_sentence_not_e052(tmp
     state = {"step": 30, "epoch": 1, "results": [[0.5, 20]], "words": 9, "seconds": 1.0, "losses": {}}
     (checkpoint / "state.json").write_text(json.dumps({**state, "optimizer": {}}))
     with pytest.raises(SetupError, match=r"step 30\) without its model-best: rerun with --vars.resume false"):
-        _resume_point(tmp_path / "checkpoints", {}, resume=True)
+        resume_point(tmp_path / "checkpoints", {}, resume=True)
     (tmp_path / "checkpoints" / "model-best").mkdir()
-    assert _resume_point(tmp_path / "checkpoints", {}, resume=True) == checkpoint
+    assert resume_point(tmp_path / "checkpoints", {}, resume=True) == checkpoint

@@ -112,7 +112,7 @@ def audit(
 
 def _model_part(audited, config, corpus, crossval_dir, folds, seed, token_score, **train_options):
     """Out-of-fold probabilities, then cleanlab's findings; returns them and what the report says of them."""
-    import cleanlab
+    import cleanlab  # here: audit's optional package (require_cleanlab says how to install it)
 
     started = time.perf_counter()
     docs, assigned, models, reused = fold_models(

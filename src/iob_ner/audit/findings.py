@@ -118,6 +118,7 @@ def cleanlab_scores(
     labels: List[numpy.ndarray], probabilities: List[numpy.ndarray], method: str
 ) -> Tuple[List[numpy.ndarray], set]:
     """cleanlab's label-quality score of every token, and the (document, token) pairs it flags as issues."""
+    # here: cleanlab is audit's optional package (require_cleanlab says how to install it)
     from cleanlab.token_classification.filter import find_label_issues
     from cleanlab.token_classification.rank import get_label_quality_scores
 

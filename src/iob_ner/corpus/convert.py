@@ -14,11 +14,11 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 from tqdm import tqdm
 
-from ..util.errors import CorpusError
-from ..iob.documents import IobDocument, MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS
+from ..iob.documents import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS, IobDocument
 from ..iob.reader import read_iob
 from ..iob.report import ReadReport
 from ..iob.tags import spans_to_tags
+from ..util.errors import CorpusError
 from ..util.outputs import atomic_outputs, check_outputs, remove
 
 DOCBIN_ATTRS = ["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"]

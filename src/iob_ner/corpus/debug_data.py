@@ -21,14 +21,14 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from spacy.vocab import Vocab
 from wasabi import table
 
+from ..training.config_file import read_config
 from ..util.errors import ConfigFileError, DataError, SetupError
-from .convert import read_docs
 from ..util.outputs import write_text_atomic
-from .prepare import read_split_record
 from ..util.runtime import resolve_transformer
+from .convert import read_docs
+from .prepare import read_split_record
 from .split_checks import DocumentKey, document_key, find_overlaps, listing, unseen_labels, unseen_sentence
 from .tokenizer_fit import fit_lines
-from ..training.config_file import read_config
 
 try:  # spaCy's own threshold for "Low number of examples for label", so that both reports agree
     from spacy.cli.debug_data import NEW_LABEL_THRESHOLD

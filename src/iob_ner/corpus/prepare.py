@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .convert import convert_iob
-from ..util.errors import SetupError, SplitError
 from ..iob.documents import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS
 from ..iob.reader import read_iob
 from ..iob.report import ReadReport
+from ..util.errors import SetupError, SplitError
 from ..util.outputs import content_sha256, outputs_together, write_text_atomic
+from .convert import convert_iob
 from .split_checks import DocumentKey, document_key, find_overlaps, unseen_labels
 from .splits import stratified_parts
 from .tokenizer_fit import check_export

@@ -23,9 +23,9 @@ from spacy.registrations import populate_registry
 from spacy.util import get_lang_class, registry
 from spacy.vocab import create_vocab
 
-from ..util.errors import SetupError, first_line
 from ..iob.reader import located_documents
 from ..iob.tags import Span
+from ..util.errors import SetupError, first_line
 
 THRESHOLD = 0.98  # under it, convert and debug-data warn
 MAX_DOCUMENTS = 20_000  # documents checked at most (a share is a share; a 10-million-token export is not read twice)

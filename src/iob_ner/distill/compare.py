@@ -12,9 +12,11 @@ from statistics import median
 from typing import Any, Dict, List, Sequence
 
 import spacy
+import torch
 from spacy.tokens import Doc
 
 from ..evaluation.metrics import entity_metrics, predict_gold
+from ..util.runtime import cpu_name, select_device
 
 ROUNDS = 3  # timed passes of each model, alternately: teacher, student, teacher, student, ...
 TIMING_DOCS = 300  # the first documents of the corpus: enough to time, few enough to keep the rounds short
@@ -53,10 +55,6 @@ def compare(
     """Both pipelines on `gold`, on the CPU this process runs on (its threads): F on all of it, then the
     speed-up as the median over `rounds` alternate timed passes on its first `timing_docs` documents, with
     the spread (min-max) of the per-round ratios."""
-    import torch
-
-    from ..util.runtime import cpu_name, select_device
-
     select_device(-1)  # why: the student is for CPUs; a GPU run compares on this machine's CPU too
     nlps = {"teacher": spacy.load(teacher), "student": spacy.load(student)}
     found = {name: scores(nlp, path, gold, batch_size) for (name, nlp), path in zip(nlps.items(), (teacher, student))}

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy
 from spacy.language import Language
@@ -107,6 +108,21 @@ def source_docs(nlp: Language, source: Path, problems: InputProblems) -> Iterato
         yield nlp.make_doc(text.text)
 
 
+def logits_and_tags(head: Any, docs: Sequence[Doc]) -> List[Tuple[numpy.ndarray, numpy.ndarray]]:
+    """For each (already processed) doc: the token_ner `head`'s logits (tokens x `tag_names`, float32;
+    whitespace tokens barred from entity edges as in prediction) and its Viterbi tag ids. What a teacher gives
+    a student: no forward-backward pass, so cheaper than `predict`. Needs the docs as the upstream pipes left
+    them."""
+    docs = list(docs)
+    lengths = [len(doc) for doc in docs]
+    if not any(lengths):
+        return [(numpy.zeros((n, len(head.tag_names)), dtype="float32"), numpy.zeros((n,), "i")) for n in lengths]
+    flat, probabilities = head.model_scores(docs), head.outputs_probabilities()
+    paths = head.decoder.decode(flat, lengths, probabilities=probabilities)
+    logits = head.decoder.log_potentials(flat, lengths, probabilities=probabilities)
+    return [(x.astype("float32"), path) for x, path in zip(logits, paths)]
+
+
 def teacher_batches(nlp: Language, docs: Iterator[Doc], name: str) -> Iterator[List[SilverDoc]]:
     """The docs through the teacher's pipes up to its `name` head, then that head's logits and Viterbi tags
     (no entity scores: they are not needed here), a buffer of docs at a time, in the order given.
@@ -123,7 +139,7 @@ def teacher_batches(nlp: Language, docs: Iterator[Doc], name: str) -> Iterator[L
             done = nlp.pipe((buffer[i] for i in order), batch_size=PIPE_BATCH)
             for start in range(0, len(order), PIPE_BATCH):
                 batch = [next(done) for _ in order[start : start + PIPE_BATCH]]
-                for i, doc, (logits, tags) in zip(order[start:], batch, head.logits_and_tags(batch)):
+                for i, doc, (logits, tags) in zip(order[start:], batch, logits_and_tags(head, batch)):
                     found[i] = SilverDoc(drop_transformer_output(doc), logits, tags)
         return found  # type: ignore[return-value]
 
@@ -176,8 +192,6 @@ def label_texts(
     """The teacher's labels of every document of `sources`, in shards under `folder`: reused when they were
     made from the same teacher, inputs, temperature and shard size; else (re)made, going on after the last
     whole shard of an interrupted run. `on_shard(shards, docs)` is told of each shard written."""
-    import time
-
     if shard_size < 1:
         raise SetupError(f"the distillation shard size must be at least 1 document, not {shard_size}")
     manifest = _current_manifest(folder, labels_made_from(teacher_path, sources, temperature, shard_size))
@@ -241,8 +255,6 @@ def _add_shard(folder: Path, manifest: dict, items, temperature: float, on_shard
     """Write a shard, then the manifest that names it (a kill between the two only costs that shard), with
     the seconds since `started` (the previous shard, or the run's start): a labelling done over several runs
     still adds up to its whole time."""
-    import time
-
     entry = write_shard(folder, len(manifest["shards"]), items, temperature)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     manifest["shards"].append(entry)

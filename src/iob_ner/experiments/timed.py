@@ -12,6 +12,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+import torch
+from spacy.schemas import ConfigSchemaTraining
+from spacy.training.initialize import init_nlp
+from spacy.util import load_config_from_str, minibatch, registry, resolve_dot_names
+
+from ..corpus.convert import read_docs
+from ..evaluation.metrics import entity_metrics, predict_gold
 from ..pipeline.layers.transformer import Padding, padding_share, transformer_shims
 from ..training import precision as precision_mod
 from ..training.config_file import render_config
@@ -53,8 +60,6 @@ def nvidia_smi_id(gpu: int) -> str:
     """The --id that makes nvidia-smi report the GPU torch calls `gpu`: its UUID. nvidia-smi numbers the
     machine's GPUs and ignores CUDA_VISIBLE_DEVICES, so under Slurm, Ray or a container CUDA's GPU 0 is
     not nvidia-smi's 0."""
-    import torch
-
     uuid = str(getattr(torch.cuda.get_device_properties(gpu), "uuid", "") or "")
     if not uuid:
         return str(gpu)  # an old torch: the index, right only where every GPU is visible
@@ -113,8 +118,6 @@ def build_config(
 ):
     """The config of a recipe (`base`: configs/base_config.cfg) reading `corpus` (train.spacy, dev.spacy) and
     the transformer `model`; `batch_words`, `learn_rate` and `batcher` (padded or words) where given."""
-    from spacy.util import load_config_from_str
-
     head, overrides = RECIPES[recipe]
     config = load_config_from_str(render_config(base, head), interpolate=False)
     settings = {
@@ -152,10 +155,6 @@ def train_for(
 ) -> dict:
     """Train until `budget` seconds of updates have passed (or `max_steps` updates, or the step that reaches
     `max_words` training words, where given); returns nlp and counts. `precision`: "bf16" or "fp32", set on the initialized pipeline before the loop, as train does."""
-    from spacy.schemas import ConfigSchemaTraining
-    from spacy.training.initialize import init_nlp
-    from spacy.util import minibatch, registry, resolve_dot_names
-
     nlp = init_nlp(config, use_gpu=gpu)
     precision_mod.set_precision(nlp, precision)
     interpolated = nlp.config.interpolate()
@@ -216,17 +215,12 @@ def train_for(
 
 def _sync(gpu: int) -> None:
     if gpu >= 0:
-        import torch
-
         torch.cuda.synchronize()
 
 
 def score(nlp, corpus_path: Path, batch_sizes: Sequence[int] = (256,)) -> Dict[str, Any]:
     """Typed P/R/F with nlp.pipe at the first batch size, whose words/s stay under `infer_words_per_s`
     (the key older JSON readers know); with more sizes, `infer_words_per_s_by_batch` has one figure each."""
-    from iob_ner.corpus.convert import read_docs
-    from iob_ner.evaluation.metrics import entity_metrics, predict_gold
-
     gold = list(read_docs(corpus_path, nlp.vocab))
     words = sum(map(len, gold))
     shims = transformer_shims(nlp)

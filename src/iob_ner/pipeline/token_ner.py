@@ -29,8 +29,11 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 import catalogue
 import numpy
+from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
+from spacy.pipeline.ner import make_ner_scorer as make_spacy_ner_scorer
+from spacy.strings import hash_string
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
@@ -198,7 +201,7 @@ class TokenNER(TrainablePipe):
         One doc at a time, its copies in one batch, under a seed drawn from its text (torch's RNG is restored
         afterwards): a doc's samples are the same whatever the docs around it. The docs are left as they were.
         """
-        import torch
+        import torch  # here: only dropout samples need it; a packaged CNN pipeline loads without torch
 
         transformer = self.sampling_transformer()
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
@@ -294,8 +297,6 @@ class TokenNER(TrainablePipe):
         examples in order: spaCy's `Example.get_aligned_ner`, read from the reference docs' arrays where
         both docs of an example have the same tokens (every document of a converted corpus; ~10x faster
         than aligning token by token every step), and from spaCy's alignment otherwise."""
-        from spacy.strings import hash_string
-
         if self._label_hashes[0] != self.labels:
             self._label_hashes = (self.labels, {hash_string(label): i for i, label in enumerate(self.labels)})
         tags = _same_token_tags(examples, self._label_hashes[1])
@@ -370,52 +371,6 @@ class TokenNER(TrainablePipe):
         finally:
             sgd.learn_rate = rate
 
-    def get_teacher_student_loss(
-        self, teacher_probs: Sequence[Any], student_scores: Sequence[Any], temperature: float = 1.0
-    ) -> Tuple[float, List[Any]]:
-        """Knowledge-distillation loss of a batch (the name and shape of spaCy v4's TrainablePipe method).
-
-        `teacher_probs[i]`: doc i's target distribution over `tag_names` per token (tokens x tags), a teacher's
-        softmax(z_t / T), or one-hot rows for hard silver tags. `student_scores[i]`: this head's output on doc
-        i in training mode, which is softmax(z_s) (thinc's Softmax normalises while training even with
-        normalize = false). The loss is T² · Σ_tokens KL(p_t ‖ softmax(z_s / T)), summed like `get_loss`: the
-        cross-entropy less the teacher's own entropy, so that 0 means the student matches the teacher (the
-        cross-entropy of soft targets never gets near 0). The gradient with respect to the student's logits
-        z_s (what the Softmax layer's backprop takes) is the same for both: T · (softmax(z_s / T) − p_t). T²
-        keeps the gradient's size independent of T (Hinton et al., 2015).
-        """
-        if not numpy.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"{self.name}: the distillation temperature must be positive, not {temperature!r}")
-        ops = self.model.ops
-        loss, d_scores = 0.0, []
-        for probs, scores in zip(teacher_probs, student_scores):
-            target = ops.asarray(probs, dtype="float32")
-            # log softmax(z_s) differs from z_s by a constant per token: softmax(log p_s / T) = softmax(z_s / T).
-            # The floor keeps an underflown probability finite (its softmax term is ~0 at any T >= 1 anyway).
-            scaled = ops.xp.log(ops.xp.maximum(scores, 1e-37)) / temperature
-            log_q = scaled - ops.xp.max(scaled, axis=1, keepdims=True)
-            log_q = log_q - ops.xp.log(ops.xp.exp(log_q).sum(axis=1, keepdims=True))
-            # p log p with 0 log 0 = 0 (one-hot rows, float16 underflow)
-            entropy_term = ops.xp.where(target > 0, target * ops.xp.log(ops.xp.maximum(target, 1e-37)), 0.0)
-            loss += float((temperature**2) * (entropy_term - target * log_q).sum())
-            d_scores.append((temperature * (ops.xp.exp(log_q) - target)).astype("float32"))
-        if numpy.isnan(loss):
-            raise ValueError(f"{self.name}: the distillation loss is NaN")
-        return loss, d_scores
-
-    def logits_and_tags(self, docs: Sequence[Doc]) -> List[Tuple[numpy.ndarray, numpy.ndarray]]:
-        """For each (already processed) doc: this head's logits (tokens x `tag_names`, float32; whitespace tokens
-        barred from entity edges as in prediction) and its Viterbi tag ids. What a teacher gives a student:
-        no forward-backward pass, so cheaper than `predict`. Needs the docs as the upstream pipes left them."""
-        docs = list(docs)
-        lengths = [len(doc) for doc in docs]
-        if not any(lengths):
-            return [(numpy.zeros((n, len(self.tag_names)), dtype="float32"), numpy.zeros((n,), "i")) for n in lengths]
-        flat, probabilities = self.model_scores(docs), self.outputs_probabilities()
-        paths = self.decoder.decode(flat, lengths, probabilities=probabilities)
-        logits = self.decoder.log_potentials(flat, lengths, probabilities=probabilities)
-        return [(x.astype("float32"), path) for x, path in zip(logits, paths)]
-
     def token_confidence(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
         """For each token of each (already processed) doc: the probability of the tag its prediction gives
         it, O included, at the component's temperature (with `samples`: the mean over the dropout passes).
@@ -474,8 +429,6 @@ def _same_token_tags(examples: Sequence[Example], label_index: Dict[int, int]) -
     once (two array reads a doc, the rest over the batch); None for an example where that would not be what
     `Example.get_aligned_ner` gives: other tokens in its two docs, a whitespace token (spaCy makes a missing
     one O), an I without an entity of its label before it, or a label not in `label_index` (hash -> index)."""
-    from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH
-
     tags: List[Optional[numpy.ndarray]] = [None] * len(examples)
     kept = [i for i, eg in enumerate(examples) if len(eg.predicted) == len(eg.reference)]
     sizes = numpy.asarray([len(examples[i].predicted) for i in kept], dtype="int64")
@@ -791,8 +744,6 @@ def make_token_ner(
 def make_ner_scorer() -> Callable:
     """spaCy's own NER scorer (`spacy.ner_scorer.v1`), under the name `iob_ner.ner_scorer.v1` too: pipelines
     trained with earlier versions of this project name it in their config."""
-    from spacy.pipeline.ner import make_ner_scorer as make_spacy_ner_scorer
-
     return make_spacy_ner_scorer()
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
 from ..inference.json_documents import NotJson, parse_json
+from .web import add_page, offline_docs_app
 
 Run = Callable[[List[str]], List[List[dict]]]  # texts -> the entities of each
 UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -333,10 +334,8 @@ def memory(size: Optional[int]) -> Dict[str, Any]:
 
 def create_app(run: Run, info: Dict[str, Any], *, limits: Limits = Limits(), batching: Batching = Batching()):
     """The FastAPI application: POST /ner, GET /health, GET /info, the page at /, OpenAPI docs at /docs."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request  # here: the serving stack is optional (requirements-serve.txt)
     from fastapi.responses import JSONResponse
-
-    from .web import add_page, offline_docs_app
 
     state: Dict[str, Any] = {"requests": 0, "refused": 0, "started": time.time()}
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import numpy
+
 from ..util.errors import SetupError
 from ..util.runtime import cpu_name
 
@@ -54,6 +56,8 @@ def read_sentences(path: Path) -> List[str]:
         raise SetupError(f"{path} is a folder: give a .spacy corpus or a text file with one text a line")
     try:
         if path.suffix == ".spacy":
+            # here: spaCy imports weasel, which imports httpx, and the command says "needs httpx" where the
+            # serving stack is missing (scripts/loadtest.py) before anything imports it
             import spacy
             from spacy.tokens import DocBin
 
@@ -97,7 +101,7 @@ def start_server(
     serve_script: Path, model: str, port: int, max_batch_size: int, max_wait_ms: float, gpu_id: str, wait_s: float = 300
 ) -> subprocess.Popen:
     """The serve command (scripts/serve.py) in a child process, returned once /health answers."""
-    import httpx
+    import httpx  # here: part of the optional serving stack (requirements-serve.txt)
 
     server = subprocess.Popen(
         [
@@ -168,7 +172,7 @@ async def drive(
     url: str, mix: List[Request], concurrency: int, time_cap_s: float, timeout_s: float
 ) -> Tuple[Tally, float]:
     """Send `mix` from `concurrency` clients; (tally, wall seconds)."""
-    import httpx
+    import httpx  # here: part of the optional serving stack (requirements-serve.txt)
 
     tally = Tally()
     todo = iter(mix)
@@ -206,8 +210,6 @@ async def drive(
 
 def figures(tally: Tally, wall: float, planned: int) -> dict:
     """What one run measured: rates, latency percentiles, answers by kind and status, errors, memory."""
-    import numpy
-
     answered = sum(sum(by.values()) for by in tally.statuses.values())
     server_errors = sum(n for by in tally.statuses.values() for status, n in by.items() if status[0] not in "24")
     malformed_not_4xx = sum(

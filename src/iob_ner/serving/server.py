@@ -16,8 +16,14 @@ import os
 # the cache off it stays flat, within 5 % of the speed. Set before torch loads; an explicit setting wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
+import json  # noqa: E402
+import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional  # noqa: E402
+
+import spacy  # noqa: E402
+from spacy.tokens import DocBin  # noqa: E402
+from wasabi import msg  # noqa: E402
 
 from ..inference.inputs import Text  # noqa: E402
 from ..inference.pipeline import PassPlan, check_min_score, entity_reading, load_pipeline, merge, part_results  # noqa: E402
@@ -26,6 +32,7 @@ from ..pipeline.scoring import scoring_ner  # noqa: E402
 from ..util.colors import label_colors  # noqa: E402
 from ..util.errors import SetupError  # noqa: E402
 from ..util.runtime import ThreadDevice, select_device  # noqa: E402
+from .app import EXAMPLE_TEXT, create_app  # noqa: E402
 
 
 def pipeline_runner(
@@ -60,8 +67,6 @@ def label_descriptions(path: Optional[Path]) -> Dict[str, str]:
     sentence that names the file."""
     if path is None or not Path(path).is_file():
         return {}
-    import json
-
     try:
         found = json.loads(Path(path).read_text(encoding="utf8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -79,12 +84,8 @@ def label_descriptions(path: Optional[Path]) -> Dict[str, str]:
 def example_text(nlp, corpus: Optional[Path], max_chars: int = EXAMPLE_MAX_CHARS) -> str:
     """A short text of `corpus` (a .spacy file, the test set by default) with the most entities, for /info
     and the page's "Example" button; the built-in sentence where there is no corpus or it has no such text."""
-    from .app import EXAMPLE_TEXT
-
     if corpus is None or not Path(corpus).is_file():
         return EXAMPLE_TEXT
-    from spacy.tokens import DocBin
-
     try:
         docs = DocBin().from_disk(corpus).get_docs(nlp.vocab)
         best = None
@@ -101,8 +102,6 @@ def pipeline_info(
 ) -> Dict[str, Any]:
     """What /info tells about a loaded pipeline (and the page at / reads: the labels' colours and
     descriptions, and an example text)."""
-    import spacy
-
     labels = sorted(
         {
             label
@@ -131,8 +130,6 @@ def pipeline_info(
 
 def check_address(host: str, port: int) -> None:
     """Fail before the pipeline loads (20 s on a CPU) when the address cannot be listened on."""
-    import socket
-
     if not 0 < port < 65536:
         raise SetupError(f"port must be between 1 and 65535, not {port}")
     try:
@@ -157,8 +154,6 @@ def build_app(
     example_corpus: Optional[Path] = None,
 ):
     """Load the pipeline (on the GPU when there is one, unless gpu_id says otherwise) and wrap it."""
-    from .app import create_app
-
     check_min_score(min_score)  # before the pipeline loads (20 s on a CPU)
     descriptions = label_descriptions(labels_file)  # a broken file: said before the pipeline loads
     if batching.max_batch_size < 1 or batching.max_wait_ms < 0:
@@ -172,8 +167,6 @@ def build_app(
     info = pipeline_info(nlp, str(model), device, descriptions, example_text(nlp, example_corpus))
     unknown = sorted(set(descriptions) - set(info["labels"]))
     if unknown:  # a typo ("Mat" for "MAT") would otherwise be a tooltip that silently never shows
-        from wasabi import msg
-
         msg.warn(
             f"{labels_file} describes label(s) the pipeline does not have, left out: {', '.join(unknown)} "
             f"(its labels: {', '.join(info['labels'])})"

@@ -12,7 +12,7 @@ def offline_docs_app(**kwargs: Any):
     """A FastAPI application whose /docs loads Swagger UI from the server: FastAPI's own page loads it
     from a CDN and is blank offline. fastapi-offline ships the files and mounts them at
     /static-offline-docs (FastAPI's documented self-hosting, kept up to date by its maintainer)."""
-    from fastapi_offline import FastAPIOffline
+    from fastapi_offline import FastAPIOffline  # here: the serving stack is optional (requirements-serve.txt)
 
     # No /redoc: even served locally, ReDoc's script fetches its footer logo from cdn.redoc.ly
     return FastAPIOffline(redoc_url=None, **kwargs)
@@ -20,7 +20,7 @@ def offline_docs_app(**kwargs: Any):
 
 def add_page(app) -> None:
     """GET / (the page) and its script and style under /page/; the page calls POST /ner and GET /info."""
-    from fastapi.responses import FileResponse
+    from fastapi.responses import FileResponse  # here: the serving stack is optional
     from fastapi.staticfiles import StaticFiles
 
     app.mount("/page", StaticFiles(directory=PAGE_DIR), name="page")

@@ -12,7 +12,7 @@ since words split into very different numbers of wordpieces (a gene name into ma
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from spacy.util import registry
 
@@ -21,14 +21,15 @@ MAX_COUNTS = 2_000_000
 
 
 @registry.misc("iob_ner.wordpiece_count.v1")
-def make_wordpiece_count(name: str, tokenizer_config: Dict[str, Any] = {"use_fast": True}) -> Callable[[Any], int]:
+def make_wordpiece_count(name: str, tokenizer_config: Optional[Dict[str, Any]] = None) -> Callable[[Any], int]:
     """The number of wordpieces (special tokens included) the transformer `name` makes of an Example's or
-    Doc's text, each text tokenized once. The tokenizer is loaded as spacy-transformers loads it."""
+    Doc's text, each text tokenized once. The tokenizer is loaded as spacy-transformers loads it (its default
+    tokenizer_config: a fast tokenizer)."""
     # here, not at the top: spaCy loads the entry points of its `misc` registry where a blank pipeline
     # resolves its config, and convert runs without torch (scripts/convert.py)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_config)
+    tokenizer = AutoTokenizer.from_pretrained(name, **(tokenizer_config or {"use_fast": True}))
     counts: Dict[int, int] = {}
 
     def wordpiece_count(item: Any) -> int:

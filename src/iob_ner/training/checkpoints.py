@@ -26,9 +26,15 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+import numpy
+import torch
+from thinc.api import Model, get_current_ops
+from thinc.backends import get_array_ops
 
 from ..util.errors import CheckpointError
 from ..util.outputs import remove, replace, temporary_name
@@ -62,8 +68,6 @@ class TrainingState:
 def parameter_names(nlp) -> Dict[Key, str]:
     """Each trainable parameter's optimizer key -> a name that is the same in every process: the
     component, the node's place in a walk of its model, and the parameter's own name."""
-    from thinc.api import Model
-
     names: Dict[Key, str] = {}
     for component, proc in nlp.pipeline:
         model = getattr(proc, "model", None)
@@ -82,8 +86,6 @@ def parameter_names(nlp) -> Dict[Key, str]:
 def optimizer_state(optimizer, names: Dict[Key, str]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(arrays, counts) of thinc's optimizer, keyed by stable names. Raises ValueError for a key that no
     parameter of the pipeline has (a checkpoint without it would not resume exactly)."""
-    from thinc.backends import get_array_ops
-
     unknown = [key for key in list(optimizer.mom1) + list(optimizer.nr_update) if key not in names]
     if unknown:
         raise ValueError(f"the optimizer updates parameters outside the pipeline's components: {unknown[:3]}")
@@ -102,8 +104,6 @@ def optimizer_state(optimizer, names: Dict[Key, str]) -> Tuple[Dict[str, Any], D
 def restore_optimizer(optimizer, names: Dict[Key, str], arrays: Dict[str, Any], counts: Dict[str, Any]) -> None:
     """Put a saved optimizer state into a fresh optimizer of the same config (its schedules are replayed
     by the caller)."""
-    from thinc.api import get_current_ops
-
     ops = get_current_ops()
     keys = {name: key for key, name in names.items()}
     missing = sorted({name.split("/", 1)[1] for name in arrays} - set(keys))
@@ -122,9 +122,6 @@ def restore_optimizer(optimizer, names: Dict[Key, str], arrays: Dict[str, Any], 
 
 
 def random_states() -> Dict[str, Any]:
-    import numpy
-    import torch
-
     states: Dict[str, Any] = {
         "python": random.getstate(),
         "numpy": numpy.random.get_state(),
@@ -136,9 +133,6 @@ def random_states() -> Dict[str, Any]:
 
 
 def set_random_states(states: Dict[str, Any]) -> None:
-    import numpy
-    import torch
-
     random.setstate(states["python"])
     numpy.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
@@ -150,8 +144,6 @@ def write_checkpoint(folder: Path, nlp, optimizer, state: TrainingState, kept: i
     """Write the checkpoint of `state.step` into `folder` (`step-000200/`), whole or not at all, then
     remove all but the newest `kept` checkpoints. `shuffles`: Python's random state before each epoch's
     shuffle so far (`loop.train_batches`). Returns the checkpoint's path."""
-    import numpy
-
     final = folder / f"{STEP_PREFIX}{state.step:06d}"
     tmp = temporary_name(final)
     remove(tmp)
@@ -214,8 +206,6 @@ def verify_checkpoint(checkpoint: Path) -> Tuple[TrainingState, Dict[str, Any]]:
     """Check every file of a checkpoint before anything heavy is loaded (the transformer takes minutes):
     its state, optimizer moments, random states and weights folder. Returns `read_state`'s answer; a
     CheckpointError names the first damaged file."""
-    import zipfile
-
     state = read_state(checkpoint)
     model = checkpoint / "model"
     if not (model / "config.cfg").is_file():
@@ -245,8 +235,6 @@ def load_checkpoint(checkpoint: Path, nlp, optimizer) -> TrainingState:
     """Load a checkpoint's weights into `nlp` (initialized from the same config) and its moments into
     `optimizer`; return its training state. The random states are set by the caller, at the right moment
     (`read_random_states`)."""
-    import numpy
-
     state, counts = read_state(checkpoint)
     model = checkpoint / "model"
     nlp.vocab.from_disk(model / "vocab")

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Optional, get_args
 
-from ..util.errors import SetupError
+import torch
+from spacy.util import dict_to_dot
+
 from ..pipeline.layers.transformer import transformer_shims
+from ..util.errors import SetupError
 
 Setting = Literal["auto", "bf16", "fp32"]  # the training callback's argument: spaCy's config check refuses others
 SETTINGS = get_args(Setting)
@@ -36,8 +39,6 @@ KEY = "system.precision"
 def check_config(path: Any, config: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None) -> str:
     """The config's precision setting ("auto", "bf16" or "fp32"), overrides first; one sentence for a bad
     value, or for spaCy's fp16 `mixed_precision = true` anywhere in the config."""
-    from spacy.util import dict_to_dot
-
     values = dict_to_dot(dict(config))
     values.update(overrides or {})
     for key, value in values.items():
@@ -89,8 +90,6 @@ def set_precision(nlp: Any, precision: str) -> int:
 
 
 def _gpu_has_bf16(gpu: int, *, native: bool) -> bool:
-    import torch
-
     with torch.cuda.device(gpu):
         try:
             return torch.cuda.is_bf16_supported(including_emulation=not native)

@@ -10,6 +10,8 @@ place leaves a record (`training/.promotion.json`) that the same command finishe
 time trains into an output folder (`training/.train.lock`): a second is refused in one sentence.
 """
 
+import hashlib
+import json
 import os
 import signal
 import sys
@@ -19,17 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
+import spacy
+from spacy import util
+from spacy.cli._util import parse_config_overrides
 from thinc.api import Config
 from wasabi import msg
 
+from ..corpus.convert import read_docs
+from ..pipeline.layers import speedups
+from ..util.errors import ConfigFileError, SetupError
+from ..util.outputs import aside_name, content_sha256, finish_replacing, one_run_at_a_time, remove, replace_together
+from ..util.runtime import resolve_transformer, select_device
 from . import config_file, loop, precision, trackers
 from .calibration import calibrate
 from .checkpoints import checkpoints, unfinished_checkpoints, verify_checkpoint
-from ..util.errors import ConfigFileError, SetupError
-from ..pipeline.layers import speedups
-from ..util.outputs import aside_name, content_sha256, finish_replacing, one_run_at_a_time, remove, replace_together
-from ..util.runtime import resolve_transformer, select_device
-from ..pipeline.scoring import scoring_ner
 
 MODELS = ("model-best", "model-last")
 RUN = "checkpoints"  # where a run trains, beside model-best: its pipelines, log and resumable checkpoints
@@ -41,10 +46,6 @@ def check_training_corpus(config: Config, train_path: Path) -> None:
 
     spaCy's Corpus drops documents over `max_length` without a word.
     """
-    import spacy
-
-    from ..corpus.convert import read_docs
-
     limit = config["corpora"]["train"].get("max_length", 0)
     entities, long_docs = 0, []
     for i, doc in enumerate(read_docs(train_path, spacy.blank("en").vocab)):
@@ -155,8 +156,6 @@ def train_pipeline(
         check_training_corpus(config_data, train)
         used_trackers = trackers.used_trackers(config_data)
         trackers.check_installed(used_trackers, config)  # one sentence, not spacy-loggers' ImportError later
-        from spacy.cli._util import parse_config_overrides
-
         user_overrides = parse_config_overrides([])  # SPACY_CONFIG_OVERRIDES, as `spacy train` reads it
         precision_setting = precision.check_config(config, config_data, user_overrides)  # refuses fp16
         model = resolve_transformer(transformer)
@@ -180,12 +179,14 @@ def train_pipeline(
         try:
             config_file.check_pipeline(config, overrides)
         except ConfigFileError as err:
-            raise SetupError(f"{err} (fix the config, or delete it and run `spacy project run create-config`)") from None
+            raise SetupError(
+                f"{err} (fix the config, or delete it and run `spacy project run create-config`)"
+            ) from None
         run_dir = output / RUN
         fingerprints = training_input_digests(config, overrides, train, dev, model)
-        if _finished_promotion(output, fingerprints, checkpointing.resume):
+        if finished_promotion(output, fingerprints, checkpointing.resume):
             return
-        resume_from = _resume_point(run_dir, fingerprints, checkpointing.resume)
+        resume_from = resume_point(run_dir, fingerprints, checkpointing.resume)
         run = Run(run_dir, output, log_file, gpu, dev, confidence_samples)
         resumable = {"fingerprints": fingerprints, "resume_from": resume_from}
         resumable.update(checkpoint_every=checkpointing.every, checkpoints_kept=checkpointing.kept)
@@ -196,10 +197,6 @@ def training_input_digests(config: Path, overrides: dict, train: Path, dev: Path
     """What a checkpoint must match to be resumed: the config as trained (its settings, not the paths of
     the corpora and transformer, nor its logger), the two corpora's contents, and the transformer (a folder's contents, or
     a Hugging Face name)."""
-    import hashlib
-
-    from spacy import util
-
     settings = {**overrides, "paths.train": "", "paths.dev": "", "paths.transformer": ""}
     trained = util.load_config(config, overrides=settings, interpolate=False)
     trained["training"].pop("logger", None)  # where the run is logged changes nothing it trains: a resume may switch
@@ -212,7 +209,7 @@ def training_input_digests(config: Path, overrides: dict, train: Path, dev: Path
     }
 
 
-def _finished_promotion(output: Path, fingerprints: Dict[str, str], resume: bool) -> bool:
+def finished_promotion(output: Path, fingerprints: Dict[str, str], resume: bool) -> bool:
     """Finish putting a killed run's outputs in place, if it was killed while they were; True when that run
     was this one (the same config, corpora and transformer) and `resume`: it had ended, nothing is left to
     train."""
@@ -232,7 +229,7 @@ def _finished_promotion(output: Path, fingerprints: Dict[str, str], resume: bool
     return same
 
 
-def _resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> Optional[Path]:
+def resume_point(run_dir: Path, fingerprints: Dict[str, str], resume: bool) -> Optional[Path]:
     """The checkpoint to go on from, if an interrupted run left one and `resume`; else the run folder is
     cleared. A checkpoint of another config, corpus or transformer is refused in one sentence."""
     found = checkpoints(run_dir)
@@ -293,7 +290,7 @@ def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict
             if not checkpoints(run.folder):  # nothing to resume from: nothing to keep
                 remove(run.folder)
             raise
-    # together, even across a kill -9: a rerun that finds the record finishes it (_finished_promotion)
+    # together, even across a kill -9: a rerun that finds the record finishes it (finished_promotion)
     pairs = [(run.folder / name, run.output / name) for name in MODELS]
     if run.log_file is not None:
         pairs.append((run.folder / loop.LOG, run.log_file))
@@ -305,8 +302,6 @@ def _train_then_promote(config: Path, run: Run, overrides: dict, resumable: dict
 
 def _dev_f(model_dir: Path) -> str:
     """The dev F that spaCy stored in a pipeline's meta.json, for messages."""
-    import json
-
     try:
         performance = json.loads((model_dir / "meta.json").read_text(encoding="utf8")).get("performance", {})
         return f"dev F {performance['ents_f']:.3f}"
