@@ -13,14 +13,15 @@ def main(
     base: Path = typer.Argument(..., exists=True, dir_okay=False, help="The short base config"),
     output: Path = typer.Argument(..., dir_okay=False, help="The complete config to write"),
     ner_head: str = typer.Option("token", help=f"NER head: {' or '.join(HEADS)}"),
+    lang: str = typer.Option("en", help="The pipeline's language ([nlp] lang: spaCy's tokenizer for raw text)"),
     force: bool = typer.Option(False, "--force", help="Overwrite even an edited config"),
 ) -> None:
     with user_errors():
-        status = write_config(base, output, ner_head, force=force)
+        status = write_config(base, output, ner_head, force=force, lang=lang)
     if status == "kept":
         msg.warn(f"{output} was edited by hand: kept as it is (delete it to regenerate it with ner_head={ner_head})")
     else:
-        msg.good(f"{output}: {status} (ner_head={ner_head})")
+        msg.good(f"{output}: {status} (ner_head={ner_head}, lang={lang})")
 
 
 if __name__ == "__main__":

@@ -157,10 +157,9 @@ def fit_lines(fit: dict) -> Tuple[str, List[str]]:
     worst = ", ".join(f"{label} {share:.1%}" for label, share in fit["per_label"].items() if share < THRESHOLD)
     warnings = [
         f"{1 - fit['share']:.1%} of the entities cross a token boundary of spaCy's '{fit['lang']}' tokenizer ({worst}): "
-        "on raw text (predict, review, serve) the model can never predict them. Check another language's "
-        "tokenizer with `python scripts/convert.py --lang CODE` (the pipeline's language is `lang` in [nlp] of "
-        "configs/base_config.cfg: then create-config and train again), add a tokenizer exception for the "
-        "pattern, or annotate text tokenized by spaCy's own tokenizer"
+        "on raw text (predict, review, serve) the model can never predict them. Choose the pipeline's language "
+        "with `--vars.lang CODE` (convert checks its tokenizer, create-config makes it [nlp] lang; then train "
+        "again), add a tokenizer exception for the pattern, or annotate text tokenized by spaCy's own tokenizer"
     ]
     warnings += [
         f"{e['where']}: {e['label']} '{e['entity']}' is not whole tokens: {e['tokens']}" for e in fit["examples"]
