@@ -1,5 +1,6 @@
 """create-config: a complete config from the base, and a user's edits are never overwritten."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -140,3 +141,19 @@ def test_an_edited_config_of_another_language_is_refused_and_a_missing_package_n
     with pytest.raises(SetupError, match="'ja' tokenizer needs a package that is not installed: .*SudachiPy"):
         write_config(BASE, tmp_path / "ja.cfg", "token", lang="ja")
     assert not (tmp_path / "ja.cfg").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("spacy_pkuseg") is not None, reason="spacy-pkuseg is installed here")
+def test_a_chinese_word_segmenter_without_its_package_is_one_sentence_before_training(tmp_path):
+    from iob_ner.training.config_file import check_pipeline
+
+    out = tmp_path / "config.cfg"
+    write_config(BASE, out, "token", lang="zh")
+    check_pipeline(out, {})  # characters: no package
+    out.write_text(
+        out.read_text(encoding="utf8").replace('segmenter = "char"', 'segmenter = "pkuseg"'), encoding="utf8"
+    )
+    with pytest.raises(
+        ConfigFileError, match='segmenter = "pkuseg" in \\[nlp.tokenizer\\] needs the spacy-pkuseg package'
+    ):
+        check_pipeline(out, {})

@@ -103,3 +103,30 @@ def test_chinese_converts_trains_evaluates_and_predicts_raw_text_at_character_of
     assert sum(e["text"] in names for _, e in found) >= 5
     for text, e in found:  # every entity at its character offsets in the text given, never a part of a character
         assert text[e["start"] : e["end"]] == e["text"] and e["text"] == e["text"].strip()
+
+
+def test_serve_finds_entities_inside_unspaced_chinese_text_at_character_offsets(tmp_path):
+    """A zh pipeline saved and loaded (its character tokenizer with it), served: an entity in the middle of a
+    clause is found, where an English pipeline's one token for the whole clause could hold none."""
+    for package in ("fastapi", "uvicorn", "fastapi_offline", "httpx"):
+        pytest.importorskip(package, reason="serving is optional: pip install -r requirements-serve.txt")
+    from test_serve import post, serving
+
+    from iob_ner.serving.app import Limits
+
+    nlp = spacy.blank("zh")
+    nlp.add_pipe("entity_ruler").add_patterns(
+        [
+            {"label": label, "pattern": [{"TEXT": char} for char in name]}
+            for name, label in [("北京", "LOC"), ("東京大学", "ORG")]
+        ]
+    )
+    nlp.to_disk(tmp_path / "zh")
+    text = "张明去了北京，后来在東京大学工作。"
+    with serving(spacy.load(tmp_path / "zh"), Limits()) as url:
+        entities = post(url, {"text": text}).json()["entities"]
+    assert [(e["text"], e["label"], e["start"], e["end"]) for e in entities] == [
+        ("北京", "LOC", 4, 6),
+        ("東京大学", "ORG", 10, 14),
+    ]
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)

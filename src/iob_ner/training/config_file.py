@@ -87,9 +87,28 @@ def check_pipeline(path: Path, overrides: dict) -> None:
 
     try:
         config = load_config(path, overrides=overrides, interpolate=True)
-        load_model_from_config(config, auto_fill=True, validate=True)
+        nlp = load_model_from_config(config, auto_fill=True, validate=True)
     except Exception as err:  # spaCy's E002 (unknown factory), thinc's ConfigValidationError, a registry miss
         raise ConfigFileError(f"spaCy cannot build the pipeline of {path}: {parse_error_line(err)}") from None
+    check_segmenter(path, nlp.tokenizer)
+
+
+# Chinese word segmenters of spaCy's zh tokenizer: (module imported, pip package); "char" needs none
+SEGMENTER_PACKAGES = {"pkuseg": ("spacy_pkuseg", "spacy-pkuseg"), "jieba": ("jieba", "jieba")}
+
+
+def check_segmenter(path: Path, tokenizer) -> None:
+    """A zh config whose [nlp.tokenizer] segmenter needs a package that is not installed: one sentence now,
+    where spaCy would stop at initialize, after the transformer has loaded."""
+    import importlib.util
+
+    segmenter = str(getattr(tokenizer, "segmenter", ""))  # spaCy's zh tokenizer keeps the config's string
+    module, package = SEGMENTER_PACKAGES.get(segmenter, (None, None))
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ConfigFileError(
+            f'{path}: segmenter = "{segmenter}" in [nlp.tokenizer] needs the {package} package: pip install '
+            f'{package}, or segmenter = "char" (characters, no package)'
+        )
 
 
 def _digest(text: str) -> str:
