@@ -439,8 +439,8 @@ def render_report(
         "Typed F counts an entity as right when its boundaries and label both match; untyped F asks only for "
         "the boundaries. A large gap between them means the model finds the spans but confuses labels. "
         "Both score the model on the export's own tokens; typed F, raw text, scores it on the documents' text "
-        "cut by the pipeline's tokenizer, as on new text (predict, serve): lower where that tokenizer cuts "
-        "entities differently from the export.",
+        "cut by the pipeline's tokenizer, as on new text (predict, serve): lower where that tokenizer cuts the "
+        "text differently from the export (docs/languages.md).",
         "",
         _md_table(overall),
         "",
