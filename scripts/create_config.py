@@ -17,11 +17,12 @@ def main(
     logger: str = typer.Option(
         "console", help=f"[training.logger]: {', '.join(LOGGERS)} (trackers: pip install -r requirements-trackers.txt)"
     ),
+    lang: str = typer.Option("en", help="The pipeline's language ([nlp] lang: spaCy's tokenizer for raw text)"),
     force: bool = typer.Option(False, "--force", help="Overwrite even an edited config"),
 ) -> None:
     with user_errors():
-        status = write_config(base, output, ner_head, force=force, logger=logger)
-    choice = f"ner_head={ner_head}, logger={logger}"
+        status = write_config(base, output, ner_head, force=force, logger=logger, lang=lang)
+    choice = f"ner_head={ner_head}, logger={logger}, lang={lang}"
     if status == "kept":
         msg.warn(f"{output} was edited by hand: kept as it is (delete it to regenerate it with {choice})")
     else:

@@ -12,7 +12,7 @@ from iob_ner.distill.compare import speedup_text
 from iob_ner.distill.student import MODES, StudentSettings
 from iob_ner.evaluation.evaluate import evaluate_pipeline
 from iob_ner.evaluation.report.write import write_report
-from iob_ner.training.config_file import write_config
+from iob_ner.training.config_file import pipeline_lang, write_config
 from iob_ner.training.train import Checkpointing
 from iob_ner.util.cli import user_errors
 from iob_ner.util.runtime import parse_bool, parse_gpu_id
@@ -91,7 +91,8 @@ def main(
 
     with user_errors(OSError):
         if base_config is not None:
-            status = write_config(base_config, config, "token")
+            # the student cuts raw text as its teacher does: the teacher's language
+            status = write_config(base_config, config, "token", lang=pipeline_lang(teacher))
             msg.info(f"{config}: {'kept (edited by hand)' if status == 'kept' else status}")
         record = distill_pipeline(
             teacher=teacher,

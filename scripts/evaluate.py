@@ -35,6 +35,13 @@ def print_metrics(m: dict) -> None:
         )
     )
     msg.table(rows, header=("label", "P", "R", "F", "support"), divider=True)
+    raw = m.get("raw_text")
+    if raw is not None:
+        msg.info(
+            f"On raw text (rebuilt from the tokens, cut by the pipeline's tokenizer): P {raw['p']:.3f} R "
+            f"{raw['r']:.3f} F {raw['f']:.3f} (typed, by character offsets); {raw['reachable']:.1%} of the gold "
+            f"entities start and end on its token boundaries"
+        )
     confidence = m["confidence"]
     if confidence is None:
         msg.info(f"No entity confidence: {m['confidence_note']}")

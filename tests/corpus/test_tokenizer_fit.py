@@ -84,3 +84,12 @@ def test_the_tokenizer_made_without_a_pipeline_is_spacy_blanks(lang):
     text = "The (BRCA1) gene, e.g. 550 K. don't U.S.A. http://x.org 3-4 mg/kg, 锂电池 «Zitat» l'homme"
     ours = [token.text for token in language_tokenizer(lang)(text)]
     assert ours == [token.text for token in spacy.blank(lang)(text)], f"the {lang} tokenizers differ"
+
+
+def test_debug_data_warns_when_convert_checked_another_language_than_the_configs(tmp_path):
+    from iob_ner.corpus.debug_data import tokenizer_fit_findings
+
+    prepare_corpus(train=ROOT / "assets" / "train.tsv", dev="auto", test="auto", output=tmp_path / "corpus")
+    assert tokenizer_fit_findings(tmp_path / "corpus", "en")[0][0] == "good"
+    level, text = tokenizer_fit_findings(tmp_path / "corpus", "de")[0]
+    assert level == "warn" and "spaCy's 'en' tokenizer, but the config's pipeline is 'de'" in text

@@ -173,6 +173,14 @@ def test_evaluate_then_report(training, tmp_path):
     assert json.loads((folder / "metrics-test.json").read_text())["predicted_entities"] == 1
     assert leftovers(folder) == []
     assert write_report(training_dir=folder, test_corpus=corpus) == (1, 2)
+    # beside the score on the gold tokens, the score on raw text (n/a for the dev metrics of an older evaluate)
+    raw = metrics["raw_text"]
+    assert raw["gold_entities"] == 2 and raw["reachable"] == 1.0
+    overall = (folder / "report.md").read_text(encoding="utf8").split("## Overall")[1]
+    assert "| typed F | typed F, raw text |" in overall
+    test_row = next(line for line in overall.splitlines() if line.startswith("| test |"))
+    assert f"| {metrics['typed']['f']:.3f} | {raw['f']:.3f} |" in test_row
+    assert "| n/a |" in next(line for line in overall.splitlines() if line.startswith("| dev |"))
 
 
 def test_evaluate_error_while_writing_keeps_both_previous_outputs(training, tmp_path, monkeypatch):

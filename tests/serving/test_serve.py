@@ -3,7 +3,6 @@ body gets its 4xx and the server goes on, micro-batching batches, timeouts answe
 the queued requests. Needs requirements-serve.txt (CI installs it)."""
 
 import asyncio
-import json
 import re
 import signal
 import subprocess
@@ -22,7 +21,7 @@ httpx = pytest.importorskip("httpx", reason="serving is optional: pip install -r
 
 from support.paths import ROOT  # noqa: E402
 from support.pipelines import SCORED_TEXTS, make_pipeline, scored_entities  # noqa: E402
-from support.serving import serving  # noqa: E402
+from support.serving import post, serving  # noqa: E402
 
 from iob_ner.serving.app import Batching, Limits  # noqa: E402
 from iob_ner.serving.loadtest import free_port, malformed_requests, request_mix  # noqa: E402
@@ -35,11 +34,6 @@ def slow_on_marker(doc):
     if "SLOW" in doc.text:
         time.sleep(1.0)
     return doc
-
-
-def post(url: str, body, **kwargs) -> httpx.Response:
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(f"{url}/ner", content=content, headers={"content-type": "application/json"}, timeout=30, **kwargs)
 
 
 def test_entities_and_scores_equal_the_pipelines_own(scored_model):

@@ -1,6 +1,7 @@
 """A pipeline served by the real application under uvicorn on a free loopback port, in a thread. Needs
 requirements-serve.txt: a test module skips without it (pytest.importorskip) before importing this."""
 
+import json
 import threading
 import time
 from contextlib import contextmanager
@@ -32,3 +33,11 @@ def serving(nlp, limits: Limits = SMALL, batching: Batching = Batching(), device
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def post(url: str, body, **kwargs):
+    """POST `body` (bytes as they are, else JSON) to the service's /ner."""
+    import httpx  # the serving extras, as the application's: a module imports this after importorskip
+
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{url}/ner", content=content, headers={"content-type": "application/json"}, timeout=30, **kwargs)

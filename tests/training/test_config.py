@@ -1,5 +1,6 @@
 """create-config: a complete config from the base, and a user's edits are never overwritten."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -112,3 +113,47 @@ def test_cli_broken_base_config_is_one_sentence(tmp_path):
     assert result.returncode == 1 and "Traceback" not in output, output
     line = BASE.read_text(encoding="utf8").splitlines().index("[nlp]") + 1
     assert f"✘ {base} is not a valid config: Source contains parsing errors: the file (line {line})" in output
+
+
+# --- The pipeline's language (--vars.lang) reaches [nlp] lang, and with it spaCy's tokenizer for raw text ---
+
+
+def test_lang_makes_the_pipeline_of_that_language_with_its_own_tokenizer(tmp_path):
+    out = tmp_path / "config.cfg"
+    assert write_config(BASE, out, "token", lang="zh") == "written"
+    config = load_config(out)
+    assert config["nlp"]["lang"] == "zh"
+    assert config["nlp"]["tokenizer"] == {"@tokenizers": "spacy.zh.ChineseTokenizer", "segmenter": "char"}
+    assert write_config(BASE, out, "token", lang="zh") == "unchanged"
+    assert write_config(BASE, out, "token", lang="de") == "written"  # unedited: regenerated for the new language
+    assert load_config(out)["nlp"]["lang"] == "de"
+
+
+def test_an_edited_config_of_another_language_is_refused_and_a_missing_package_named(tmp_path):
+    from iob_ner.util.errors import SetupError
+
+    out = tmp_path / "config.cfg"
+    write_config(BASE, out, "token", lang="de")
+    out.write_text(out.read_text(encoding="utf8").replace("dropout = 0.1", "dropout = 0.2"), encoding="utf8")
+    assert write_config(BASE, out, "token", lang="de") == "kept"
+    with pytest.raises(ConfigFileError, match="has lang = 'de' in \\[nlp\\], not the 'en' that lang asks for"):
+        write_config(BASE, out, "token", lang="en")
+    with pytest.raises(SetupError, match="'ja' tokenizer needs a package that is not installed: .*SudachiPy"):
+        write_config(BASE, tmp_path / "ja.cfg", "token", lang="ja")
+    assert not (tmp_path / "ja.cfg").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("spacy_pkuseg") is not None, reason="spacy-pkuseg is installed here")
+def test_a_chinese_word_segmenter_without_its_package_is_one_sentence_before_training(tmp_path):
+    from iob_ner.training.config_file import check_pipeline
+
+    out = tmp_path / "config.cfg"
+    write_config(BASE, out, "token", lang="zh")
+    check_pipeline(out, {})  # characters: no package
+    out.write_text(
+        out.read_text(encoding="utf8").replace('segmenter = "char"', 'segmenter = "pkuseg"'), encoding="utf8"
+    )
+    with pytest.raises(
+        ConfigFileError, match='segmenter = "pkuseg" in \\[nlp.tokenizer\\] needs the spacy-pkuseg package'
+    ):
+        check_pipeline(out, {})

@@ -247,18 +247,31 @@ def project_checks(
         raise DataError(str(err)) from None
     paths = {"train": train, "dev": dev, **({"test": test} if test is not None else {})}
     splits = {name: gather_split_stats(name, path) for name, path in paths.items()}
-    findings = ner_findings(splits, dev_is_test) + tokenizer_fit_findings(train.parent)
+    lang = read_config(config, interpolate_check=False).get("nlp", {}).get("lang")
+    findings = ner_findings(splits, dev_is_test) + tokenizer_fit_findings(train.parent, lang)
     return ProjectChecks(config_text, swapped, splits, findings)
 
 
-def tokenizer_fit_findings(corpus: Path) -> List[Finding]:
+def tokenizer_fit_findings(corpus: Path, lang: Optional[str] = None) -> List[Finding]:
     """convert's tokenizer fit check (corpus/split.json), as findings: whether spaCy's tokenizer can find
-    the export's entities in raw text. Nothing where the corpus was converted before the check existed."""
+    the export's entities in raw text; and a warning where it checked another language's tokenizer than the
+    config's `lang` (the pipeline's). Nothing where the corpus was converted before the check existed."""
     fit = (read_split_record(corpus) or {}).get("tokenizer_fit")
     if not fit:
         return []
     line, warnings = fit_lines(fit)
-    return [("warn", warning) for warning in warnings] or [("good", line)]
+    findings = [("warn", warning) for warning in warnings] or [("good", line)]
+    if lang is not None and fit["lang"] != lang:
+        findings.insert(
+            0,
+            (
+                "warn",
+                f"convert checked the tokenizer fit with spaCy's '{fit['lang']}' tokenizer, but the config's "
+                f"pipeline is '{lang}' ([nlp] lang): convert again with --vars.lang {lang}, or create the config "
+                f"with --vars.lang {fit['lang']}",
+            ),
+        )
+    return findings
 
 
 def spacy_checks(

@@ -34,13 +34,41 @@ OPENING = set("([{“‘«¿¡")
 CLOSING = set(".,;:!?)]}”’»%")
 
 
+# Scripts written without spaces between words (CJK ideographs and punctuation, kana, fullwidth forms, Thai,
+# Lao, Khmer, Myanmar): an export of such text in character or word tokens came from text with no space in it
+UNSPACED = (
+    ("\u0e00", "\u0eff"),  # Thai, Lao
+    ("\u1000", "\u109f"),  # Myanmar
+    ("\u1780", "\u17ff"),  # Khmer
+    ("\u2e80", "\u2fdf"),  # CJK radicals
+    ("\u3000", "\u30ff"),  # CJK punctuation, hiragana, katakana
+    ("\u3400", "\u4dbf"),  # CJK extension A
+    ("\u4e00", "\u9fff"),  # CJK unified ideographs
+    ("\uf900", "\ufaff"),  # CJK compatibility ideographs
+    ("\uff00", "\uffef"),  # fullwidth and halfwidth forms
+    ("\U00020000", "\U0003134f"),  # CJK extensions B-G
+)
+
+
+def unspaced(char: str) -> bool:
+    """Whether `char` belongs to a script written without spaces between words."""
+    return any(low <= char <= high for low, high in UNSPACED)
+
+
 def detokenize(words: Sequence[str]) -> Tuple[str, List[int]]:
-    """The text the words most likely came from, and each word's start in it."""
+    """The text the words most likely came from, and each word's start in it: a space between two words,
+    except before closing punctuation, after opening punctuation and between two of a script written
+    without spaces (Chinese characters: 北京大学 from 北 京 大 学)."""
     parts: List[str] = []
     starts: List[int] = []
     length = 0
     for i, word in enumerate(words):
-        glued = i == 0 or set(word) <= CLOSING or (len(words[i - 1]) == 1 and words[i - 1] in OPENING)
+        glued = (
+            i == 0
+            or set(word) <= CLOSING
+            or (len(words[i - 1]) == 1 and words[i - 1] in OPENING)
+            or (bool(word) and bool(words[i - 1]) and unspaced(words[i - 1][-1]) and unspaced(word[0]))
+        )
         if not glued:
             parts.append(" ")
             length += 1
@@ -157,10 +185,9 @@ def fit_lines(fit: dict) -> Tuple[str, List[str]]:
     worst = ", ".join(f"{label} {share:.1%}" for label, share in fit["per_label"].items() if share < THRESHOLD)
     warnings = [
         f"{1 - fit['share']:.1%} of the entities cross a token boundary of spaCy's '{fit['lang']}' tokenizer ({worst}): "
-        "on raw text (predict, review, serve) the model can never predict them. Check another language's "
-        "tokenizer with `python scripts/convert.py --lang CODE` (the pipeline's language is `lang` in [nlp] of "
-        "configs/base_config.cfg: then create-config and train again), add a tokenizer exception for the "
-        "pattern, or annotate text tokenized by spaCy's own tokenizer"
+        "on raw text (predict, review, serve) the model can never predict them. Choose the pipeline's language "
+        "with `--vars.lang CODE` (convert checks its tokenizer, create-config makes it [nlp] lang; then train "
+        "again), add a tokenizer exception for the pattern, or annotate text tokenized by spaCy's own tokenizer"
     ]
     warnings += [
         f"{e['where']}: {e['label']} '{e['entity']}' is not whole tokens: {e['tokens']}" for e in fit["examples"]

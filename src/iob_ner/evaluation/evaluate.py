@@ -21,6 +21,7 @@ from .metrics import (
     entity_scores,
     expected_calibration_error,
     predict_gold,
+    raw_text_metrics,
     reliability,
     threshold_table,
 )
@@ -104,6 +105,8 @@ def evaluate_pipeline(
             "corpus_check": check_corpus(nlp, model, corpus, gold, corpus_sha),
         }
     )
+    # the same documents as raw text, cut by the pipeline's tokenizer: what predict gives on new text
+    metrics["raw_text"] = raw_text_metrics(nlp, gold, batch_size=batch_size)
     # null, never zeros, where there is nothing to measure: a reader must not take it for a perfect calibration
     metrics["confidence"], note = confidence_metrics(nlp, examples, metrics["gold_entities"])
     if note is not None:

@@ -13,6 +13,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc
 from spacy.training import Example
 
+from ..corpus.tokenizer_fit import detokenize
 from ..pipeline.token_ner import SPANS_KEY
 
 MISSED, SPURIOUS = "(missed)", "(spurious)"
@@ -91,6 +92,50 @@ def entity_metrics(examples: Iterable[Example]) -> dict:
         },
         "errors": dict(errors),
         "confusion": {gold: dict(row) for gold, row in sorted(confusion.items())},
+    }
+
+
+RAW_TEXT_NOTE = (
+    "The pipeline run on each document's raw text, rebuilt from the gold tokens as convert's tokenizer fit check "
+    "rebuilds it (tokenizer_fit.detokenize), and tokenized by the pipeline's own tokenizer, as predict, review "
+    "and serve see new text; an entity is right when its character offsets and label match a gold entity's. "
+    "reachable: the share of gold entities whose start and end fall on the pipeline's token boundaries."
+)
+
+
+def raw_text_metrics(nlp: Language, gold: Sequence[Doc], batch_size: int = 128) -> dict:
+    """Typed P/R/F overall and per label, by character offsets, of `nlp` on the raw text of the gold docs:
+    the score a user gets on new text, beside the one on the gold tokens (which the tokenizer never cuts
+    differently)."""
+    texts: List[str] = []
+    gold_spans: List[set] = []
+    for doc in gold:
+        words = [token.text for token in doc]
+        text, starts = detokenize(words)
+        texts.append(text)
+        gold_spans.append({(starts[e.start], starts[e.end - 1] + len(words[e.end - 1]), e.label_) for e in doc.ents})
+    counts: Dict[str, Counter] = defaultdict(Counter)
+    reachable = 0
+    for doc, wanted in zip(nlp.pipe(texts, batch_size=batch_size), gold_spans):
+        found = {(e.start_char, e.end_char, e.label_) for e in doc.ents}
+        reachable += sum(doc.char_span(start, end) is not None for start, end, _ in wanted)
+        for span in found:
+            counts[span[2]]["tp" if span in wanted else "fp"] += 1
+        for span in wanted - found:
+            counts[span[2]]["fn"] += 1
+        drop_transformer_output(doc)
+    total = sum(counts.values(), Counter())
+    n_gold = sum(len(spans) for spans in gold_spans)
+    return {
+        **_prf(total["tp"], total["fp"], total["fn"]),
+        "gold_entities": n_gold,
+        "predicted_entities": total["tp"] + total["fp"],
+        "reachable": reachable / n_gold if n_gold else 1.0,
+        "per_label": {
+            label: {**_prf(c["tp"], c["fp"], c["fn"]), "support": c["tp"] + c["fn"]}
+            for label, c in sorted(counts.items())
+        },
+        "note": RAW_TEXT_NOTE,
     }
 
 

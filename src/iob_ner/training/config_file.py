@@ -13,6 +13,7 @@ from spacy.cli.init_config import fill_config
 from spacy.util import load_config, load_config_from_str, load_model_from_config
 from thinc.api import Config
 
+from ..corpus.tokenizer_fit import language_tokenizer
 from ..util.errors import ConfigFileError, SetupError
 from ..util.outputs import write_text_atomic
 from .trackers import logger_section
@@ -91,9 +92,28 @@ def check_pipeline(path: Path, overrides: dict) -> None:
     """
     try:
         config = load_config(path, overrides=overrides, interpolate=True)
-        load_model_from_config(config, auto_fill=True, validate=True)
+        nlp = load_model_from_config(config, auto_fill=True, validate=True)
     except Exception as err:  # spaCy's E002 (unknown factory), thinc's ConfigValidationError, a registry miss
         raise ConfigFileError(f"spaCy cannot build the pipeline of {path}: {parse_error_line(err)}") from None
+    check_segmenter(path, nlp.tokenizer)
+
+
+# Chinese word segmenters of spaCy's zh tokenizer: (module imported, pip package); "char" needs none
+SEGMENTER_PACKAGES = {"pkuseg": ("spacy_pkuseg", "spacy-pkuseg"), "jieba": ("jieba", "jieba")}
+
+
+def check_segmenter(path: Path, tokenizer) -> None:
+    """A zh config whose [nlp.tokenizer] segmenter needs a package that is not installed: one sentence now,
+    where spaCy would stop at initialize, after the transformer has loaded."""
+    import importlib.util
+
+    segmenter = str(getattr(tokenizer, "segmenter", ""))  # spaCy's zh tokenizer keeps the config's string
+    module, package = SEGMENTER_PACKAGES.get(segmenter, (None, None))
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ConfigFileError(
+            f'{path}: segmenter = "{segmenter}" in [nlp.tokenizer] needs the {package} package: pip install '
+            f'{package}, or segmenter = "char" (characters, no package)'
+        )
 
 
 def _digest(text: str) -> str:
@@ -107,12 +127,21 @@ def was_edited(path: Path) -> bool:
     return match is None or match.group(1) != _digest(text[match.end() :])
 
 
-def render_config(base: Path, head: str, transition_block: Optional[Path] = None, logger: str = "console") -> str:
-    """The base config with the chosen NER head and training logger (`trackers`: the base's console
-    logger, or it chained with an experiment tracker's), every default filled in by `spacy init fill-config`."""
+def render_config(
+    base: Path, head: str, transition_block: Optional[Path] = None, logger: str = "console", lang: Optional[str] = None
+) -> str:
+    """The base config with the chosen NER head, training logger (`trackers`: the base's console logger, or it
+    chained with an experiment tracker's) and `lang` (None: the base's), every default filled in by
+    `spacy init fill-config`: the language's own tokenizer among them, which predict, review and serve use on
+    raw text."""
     if head not in HEADS:
         raise ConfigFileError(f"unknown ner_head {head!r}: use one of {', '.join(HEADS)}")
     config = read_config(base)
+    if lang is not None:
+        # why first: fill-config would build the pipeline and fail inside spaCy on a code it does not know or
+        # on a tokenizer's missing package (ja: SudachiPy); this says which, in one sentence
+        language_tokenizer(lang)
+        config["nlp"]["lang"] = lang
     if head == "transition":
         block = transition_block or base.with_name("ner_transition.cfg")
         swapped = read_config(block, interpolate_check=False).get("components", {}).get("ner")
@@ -152,10 +181,31 @@ def check_head(path: Path, head: str) -> None:
         )
 
 
-def write_config(base: Path, output: Path, head: str, *, force: bool = False, logger: str = "console") -> str:
-    """Write `output` unless the user edited it. Returns what happened: 'written', 'unchanged' or 'kept'."""
-    body = render_config(base, head, logger=logger)
+def check_lang(path: Path, lang: str) -> None:
+    """A config edited by hand is kept, but not when its pipeline's language is another than the one asked
+    for: the model would then tokenize raw text by another language's rules than the user chose."""
+    has = read_config(path, interpolate_check=False).get("nlp", {}).get("lang")
+    if has is not None and has != lang:
+        raise ConfigFileError(
+            f"{path} was edited by hand and has lang = {has!r} in [nlp], not the {lang!r} that lang asks for: "
+            f"set --vars.lang {has} to keep it, or delete it to regenerate it with {lang!r} (your edits go)"
+        )
+
+
+def pipeline_lang(model: Path) -> Optional[str]:
+    """The language of the trained pipeline saved in `model` (its config's [nlp] lang), None where it has none."""
+    config = model / "config.cfg"
+    return read_config(config, interpolate_check=False).get("nlp", {}).get("lang") if config.is_file() else None
+
+
+def write_config(
+    base: Path, output: Path, head: str, *, force: bool = False, logger: str = "console", lang: Optional[str] = None
+) -> str:
+    """Write `output` unless the user edited it. Returns what happened: 'written', 'unchanged' or 'kept'.
+    `lang`: the pipeline's language ([nlp] lang; None: the base config's)."""
+    body = render_config(base, head, logger=logger, lang=lang)
     choice = f"ner_head={head}" + (f", logger={logger}" if logger != "console" else "")
+    choice += f", lang={lang}" if lang not in (None, "en") else ""  # en: the base's, the committed header
     text = (
         f"# Generated by scripts/create_config.py from {base.name} ({choice}); edits are kept, "
         f"delete this file to regenerate. sha256={_digest(body)}\n{body}"
@@ -163,6 +213,8 @@ def write_config(base: Path, output: Path, head: str, *, force: bool = False, lo
     if output.exists() and not force:
         if was_edited(output):
             check_head(output, head)
+            if lang is not None:
+                check_lang(output, lang)
             return "kept"
         if output.read_text(encoding="utf8") == text:
             return "unchanged"

@@ -94,6 +94,8 @@ def render_report(
                 "typed P": m["typed"]["p"],
                 "typed R": m["typed"]["r"],
                 "typed F": m["typed"]["f"],
+                # the same, the pipeline run on raw text (evaluate's raw_text; n/a in metrics written before it)
+                "typed F, raw text": m["raw_text"]["f"] if "raw_text" in m else "n/a",
                 "untyped F": m["untyped"]["f"],
                 "gold entities": m["gold_entities"],
                 "predicted entities": m["predicted_entities"],
@@ -123,7 +125,10 @@ def render_report(
         "## Overall",
         "",
         "Typed F counts an entity as right when its boundaries and label both match; untyped F asks only for "
-        "the boundaries. A large gap between them means the model finds the spans but confuses labels.",
+        "the boundaries. A large gap between them means the model finds the spans but confuses labels. "
+        "Both score the model on the export's own tokens; typed F, raw text, scores it on the documents' text "
+        "cut by the pipeline's tokenizer, as on new text (predict, serve): lower where that tokenizer cuts the "
+        "text differently from the export (docs/languages.md).",
         "",
         md_table(overall),
         "",
