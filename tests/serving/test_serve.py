@@ -439,3 +439,51 @@ def test_without_the_serving_stack_the_commands_say_what_to_install(script, args
     said = " ".join(result.stdout.split())
     assert result.returncode == 1 and says in said and "requirements-serve.txt" in said, said + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_requests_are_not_exported_to_the_otlp_collector_that_transformers_assumes(monkeypatch):
+    """Where OpenTelemetry's OTLP exporter is installed (wandb brings it), importing transformers makes its
+    OTLP exporters to localhost:4318 the global providers, and FastAPI records each request with them: the
+    service would post its metrics there every second. A real listener on localhost:4318 counts the posts:
+    some with the global providers (the problem is real here), none with the service's own settings."""
+    import http.server
+
+    import spacy_transformers  # noqa: F401 (imports transformers, as serving a transformer pipeline does)
+    from opentelemetry import trace
+
+    from iob_ner.serving import web
+
+    resource = getattr(trace.get_tracer_provider(), "resource", None)
+    if resource is None or resource.attributes.get("service.name") != "transformers":
+        pytest.skip("no OTLP exporter installed: transformers set no global OpenTelemetry provider here")
+    posts = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append(self.path)
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    try:
+        collector = http.server.ThreadingHTTPServer(("127.0.0.1", 4318), Collector)
+    except OSError:
+        pytest.skip("localhost:4318 is taken")
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    nlp = spacy.blank("en")
+    try:
+        counts = {}
+        # the service's first: an exporter, once given measurements, sends them again at every interval
+        for name, settings in (("service's settings", web.telemetry_settings), ("global providers", lambda: {})):
+            monkeypatch.setattr(web, "telemetry_settings", settings)
+            posts.clear()
+            with serving(nlp, Limits()) as url:
+                assert post(url, {"text": "a text"}).status_code == 200
+                time.sleep(2.5)  # the exporter's interval is one second
+            counts[name] = len([path for path in posts if path.endswith("/v1/metrics")])
+    finally:
+        collector.shutdown()
+    assert counts["global providers"] > 0 and counts["service's settings"] == 0, counts
