@@ -58,7 +58,7 @@ def main(
     max_document_tokens: int = typer.Option(MAX_DOCUMENT_TOKENS, help="Longer documents are split (reported)"),
     lang: str = typer.Option("en", help="Language of spaCy's tokenizer for the tokenizer fit check"),
 ) -> None:
-    with user_errors():
+    with user_errors(interrupted="interrupted: an output is replaced only once complete; run the command again"):
         record, reports = prepare_corpus(
             train=train,
             dev=dev,

@@ -41,7 +41,7 @@ def main(
     ),
 ) -> None:
     start = time.perf_counter()
-    with user_errors():
+    with user_errors(interrupted="interrupted: an output is replaced only once complete; run the command again"):
         report = convert_iob(
             input_path,
             output_stem,

@@ -425,6 +425,10 @@ def test_when_every_input_is_skipped_predict_fails_and_the_previous_outputs_stay
     assert (
         out.read_text(encoding="utf8") == "previous predictions\n" and iob.read_text(encoding="utf8") == "previous\tO\n"
     )
+    fresh = tmp_path / "never.jsonl"  # an output that never existed is not said to stay
+    with pytest.raises(NothingRead) as refused:
+        predict(model=models[0], source=source, output=fresh)
+    assert str(refused.value).endswith("nothing written") and not fresh.exists()
     with pytest.raises(NothingRead):
         review(model=scored_model, source=source, output_jsonl=out, output_iob=iob, n=3)
     assert out.read_text(encoding="utf8") == "previous predictions\n"

@@ -118,10 +118,10 @@ def check_something_read(documents: int, source: Path, problems: InputProblems, 
     """Raise NothingRead when no document of `source` could be read (the outputs then stay as they were)."""
     if documents == 0:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(problems.reasons.items())) or "no documents"
-        kept = ", ".join(str(p) for p in outputs if p is not None)
+        kept = [str(p) for p in outputs if p is not None and p.exists()]  # what a user had: said to stay
+        stays = f", {', '.join(kept)} stay{'s' if len(kept) == 1 else ''} as before" if kept else ""
         raise NothingRead(
-            f"no document of {source} could be read ({reasons}; the reasons are above): nothing written, "
-            f"{kept} stay{'s' if len(outputs) == 1 else ''} as before"
+            f"no document of {source} could be read ({reasons}; the reasons are above): nothing written{stays}"
         )
 
 
