@@ -304,5 +304,5 @@ def source_predictions(
         nlp, texts, problems, batch_size=batch_size, max_length=limit, batch_chars=batch_chars, reading=reading
     )
     if progress:
-        found = tqdm(found, unit="doc", desc=progress, leave=False, mininterval=2)
+        found = tqdm(found, unit=" docs", desc=progress, leave=False, mininterval=2)  # "12 docs", not "12doc"
     return found, problems
