@@ -337,7 +337,7 @@ def test_the_pipeline_teaches_a_distilled_student(trained, sample, tmp_path):
     """The teacher's soft labels are its own softmax(logits / T), one row per spaCy token (whitespace tokens
     and tokens of several wordpieces included); a student learns from them a few steps."""
     from iob_ner.distill import distill_pipeline
-    from iob_ner.distill.labels import label_texts, stream_silver
+    from iob_ner.distill.labels import label_texts, logits_and_tags, stream_silver
     from iob_ner.distill.student import StudentSettings
     from iob_ner.training.config_file import write_config
 
@@ -350,7 +350,7 @@ def test_the_pipeline_teaches_a_distilled_student(trained, sample, tmp_path):
     item = next(stream_silver(labels, spacy.blank("en").vocab, limit=None, seed=0))
     doc = Doc(teacher.vocab, words=[t.text for t in item.doc], spaces=[bool(t.whitespace_) for t in item.doc])
     doc = teacher.get_pipe("transformer")(doc)  # what the head listens to
-    ((logits, tags),) = teacher.get_pipe("ner").logits_and_tags([doc])
+    ((logits, tags),) = logits_and_tags(teacher.get_pipe("ner"), [doc])
     assert item.probs.shape == (len(doc), len(labels.tag_names))
     z = logits / 2.0
     soft = numpy.exp(z - z.max(axis=1, keepdims=True))

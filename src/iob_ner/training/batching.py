@@ -12,7 +12,7 @@ since words split into very different numbers of wordpieces (a gene name into ma
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 from spacy.util import registry
 
@@ -21,15 +21,16 @@ MAX_COUNTS = 2_000_000
 
 
 @registry.misc("iob_ner.wordpiece_count.v1")
-def make_wordpiece_count(name: str, tokenizer_config: Optional[Dict[str, Any]] = None) -> Callable[[Any], int]:
+# the dict default: spaCy's fill-config writes it into the generated config (a None would be written as null);
+# it is only read, never changed
+def make_wordpiece_count(name: str, tokenizer_config: Dict[str, Any] = {"use_fast": True}) -> Callable[[Any], int]:  # noqa: B006
     """The number of wordpieces (special tokens included) the transformer `name` makes of an Example's or
-    Doc's text, each text tokenized once. The tokenizer is loaded as spacy-transformers loads it (its default
-    tokenizer_config: a fast tokenizer)."""
+    Doc's text, each text tokenized once. The tokenizer is loaded as spacy-transformers loads it."""
     # here, not at the top: spaCy loads the entry points of its `misc` registry where a blank pipeline
     # resolves its config, and convert runs without torch (scripts/convert.py)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name, **(tokenizer_config or {"use_fast": True}))
+    tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_config)
     counts: Dict[int, int] = {}
 
     def wordpiece_count(item: Any) -> int:
