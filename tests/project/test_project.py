@@ -121,7 +121,7 @@ def test_a_package_change_reruns_everything_and_a_docs_change_nothing(sample_pro
     page.write_text(page.read_text(encoding="utf8") + "\nA note of the user's.\n", encoding="utf8")
     output = run_project(project, "all", ".", "--vars.max_steps", "60", "--vars.eval_frequency", "30", "--dry")
     assert would_run(output) == {"convert"}  # convert always runs (no_skip); nothing else
-    module = project / "src" / "iob_ner" / "metrics.py"
+    module = project / "src" / "iob_ner" / "evaluation" / "metrics.py"
     module.write_text(
         module.read_text(encoding="utf8") + "\n# a change to one module of the package\n", encoding="utf8"
     )
