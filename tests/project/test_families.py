@@ -19,6 +19,7 @@ import spacy
 from spacy.tokens import Doc
 from spacy.util import registry
 from support.paths import ROOT
+from support.pipelines import same_transformer_batch
 
 from iob_ner.corpus.convert import convert_iob, read_docs
 from iob_ner.pipeline.layers import pooling, wordpieces
@@ -76,18 +77,6 @@ def _docs(nlp, sample):
     return docs
 
 
-def _same_batch(ours, theirs):
-    a, b = ours.wordpieces, theirs.wordpieces
-    assert a.strings == b.strings and a.lengths == b.lengths
-    for name in ("input_ids", "attention_mask", "token_type_ids"):
-        x, y = getattr(a, name), getattr(b, name)
-        assert (x is None) == (y is None), name
-        if x is not None:
-            assert x.dtype == y.dtype and numpy.array_equal(x, y), name
-    assert numpy.array_equal(ours.align.dataXd, theirs.align.dataXd)
-    assert numpy.array_equal(ours.align.lengths, theirs.align.lengths)
-
-
 def test_cached_wordpieces_and_batched_pooling_are_spacy_transformers(model, sample):
     from spacy_transformers.layers.transformer_model import forward as their_forward
     from spacy_transformers.layers.trfs2arrays import forward as their_pooling
@@ -106,7 +95,7 @@ def test_cached_wordpieces_and_batched_pooling_are_spacy_transformers(model, sam
         theirs, _ = their_forward(trf, batch, False)
         for _ in range(2):  # tokenized, then read from the cache
             ours, _ = wordpieces.cached_forward(trf, batch, False, cache=cache)
-            _same_batch(ours, theirs)
+            same_transformer_batch(ours, theirs)
         trf_datas = theirs.doc_data
         results = []
         for func in (their_pooling, pooling.batched_forward):

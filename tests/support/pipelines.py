@@ -3,6 +3,7 @@ a marker), a token_ner one trained in seconds on spaCy's CPU tok2vec (TRAIN), an
 
 import random
 
+import numpy
 import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, Span
@@ -122,3 +123,18 @@ def scored_entities(nlp, text: str) -> list:
     group = doc.spans["token_ner"]
     assert [(s.start, s.end, s.label_) for s in group] == [(e.start, e.end, e.label_) for e in doc.ents]
     return [(s.start_char, s.end_char, s.label_, float(score)) for s, score in zip(group, group.attrs["scores"])]
+
+
+def same_transformer_batch(ours, theirs) -> None:
+    """Assert two TransformerData batches (ours: the wordpiece cache's; theirs: spacy-transformers') hold the
+    same wordpieces, arrays and alignment, dtypes included."""
+    a, b = ours.wordpieces, theirs.wordpieces
+    assert a.strings == b.strings and a.lengths == b.lengths
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and numpy.array_equal(x, y), name
+    assert numpy.array_equal(ours.align.dataXd, theirs.align.dataXd)
+    assert numpy.array_equal(ours.align.lengths, theirs.align.lengths)
+    assert ours.align.dataXd.dtype == theirs.align.dataXd.dtype

@@ -7,6 +7,7 @@ import pytest
 import spacy
 from spacy.tokens import Doc, DocBin
 from support.paths import ROOT
+from support.pipelines import same_transformer_batch
 
 from iob_ner.pipeline.layers import wordpieces
 from iob_ner.pipeline.layers.pooling import Listener
@@ -55,19 +56,6 @@ def _converted(nlp, path):
         return list(DocBin().from_disk(out).get_docs(nlp.vocab))
 
 
-def _same(ours, theirs):
-    a, b = ours.wordpieces, theirs.wordpieces
-    assert a.strings == b.strings and a.lengths == b.lengths
-    for name in ("input_ids", "attention_mask", "token_type_ids"):
-        x, y = getattr(a, name), getattr(b, name)
-        assert (x is None) == (y is None), name
-        if x is not None:
-            assert x.dtype == y.dtype and numpy.array_equal(x, y), name
-    assert numpy.array_equal(ours.align.dataXd, theirs.align.dataXd)
-    assert numpy.array_equal(ours.align.lengths, theirs.align.lengths)
-    assert ours.align.dataXd.dtype == theirs.align.dataXd.dtype
-
-
 def test_the_cached_batch_is_spacy_transformers_batch(nlp):
     from spacy_transformers.layers.transformer_model import forward
 
@@ -79,7 +67,7 @@ def test_the_cached_batch_is_spacy_transformers_batch(nlp):
         theirs, _ = forward(model, batch, False)
         for _ in range(2):  # tokenized, then read from the cache
             ours, _ = wordpieces.cached_forward(model, batch, False, cache=cache)
-            _same(ours, theirs)
+            same_transformer_batch(ours, theirs)
             numpy.testing.assert_allclose(
                 ours.model_output.last_hidden_state, theirs.model_output.last_hidden_state, atol=1e-6
             )
@@ -123,4 +111,4 @@ def test_the_training_callback_attaches_warms_and_releases_the_cache(nlp):
         release(nlp)
     assert trf.wordpiece_cache is None
     plain = trf.predict(docs[:3])
-    _same(theirs, plain)
+    same_transformer_batch(theirs, plain)
