@@ -162,9 +162,16 @@ def test_the_loop_trains_as_spacy_train_does(setup, tmp_path):
     train_loop.train(CONFIG, tmp_path / "ours", use_gpu=-1, overrides=overrides, fingerprints={})
     theirs = [json.loads(line) for line in (tmp_path / "spacy.jsonl").read_text().splitlines()]
     ours = log(tmp_path / "ours")
-    assert [r["step"] for r in ours] == [r["step"] for r in theirs] == [0, 2, 4, 6]
+    assert [(r["epoch"], r["step"]) for r in ours] == [(r["epoch"], r["step"]) for r in theirs]
+    assert [r["step"] for r in ours] == [0, 2, 4, 6]
+    # Why not exact: both runs share one process, but not the addresses of their arrays, and MKL's sgemm on
+    # some CPUs (seen on CI's, not on this AMD EPYC) sums in an order that depends on alignment: the
+    # transformer's loss once differed by 3.8e-4 (relative) at one step. A loop that differs from spaCy's
+    # moves it further: gradients accumulated over two batches by 0.5 % at step 4 and 1.3 % at step 6,
+    # half the learning rate by 84 % (measured on this setup).
     for a, b in zip(ours, theirs):
-        assert a["losses"] == pytest.approx(b["losses"], rel=1e-6) and a["scores"] == pytest.approx(b["scores"])
+        assert a["losses"] == pytest.approx(b["losses"], rel=1e-3)
+        assert a["scores"] == pytest.approx(b["scores"], abs=1.0)  # points of 100: one entity more or less
 
 
 KILL_WHILE_PROMOTING = """
