@@ -125,6 +125,20 @@ def student_config(tmp_path):
     return path
 
 
+def distill_sample(sample, tmp_path, teacher=None, **options):
+    """distill_pipeline on the sample's train and dev, with student_config's student, writing under tmp_path
+    (student/, labels/); the teacher is the sample's unless given."""
+    return distill_pipeline(
+        teacher=teacher or sample / "teacher",
+        config=student_config(tmp_path),
+        output=tmp_path / "student",
+        train=sample / "train.spacy",
+        dev=sample / "dev.spacy",
+        labels_dir=tmp_path / "labels",
+        **options,
+    )
+
+
 def label(sample, labels_dir, teacher=None, **kwargs):
     teacher = teacher or sample / "teacher"
     nlp = spacy.load(teacher)
@@ -224,14 +238,10 @@ def f_on(model, corpus):
 
 def test_a_student_learns_from_the_teacher_on_tiny_data_and_beats_chance(sample, tmp_path):
     """Soft targets on the training texts, 60 steps: the student finds the training entities (chance: F ~ 0)."""
-    record = distill_pipeline(
-        teacher=sample / "teacher",
-        config=student_config(tmp_path),
-        output=tmp_path / "student",
-        train=sample / "train.spacy",
-        dev=sample / "dev.spacy",
+    record = distill_sample(
+        sample,
+        tmp_path,
         test=sample / "test.spacy",
-        labels_dir=tmp_path / "labels",
         settings=StudentSettings(max_steps=60, eval_frequency=20),
         shard_size=16,
     )
@@ -271,14 +281,7 @@ def test_a_teacher_without_token_ner_is_refused_in_one_sentence(sample, tmp_path
     nlp.initialize()
     nlp.to_disk(tmp_path / "transition")
     with pytest.raises(SetupError, match="has no token_ner component"):
-        distill_pipeline(
-            teacher=tmp_path / "transition",
-            config=student_config(tmp_path),
-            output=tmp_path / "student",
-            train=sample / "train.spacy",
-            dev=sample / "dev.spacy",
-            labels_dir=tmp_path / "labels",
-        )
+        distill_sample(sample, tmp_path, teacher=tmp_path / "transition")
 
 
 def test_a_teacher_that_lacks_a_training_label_is_refused_before_labelling(sample, tmp_path):
@@ -288,14 +291,7 @@ def test_a_teacher_that_lacks_a_training_label_is_refused_before_labelling(sampl
     nlp.initialize(lambda: [Example(Doc(nlp.vocab, words=["LiFePO4", "works"]), doc)])
     nlp.to_disk(tmp_path / "mat-only")
     with pytest.raises(SetupError, match=r"train.spacy has label\(s\) APL, CMT, PRO, SMT that the teacher"):
-        distill_pipeline(
-            teacher=tmp_path / "mat-only",
-            config=student_config(tmp_path),
-            output=tmp_path / "student",
-            train=sample / "train.spacy",
-            dev=sample / "dev.spacy",
-            labels_dir=tmp_path / "labels",
-        )
+        distill_sample(sample, tmp_path, teacher=tmp_path / "mat-only")
     assert not (tmp_path / "labels").exists() and not (tmp_path / "student").exists()
 
 
@@ -507,15 +503,7 @@ def test_the_training_corpus_or_other_texts_as_unlabelled_input_are_not_refused(
 def test_the_packaged_student_installs_in_a_fresh_venv_and_loads_by_name(sample, tmp_path):
     from iob_ner.pipeline.packaging import package_pipeline
 
-    distill_pipeline(
-        teacher=sample / "teacher",
-        config=student_config(tmp_path),
-        output=tmp_path / "student",
-        train=sample / "train.spacy",
-        dev=sample / "dev.spacy",
-        labels_dir=tmp_path / "labels",
-        settings=StudentSettings(max_steps=40, eval_frequency=20),
-    )
+    distill_sample(sample, tmp_path, settings=StudentSettings(max_steps=40, eval_frequency=20))
     wheel, _ = package_pipeline(
         model=tmp_path / "student" / "model-best", output_dir=tmp_path / "packages", name="student", version="0.1.0"
     )

@@ -123,18 +123,24 @@ def test_missing_test_corpus_and_stale_predictions(training, tmp_path):
         write_report(training_dir=folder, test_corpus=corpus)
 
 
-def test_error_midway_leaves_the_previous_outputs(training, monkeypatch):
+def assert_interrupted_report_keeps(training, monkeypatch, step, names):
+    """A report written, then a second one interrupted (Ctrl-C) in `step` of report.write: every one of
+    `names` is byte for byte the first report's, and no temporary file stays."""
     folder, corpus = training
     write_report(training_dir=folder, test_corpus=corpus)
-    before = {name: (folder / name).read_bytes() for name in OUTPUTS}
+    before = {name: (folder / name).read_bytes() for name in names}
 
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report_write, "write_errors_html", interrupted)
+    monkeypatch.setattr(report_write, step, interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_report(training_dir=folder, test_corpus=corpus)
-    assert {name: (folder / name).read_bytes() for name in OUTPUTS} == before and leftovers(folder) == []
+    assert {name: (folder / name).read_bytes() for name in names} == before and leftovers(folder) == []
+
+
+def test_error_midway_leaves_the_previous_outputs(training, monkeypatch):
+    assert_interrupted_report_keeps(training, monkeypatch, "write_errors_html", OUTPUTS)
 
 
 def test_without_a_log_no_stale_learning_curve_stays(training):
@@ -318,19 +324,8 @@ def test_metrics_of_an_older_evaluate_say_to_rerun_it(training):
 
 
 def test_error_while_drawing_the_confidence_plots_keeps_every_previous_output(training, monkeypatch):
-    folder, corpus = training
-    set_test_confidence(folder, confidence_block())
-    write_report(training_dir=folder, test_corpus=corpus)
-    names = OUTPUTS + CONFIDENCE_PNGS
-    before = {name: (folder / name).read_bytes() for name in names}
-
-    def interrupted(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(report_write, "plot_thresholds", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        write_report(training_dir=folder, test_corpus=corpus)
-    assert {name: (folder / name).read_bytes() for name in names} == before and leftovers(folder) == []
+    set_test_confidence(training[0], confidence_block())
+    assert_interrupted_report_keeps(training, monkeypatch, "plot_thresholds", OUTPUTS + CONFIDENCE_PNGS)
 
 
 def test_evaluate_without_entity_scores_writes_null_and_says_so(training, tmp_path):

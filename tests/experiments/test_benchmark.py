@@ -3,7 +3,7 @@ benchmarks/host_time's figures on a tiny corpus, and how benchmarks/long_input's
 text and compares entities."""
 
 import pytest
-from support.paths import ROOT, load_benchmark
+from support.paths import ROOT, load_benchmark, training_benchmark_arguments
 
 from iob_ner.training import precision
 from iob_ner.util.runtime import SetupError
@@ -132,24 +132,8 @@ def test_precision_is_chosen_per_run_before_anything_trains(monkeypatch):
 
 
 def test_the_cli_stops_on_a_bad_spec_in_one_line_before_converting(tmp_path, capsys):
-    assets = ROOT / "assets"
     with pytest.raises(SystemExit) as stop:
-        benchmark.benchmark(
-            train=assets / "train.tsv",
-            dev=assets / "dev.tsv",
-            test=assets / "test.tsv",
-            transformer="embedded",
-            gpu_id="cpu",
-            recipes="token:batch=lots",
-            budget=1.0,
-            batch_words=None,
-            learn_rate=None,
-            precision="auto",
-            infer_batch_sizes="256",
-            hf_peer=None,
-            hf_epochs=None,
-            output=tmp_path / "out.json",
-        )
+        benchmark.benchmark(**training_benchmark_arguments(tmp_path / "out.json", recipes="token:batch=lots"))
     assert stop.value.code == 1
     out = capsys.readouterr().out
     assert "batch=lots in 'token:batch=lots' must be a positive whole number of words" in " ".join(out.split())

@@ -32,3 +32,26 @@ def load_script(name: str) -> ModuleType:
 
 def load_benchmark(path: str) -> ModuleType:
     return load_file(ROOT / "benchmarks" / path)
+
+
+def training_benchmark_arguments(output: Path, **changes) -> dict:
+    """Every argument of benchmarks/training's `benchmark()` (a typer command: called directly it has no
+    defaults), for the sample's three files and the embedded model; `changes` replace some."""
+    assets = ROOT / "assets"
+    arguments = dict(
+        train=assets / "train.tsv",
+        dev=assets / "dev.tsv",
+        test=assets / "test.tsv",
+        transformer="embedded",
+        gpu_id="cpu",
+        recipes="token",
+        budget=1.0,
+        batch_words=None,
+        learn_rate=None,
+        precision="auto",
+        infer_batch_sizes="256",
+        hf_peer=None,
+        hf_epochs=None,
+        output=output,
+    )
+    return {**arguments, **changes}

@@ -16,7 +16,7 @@ import pytest
 import spacy
 import srsly
 from spacy.language import Language
-from support.paths import ROOT, load_benchmark
+from support.paths import ROOT, load_benchmark, training_benchmark_arguments
 from thinc.api import NumpyOps, get_current_ops, set_current_ops
 
 from iob_ner.inference.ray_engine import actor as ray_actor
@@ -231,22 +231,10 @@ def test_the_benchmark_warms_up_untimed_before_the_first_recipe(monkeypatch, tmp
         }
 
     monkeypatch.setattr(bench, "run_recipe", recipe)
-    assets = ROOT / "assets"
     bench.benchmark(
-        train=assets / "train.tsv",
-        dev=assets / "dev.tsv",
-        test=assets / "test.tsv",
-        transformer="embedded",
-        gpu_id="0",
-        recipes="token,transition",
-        budget=1.0,
-        batch_words=None,
-        learn_rate=None,
-        precision="auto",
-        infer_batch_sizes="64",
-        hf_peer=None,
-        hf_epochs=None,
-        output=tmp_path / "out.json",
+        **training_benchmark_arguments(
+            tmp_path / "out.json", gpu_id="0", recipes="token,transition", infer_batch_sizes="64"
+        )
     )
     assert calls == [("warm_up", 0), ("recipe", "token"), ("recipe", "transition")]
 
