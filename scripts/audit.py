@@ -9,8 +9,7 @@ from wasabi import msg
 
 from iob_ner.audit import audit, audit_summary
 from iob_ner.iob.documents import MAX_SENTENCE_TOKENS
-from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_gpu_id
+from iob_ner.util.cli import parse_gpu_id, user_errors
 
 
 def main(

@@ -14,8 +14,7 @@ from iob_ner.corpus.prepare import AUTO, SPLITS, prepare_corpus  # noqa: E402
 from iob_ner.corpus.split_checks import unseen_sentence  # noqa: E402
 from iob_ner.corpus.tokenizer_fit import fit_lines  # noqa: E402
 from iob_ner.iob.documents import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS  # noqa: E402
-from iob_ner.util.cli import print_read_report, user_errors  # noqa: E402
-from iob_ner.util.runtime import parse_bool  # noqa: E402
+from iob_ner.util.cli import parse_bool, print_read_report, user_errors  # noqa: E402
 
 SAMPLE_MANIFEST = Path(__file__).resolve().parents[1] / "assets" / "sample.json"
 

@@ -12,8 +12,7 @@ from wasabi import msg  # noqa: E402
 
 from iob_ner.corpus.convert import convert_iob  # noqa: E402
 from iob_ner.iob.documents import MAX_DOCUMENT_TOKENS, MAX_SENTENCE_TOKENS  # noqa: E402
-from iob_ner.util.cli import print_read_report, user_errors  # noqa: E402
-from iob_ner.util.runtime import parse_bool  # noqa: E402
+from iob_ner.util.cli import parse_bool, print_read_report, user_errors  # noqa: E402
 
 
 def main(

@@ -6,8 +6,7 @@ import typer
 from wasabi import msg
 
 from iob_ner.experiments.crossval import crossval
-from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_bool, parse_gpu_id
+from iob_ner.util.cli import parse_bool, parse_gpu_id, user_errors
 
 
 def main(

@@ -14,8 +14,7 @@ from iob_ner.evaluation.evaluate import evaluate_pipeline
 from iob_ner.evaluation.report.write import write_report
 from iob_ner.training.config_file import pipeline_lang, write_config
 from iob_ner.training.train import Checkpointing
-from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_bool, parse_gpu_id
+from iob_ner.util.cli import parse_bool, parse_gpu_id, user_errors
 
 
 def print_summary(record: dict, output: Path) -> None:

@@ -8,8 +8,7 @@ import typer
 from wasabi import msg
 
 from iob_ner.evaluation.evaluate import evaluate_pipeline
-from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_gpu_id
+from iob_ner.util.cli import parse_gpu_id, user_errors
 
 
 def print_metrics(m: dict) -> None:

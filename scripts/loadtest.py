@@ -8,9 +8,8 @@ import typer
 from wasabi import msg
 
 from iob_ner.serving.loadtest import MEMORY_MARK, loadtest
-from iob_ner.util.cli import user_errors
+from iob_ner.util.cli import gpu_id_option, parse_gpu_id, user_errors
 from iob_ner.util.outputs import write_text_atomic
-from iob_ner.util.runtime import gpu_id_option, parse_gpu_id
 
 SERVE_SCRIPT = Path(__file__).resolve().parent / "serve.py"  # run as a child process, not imported
 

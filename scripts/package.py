@@ -6,8 +6,7 @@ import typer
 from wasabi import msg
 
 from iob_ner.pipeline.packaging import package_pipeline
-from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_bool
+from iob_ner.util.cli import parse_bool, user_errors
 
 
 def main(

@@ -9,8 +9,7 @@ from wasabi import msg
 
 from iob_ner.inference import predict, prediction_summary
 from iob_ner.inference.stream import BATCH_CHARS
-from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_gpu_id
+from iob_ner.util.cli import parse_gpu_id, user_errors
 
 
 def main(

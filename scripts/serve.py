@@ -15,8 +15,7 @@ from wasabi import msg
 
 from iob_ner.serving import LOOPBACK, serving_stack_missing
 from iob_ner.serving.session import ParentWatch, own_session_wanted, run_in_own_session
-from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_gpu_id
+from iob_ner.util.cli import parse_gpu_id, user_errors
 
 LABELS_FILE = Path("configs/labels.json")  # iob_ner.serving.server's defaults (it imports torch: not here)
 EXAMPLE_CORPUS = Path("corpus/test.spacy")

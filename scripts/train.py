@@ -6,8 +6,7 @@ from typing import Optional
 import typer
 
 from iob_ner.training.train import Checkpointing, train_pipeline
-from iob_ner.util.cli import user_errors
-from iob_ner.util.runtime import parse_bool, parse_gpu_id
+from iob_ner.util.cli import parse_bool, parse_gpu_id, user_errors
 
 
 def main(

@@ -21,8 +21,9 @@ from wasabi import msg
 
 from iob_ner.experiments.common import load_docs, mean_sd, save_docs, train_and_score, write_json
 from iob_ner.pipeline.scoring import scoring_ner, unscored_ner
+from iob_ner.util.cli import parse_gpu_id
 from iob_ner.util.errors import SetupError
-from iob_ner.util.runtime import cpu_name, parse_gpu_id
+from iob_ner.util.runtime import cpu_name
 
 
 def least_sure_in_pool(model: Path, pool: Sequence[Doc], n: int, batch_size: int = 64) -> List[int]:

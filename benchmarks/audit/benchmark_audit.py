@@ -44,8 +44,9 @@ from iob_ner.experiments.common import write_json
 from iob_ner.iob.documents import IobDocument
 from iob_ner.iob.reader import located_documents, read_iob
 from iob_ner.iob.writer import write_iob
+from iob_ner.util.cli import parse_gpu_id
 from iob_ner.util.errors import UserError
-from iob_ner.util.runtime import cpu_name, library_versions, parse_gpu_id
+from iob_ner.util.runtime import cpu_name, library_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("removed", "boundary", "spurious")

@@ -63,7 +63,8 @@ LABEL = """
 import json, sys
 from pathlib import Path
 from iob_ner.distill import label_with_teacher, peak_memory_mb
-from iob_ner.util.runtime import parse_gpu_id, select_device
+from iob_ner.util.runtime import select_device
+from iob_ner.util.cli import parse_gpu_id
 a = json.loads(sys.argv[1])
 select_device(parse_gpu_id(a["gpu_id"], ""))
 labels = label_with_teacher(Path(a["teacher"]), [Path(p) for p in a["sources"]], Path(a["labels_dir"]),

@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT / "src"))  # the package from this tree, installed o
 
 import iob_ner.pipeline.token_ner  # noqa: E402,F401 (registers the token_ner factory without the entry point)
 from iob_ner.corpus.convert import convert_iob, read_docs  # noqa: E402
-from iob_ner.util.runtime import cpu_name, gpu_id_option, parse_gpu_id, select_device  # noqa: E402
+from iob_ner.util.cli import gpu_id_option, parse_gpu_id  # noqa: E402
+from iob_ner.util.runtime import cpu_name, select_device  # noqa: E402
 
 Record = Dict[str, Any]
 

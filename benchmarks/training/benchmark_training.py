@@ -57,9 +57,10 @@ from iob_ner.experiments.timed import (  # noqa: F401
     train_for,
 )
 from iob_ner.training import precision as precision_mod
+from iob_ner.util.cli import parse_gpu_id
 from iob_ner.util.errors import SetupError
 from iob_ner.util.outputs import write_text_atomic
-from iob_ner.util.runtime import cpu_name, parse_gpu_id, resolve_transformer, select_device
+from iob_ner.util.runtime import cpu_name, resolve_transformer, select_device
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_KEYS = ("batch", "lr", "precision", "batcher")

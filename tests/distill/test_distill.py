@@ -510,8 +510,7 @@ def test_the_packaged_student_installs_in_a_fresh_venv_and_loads_by_name(sample,
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    install = [python, "-m", "pip", "install", "-q", "--no-compile", str(wheel)]  # as test_project's fresh venv
-    install = subprocess.run(install, capture_output=True, text=True)
+    install = subprocess.run([python, "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr[-3000:]
     text = "LiFePO4 nanoparticles were prepared by a sol-gel route ."
     check = (

@@ -282,9 +282,7 @@ def test_package_installs_in_a_fresh_venv_and_loads_by_name_offline(sample_proje
     python = str(venv / "bin" / "python")
     torch_version = __import__("torch").__version__.split("+")[0]
     install = subprocess.run(
-        # --no-compile: bytecode for all of torch and spaCy's stack was half of the install (torch and
-        # spacy-transformers into a fresh venv: 43 s with it, 23 s without; AMD EPYC)
-        [python, "-m", "pip", "install", "-q", "--no-compile", f"torch=={torch_version}", str(wheels[0])],
+        [python, "-m", "pip", "install", "-q", f"torch=={torch_version}", str(wheels[0])],
         capture_output=True,
         text=True,
     )

@@ -2,7 +2,8 @@
 
 import pytest
 
-from iob_ner.util.runtime import EMBEDDED, SetupError, parse_bool, parse_gpu_id, resolve_transformer, select_device
+from iob_ner.util.cli import parse_bool, parse_gpu_id
+from iob_ner.util.runtime import EMBEDDED, SetupError, resolve_transformer, select_device
 
 
 def test_embedded_model_resolves_to_a_local_folder():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Tuple, Type
 
 from wasabi import msg
 
-from .errors import UserError, first_line
+from .errors import SetupError, UserError, first_line
 
 INTERRUPTED = 130  # the shell's exit code for Ctrl-C
 
@@ -65,3 +65,35 @@ def print_read_report(report: "ReadReport") -> None:
 
 if TYPE_CHECKING:  # the IOB reader pulls in spaCy: not needed to print a report
     from ..iob.report import ReadReport
+
+
+# -- the options every command shares (light: the command that starts serve imports no torch) ----------
+
+
+def parse_gpu_id(value: Optional[str], env_value: Optional[str] = None) -> Optional[int]:
+    """The GPU asked for: an int >= 0, -1 for the CPU, or None for 'a GPU if there is one'."""
+    for raw in (value, env_value):
+        text = (raw or "").strip().lower()
+        if text in ("", "auto", "none"):
+            continue
+        if text in ("cpu",):
+            return -1
+        try:
+            return int(text)
+        except ValueError:
+            raise SetupError(f"gpu_id must be a number, 'cpu' or 'auto', not {raw!r}") from None
+    return None
+
+
+def gpu_id_option(gpu_id: Optional[int]) -> str:
+    """parse_gpu_id's result as a --gpu-id option again, for a command started as a child process."""
+    return "auto" if gpu_id is None else "cpu" if gpu_id < 0 else str(gpu_id)
+
+
+def parse_bool(value: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SetupError(f"expected true or false, not {value!r}")

@@ -93,26 +93,6 @@ def check_model_folder(folder: Path) -> None:
         )
 
 
-def parse_gpu_id(value: Optional[str], env_value: Optional[str] = None) -> Optional[int]:
-    """The GPU asked for: an int >= 0, -1 for the CPU, or None for 'a GPU if there is one'."""
-    for raw in (value, env_value):
-        text = (raw or "").strip().lower()
-        if text in ("", "auto", "none"):
-            continue
-        if text in ("cpu",):
-            return -1
-        try:
-            return int(text)
-        except ValueError:
-            raise SetupError(f"gpu_id must be a number, 'cpu' or 'auto', not {raw!r}") from None
-    return None
-
-
-def gpu_id_option(gpu_id: Optional[int]) -> str:
-    """parse_gpu_id's result as a --gpu-id option again, for a command started as a child process."""
-    return "auto" if gpu_id is None else "cpu" if gpu_id < 0 else str(gpu_id)
-
-
 def gpu_unavailable(gpu_id: int) -> str:
     """ "" when GPU `gpu_id` can run the pipeline, else why not (a phrase to put in a sentence).
 
@@ -223,12 +203,3 @@ def library_versions(*extra: str) -> Dict[str, str]:
     names = ("spacy", "spacy-transformers", "thinc", "torch", "transformers", *extra)
     imported = {name: getattr(sys.modules.get(name.replace("-", "_")), "__version__", None) for name in names}
     return {"python": platform.python_version(), **{name: v or metadata.version(name) for name, v in imported.items()}}
-
-
-def parse_bool(value: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise SetupError(f"expected true or false, not {value!r}")
