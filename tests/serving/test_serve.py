@@ -449,7 +449,7 @@ def test_requests_are_not_exported_to_the_otlp_collector_that_transformers_assum
     import http.server
 
     import spacy_transformers  # noqa: F401 (imports transformers, as serving a transformer pipeline does)
-    from opentelemetry import trace
+    from opentelemetry import metrics, trace
 
     from iob_ner.serving import web
 
@@ -485,5 +485,9 @@ def test_requests_are_not_exported_to_the_otlp_collector_that_transformers_assum
                 time.sleep(2.5)  # the exporter's interval is one second
             counts[name] = len([path for path in posts if path.endswith("/v1/metrics")])
     finally:
+        # the global exporter now holds this request's measurements and would post them at every interval for
+        # the rest of the process, to a collector that is gone ("Transient error ... retrying", and a wait for
+        # its retries as the test process exits): shut it down while the collector still answers
+        getattr(metrics.get_meter_provider(), "shutdown", lambda: None)()
         collector.shutdown()
     assert counts["global providers"] > 0 and counts["service's settings"] == 0, counts
