@@ -10,6 +10,7 @@ from wasabi import msg
 from iob_ner.corpus.debug_data import counts_table, project_checks, spacy_checks
 from iob_ner.util.cli import parse_bool, user_errors
 
+# spaCy's transition ner, swapped in for token_ner so that spacy debug data runs its NER checks
 TRANSITION_BLOCK = Path(__file__).resolve().parents[1] / "configs" / "ner_transition.cfg"
 
 

@@ -4,15 +4,15 @@ module or here."""
 
 import os
 
-# Under pytest-xdist (.ci/run runs two workers on two cores) each worker, and every command it starts,
-# uses one thread for torch and BLAS, set before torch is imported: two workers each spinning two OpenMP
-# threads on two cores slowed torch steps 4-18x (spin-waits).
 # Nothing in the tests may load from a model hub (CI has no network): offline, a name that is not a local
 # folder fails at once, where huggingface_hub would first try the network (23 s in one test). Read by
 # huggingface_hub when it is imported, so set before anything imports it; every command a test starts
 # inherits it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Under pytest-xdist (.ci/run runs two workers on two cores) each worker, and every command it starts,
+# uses one thread for torch and BLAS, set before torch is imported: two workers each spinning two OpenMP
+# threads on two cores slowed torch steps 4-18x (spin-waits).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
