@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from spacy.vocab import Vocab
 from wasabi import table
 
-from ..training.config_file import read_config
+from ..training.config_file import config_lang, read_config
 from ..util.errors import ConfigFileError, DataError, SetupError
 from ..util.outputs import write_text_atomic
 from ..util.runtime import resolve_transformer
@@ -247,7 +247,7 @@ def project_checks(
         raise DataError(str(err)) from None
     paths = {"train": train, "dev": dev, **({"test": test} if test is not None else {})}
     splits = {name: gather_split_stats(name, path) for name, path in paths.items()}
-    lang = read_config(config, interpolate_check=False).get("nlp", {}).get("lang")
+    lang = config_lang(config)
     findings = ner_findings(splits, dev_is_test) + tokenizer_fit_findings(train.parent, lang)
     return ProjectChecks(config_text, swapped, splits, findings)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 import re
 import tempfile
 from pathlib import Path
@@ -105,8 +106,6 @@ SEGMENTER_PACKAGES = {"pkuseg": ("spacy_pkuseg", "spacy-pkuseg"), "jieba": ("jie
 def check_segmenter(path: Path, tokenizer) -> None:
     """A zh config whose [nlp.tokenizer] segmenter needs a package that is not installed: one sentence now,
     where spaCy would stop at initialize, after the transformer has loaded."""
-    import importlib.util
-
     segmenter = str(getattr(tokenizer, "segmenter", ""))  # spaCy's zh tokenizer keeps the config's string
     module, package = SEGMENTER_PACKAGES.get(segmenter, (None, None))
     if module is not None and importlib.util.find_spec(module) is None:
@@ -184,7 +183,7 @@ def check_head(path: Path, head: str) -> None:
 def check_lang(path: Path, lang: str) -> None:
     """A config edited by hand is kept, but not when its pipeline's language is another than the one asked
     for: the model would then tokenize raw text by another language's rules than the user chose."""
-    has = read_config(path, interpolate_check=False).get("nlp", {}).get("lang")
+    has = config_lang(path)
     if has is not None and has != lang:
         raise ConfigFileError(
             f"{path} was edited by hand and has lang = {has!r} in [nlp], not the {lang!r} that lang asks for: "
@@ -192,10 +191,15 @@ def check_lang(path: Path, lang: str) -> None:
         )
 
 
+def config_lang(path: Path) -> Optional[str]:
+    """The pipeline language of the config `path` ([nlp] lang), None where it names none."""
+    return read_config(path, interpolate_check=False).get("nlp", {}).get("lang")
+
+
 def pipeline_lang(model: Path) -> Optional[str]:
     """The language of the trained pipeline saved in `model` (its config's [nlp] lang), None where it has none."""
     config = model / "config.cfg"
-    return read_config(config, interpolate_check=False).get("nlp", {}).get("lang") if config.is_file() else None
+    return config_lang(config) if config.is_file() else None
 
 
 def write_config(
