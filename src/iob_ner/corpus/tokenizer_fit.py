@@ -78,6 +78,11 @@ def detokenize(words: Sequence[str]) -> Tuple[str, List[int]]:
     return "".join(parts), starts
 
 
+def char_range(words: Sequence[str], starts: Sequence[int], start: int, end: int) -> Tuple[int, int]:
+    """The characters of words[start:end] in the text `detokenize(words)` made (`starts`: its word starts)."""
+    return starts[start], starts[end - 1] + len(words[end - 1])
+
+
 @dataclass
 class Fit:
     """Entities on token boundaries, per label, and the first that are not: (where, entity text, label,
@@ -122,7 +127,7 @@ def check_documents(
         text, starts = detokenize(words)
         doc = tokenizer(text)
         for start, end, label in spans:
-            first, last = starts[start], starts[end - 1] + len(words[end - 1])
+            first, last = char_range(words, starts, start, end)
             fit.entities[label] += 1
             if doc.char_span(first, last) is not None:
                 fit.fitting[label] += 1

@@ -13,7 +13,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from ..corpus.tokenizer_fit import detokenize
+from ..corpus.tokenizer_fit import char_range, detokenize
 from ..pipeline.token_ner import SPANS_KEY
 
 MISSED, SPURIOUS = "(missed)", "(spurious)"
@@ -113,7 +113,7 @@ def raw_text_metrics(nlp: Language, gold: Sequence[Doc], batch_size: int = 128) 
         words = [token.text for token in doc]
         text, starts = detokenize(words)
         texts.append(text)
-        gold_spans.append({(starts[e.start], starts[e.end - 1] + len(words[e.end - 1]), e.label_) for e in doc.ents})
+        gold_spans.append({(*char_range(words, starts, e.start, e.end), e.label_) for e in doc.ents})
     counts: Dict[str, Counter] = defaultdict(Counter)
     reachable = 0
     for doc, wanted in zip(nlp.pipe(texts, batch_size=batch_size), gold_spans):
