@@ -27,6 +27,7 @@ measured, to fit in 8 minutes on one GPU; `precision=fp32` pins the rows that mu
         --output benchmarks/training/gpu-ncbi.json
 """
 
+import functools
 import gc
 import json
 import platform
@@ -185,18 +186,8 @@ def release_gpu_memory(gpu: int) -> None:
     torch.cuda.reset_peak_memory_stats(gpu)
 
 
-def build_config(
-    recipe: str,
-    corpus: Path,
-    model: str,
-    batch_words: Optional[int],
-    learn_rate: Optional[float],
-    batcher: str = "padded",
-):
-    """timed.build_config on this checkout's configs/base_config.cfg."""
-    return timed.build_config(
-        recipe, corpus, model, batch_words, learn_rate, batcher, base=ROOT / "configs" / "base_config.cfg"
-    )
+# timed.build_config on this checkout's configs/base_config.cfg
+build_config = functools.partial(timed.build_config, base=ROOT / "configs" / "base_config.cfg")
 
 
 def effective_settings(run: Run, config, chosen_precision: str) -> Dict[str, Any]:
